@@ -1,0 +1,37 @@
+"""gradcheck: check hand-written derivatives against finite differences.
+
+The public API, usable from your own tests::
+
+    from gradcheck_cli import register_activation, run, CheckOptions
+    result = run(["softmax+mse"], CheckOptions(seed=0))
+    assert result.passed, result.to_dict()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gradcheck_cli.errors import ExitCode, GradcheckError
+from gradcheck_cli.registry import register_activation, register_fused, register_loss
+
+if TYPE_CHECKING:
+    from gradcheck_cli.results import CheckResult, RunResult, Verdict
+    from gradcheck_cli.runner import CheckOptions, explain, run
+
+__all__ = [
+    "CheckOptions", "CheckResult", "ExitCode", "GradcheckError", "RunResult", "Verdict",
+    "explain", "register_activation", "register_fused", "register_loss", "run",
+]
+__version__ = "0.1.0"
+
+_LAZY = {"CheckOptions": "runner", "explain": "runner", "run": "runner",
+         "CheckResult": "results", "RunResult": "results", "Verdict": "results"}
+
+
+def __getattr__(name: str) -> Any:
+    # numpy-heavy modules load on first use, so `import gradcheck_cli` in a plugin is cheap.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"gradcheck_cli.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'gradcheck_cli' has no attribute {name!r}")

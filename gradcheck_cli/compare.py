@@ -1,0 +1,112 @@
+"""Compare an analytic Jacobian with a numerical estimate, entry by entry.
+
+Each entry passes when ``|analytic - numeric| <= atol + rtol |numeric| + SAFETY * error``,
+where ``error`` is the finite-difference method's own error bound for that entry
+(:mod:`gradcheck_cli.numdiff`). The bound scales with ``|f| / h``, not with the entry,
+so entries that are zero or tiny are judged by what differencing can resolve there:
+the criterion neither blows up near zero nor lets a wrong value through where the
+reference is precise. ``rtol`` is a small floor, not the main criterion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.float64]
+
+# The error bounds are estimates, not guarantees: accept up to this multiple of them.
+SAFETY = 4.0
+DEFAULT_RTOL = 1e-7
+DEFAULT_ATOL = 0.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Tolerance settings; ``rtol``/``atol`` None means the defaults."""
+
+    rtol: float | None = None
+    atol: float | None = None
+    safety: float = SAFETY
+
+    def entries(self, numeric: Array, error: Array) -> Array:
+        rtol = DEFAULT_RTOL if self.rtol is None else self.rtol
+        atol = DEFAULT_ATOL if self.atol is None else self.atol
+        return atol + rtol * np.abs(numeric) + self.safety * error
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a comparison, by flat (output, input) index."""
+
+    index: tuple[int, int]
+    analytic: float
+    numeric: float
+    abs_err: float
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Result of comparing analytic with numeric: the figures and the worst entries."""
+
+    passed: bool
+    max_abs_err: float
+    max_rel_err: float
+    worst: Entry
+    n_bad: int
+    n_total: int
+    bad: tuple[Entry, ...]
+    max_ratio: float
+    """Largest ``abs_err / tolerance`` over all entries: above 1 fails."""
+
+
+def relative_errors(analytic: Array, numeric: Array, error: Array) -> Array:
+    """``|a - n| / max(|a|, |n|, error)``: relative where the entry is resolvable."""
+    denom = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), error)
+    diff = np.abs(analytic - numeric)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(denom > 0, diff / np.where(denom > 0, denom, 1.0), 0.0)
+    return np.where(np.isfinite(diff), rel, np.inf)
+
+
+def compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance | None = None,
+            keep: int = 5) -> Comparison:
+    """Compare entrywise; a non-finite analytic entry always fails.
+
+    The reported ``worst`` entry is the failing entry with the largest absolute error, or,
+    when nothing fails, the entry with the largest absolute error overall; ``tolerance``
+    in reports is the tolerance at that entry, so the two figures can be read together.
+    """
+    tol = (tolerance or Tolerance()).entries(numeric, error)
+    diff = np.abs(analytic - numeric)
+    diff = np.where(np.isfinite(diff), diff, np.inf)
+    bad_mask = diff > tol
+    n_bad = int(bad_mask.sum())
+    ranked = np.where(bad_mask, diff, -1.0) if n_bad else diff
+    flat = ranked.ravel()
+    k = min(max(keep, 1), flat.size)
+    # Only the top few entries are reported: a partial sort keeps this O(size).
+    order = np.argpartition(flat, flat.size - k)[flat.size - k:]
+    order = order[np.argsort(flat[order])[::-1]]
+
+    def entry(index: int) -> Entry:
+        i, j = np.unravel_index(index, analytic.shape)
+        return Entry((int(i), int(j)), float(analytic[i, j]), float(numeric[i, j]),
+                     float(diff[i, j]), float(tol[i, j]))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(tol > 0, diff / np.where(tol > 0, tol, 1.0), np.where(diff > 0, np.inf, 0.0))
+    rel = relative_errors(analytic, numeric, error)
+    return Comparison(
+        passed=n_bad == 0,
+        max_abs_err=float(diff.max(initial=0.0)),
+        max_rel_err=float(rel.max(initial=0.0)),
+        worst=entry(int(order[0])),
+        n_bad=n_bad,
+        n_total=int(diff.size),
+        bad=tuple(entry(int(f)) for f in order[:min(k, n_bad)]),
+        max_ratio=float(ratio.max(initial=0.0)),
+    )

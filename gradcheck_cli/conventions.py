@@ -1,0 +1,143 @@
+"""Turn each derivative convention into a dense analytic Jacobian over the flat batch.
+
+Whatever form a derivative is handed in (elementwise ``derivative``, ``jacobian`` blocks,
+``vjp`` or ``jvp`` products, a loss ``gradient``), it becomes the matrix
+``A[m, n] = d out_flat[m] / d in_flat[n]`` over the whole ``(B, K)`` batch, so the
+comparison sees every entry, including ones between different rows of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gradcheck_cli.registry import FunctionSpec
+
+Array = NDArray[np.float64]
+
+ELEMENTWISE = ("derivative", "derivative_of_output")
+
+
+class ConventionError(Exception):
+    """The analytic derivative raised or returned the wrong shape; message is user-facing."""
+
+
+def _call(name: str, fn: Callable[..., Any], *args: Array) -> Array:
+    try:
+        with np.errstate(all="ignore"):
+            out = fn(*(a.copy() for a in args))
+    except Exception as exc:  # user code: any exception becomes a report
+        raise ConventionError(f"{name} raised {type(exc).__name__}: {exc}") from exc
+    arr = np.asarray(out)
+    if arr.dtype.kind not in "fiub":
+        raise ConventionError(f"{name} returned {type(out).__name__} of dtype {arr.dtype}, expected a float array")
+    return arr.astype(np.float64)
+
+
+def _expect_shape(name: str, arr: Array, shape: tuple[int, ...], meaning: str) -> Array:
+    if arr.shape == shape:
+        return arr
+    if arr.size == int(np.prod(shape)) and arr.ndim <= 1 and len(shape) == 2 and shape[0] == 1:
+        return arr.reshape(shape)
+    raise ConventionError(
+        f"{name} returned shape {arr.shape}, expected {shape} ({meaning})"
+    )
+
+
+def call_checked(name: str, fn: Callable[..., Any], args: tuple[Array, ...], shape: tuple[int, ...],
+                 meaning: str) -> Array:
+    """Call user code ``fn(*args)`` and require an array of ``shape``."""
+    return _expect_shape(name, _call(name, fn, *args), shape, meaning)
+
+
+def _block_diagonal(blocks: Array) -> Array:
+    b, m, n = blocks.shape
+    out = np.zeros((b * m, b * n))
+    for i in range(b):
+        out[i * m:(i + 1) * m, i * n:(i + 1) * n] = blocks[i]
+    return out
+
+
+def analytic_jacobian(spec: FunctionSpec, convention: str, x: Array, y: Array | None = None,
+                      fed: Array | None = None) -> Array:
+    """The analytic Jacobian of activation ``spec`` at ``x`` from ``convention``.
+
+    ``y`` is ``forward(x)`` when already known. ``fed`` replaces the argument handed to the
+    derivative (diagnosis uses it to ask "would this be right if fed f(x)?").
+    """
+    fn = spec.derivatives[convention]
+    if y is None:
+        y = _call("forward", spec.forward, x)
+    arg = x if fed is None else fed
+    b, k = x.shape
+    m = y.size
+    if convention == "derivative":
+        d = _expect_shape("derivative(x)", _call("derivative(x)", fn, arg), x.shape, "like x")
+        return np.diag(d.ravel()) if m == x.size else _shape_mismatch(y, x)
+    if convention == "derivative_of_output":
+        arg = y if fed is None else fed
+        d = _expect_shape("derivative_of_output(y)", _call("derivative_of_output(y)", fn, arg),
+                          y.shape, "like y = forward(x)")
+        return np.diag(d.ravel()) if m == x.size else _shape_mismatch(y, x)
+    if convention == "jacobian":
+        jac = _call("jacobian(x)", fn, arg)
+        kout = y.shape[-1]
+        if jac.shape == (kout, k) and b == 1:
+            jac = jac[None]
+        jac = _expect_shape("jacobian(x)", jac, (b, kout, k), "J[b, i, j] = dy[b, i] / dx[b, j]")
+        return _block_diagonal(jac)
+    if convention == "vjp":
+        rows = np.empty((m, x.size))
+        for i in range(m):
+            g = np.zeros(m)
+            g[i] = 1.0
+            out = _call("vjp(x, g)", fn, arg, g.reshape(y.shape))
+            rows[i] = _expect_shape("vjp(x, g)", out, x.shape, "J^T g, like x").ravel()
+        return rows
+    if convention == "jvp":
+        cols = np.empty((m, x.size))
+        for j in range(x.size):
+            v = np.zeros(x.size)
+            v[j] = 1.0
+            out = _call("jvp(x, v)", fn, arg, v.reshape(x.shape))
+            cols[:, j] = _expect_shape("jvp(x, v)", out, y.shape, "J v, like y").ravel()
+        return cols
+    raise ConventionError(f"convention '{convention}' is not supported for this check yet")
+
+
+def _shape_mismatch(y: Array, x: Array) -> Array:
+    raise ConventionError(
+        f"an elementwise derivative needs forward(x) shaped like x, but forward returned "
+        f"{y.shape} for x of shape {x.shape}; use jacobian or vjp instead"
+    )
+
+
+def analytic_gradient(spec: FunctionSpec, pred: Array, target: Array) -> Array:
+    """The analytic gradient of loss ``spec`` at ``(pred, target)``, as a (1, N) row."""
+    fn = spec.derivatives["gradient"]
+    g = _expect_shape("gradient(pred, target)", _call("gradient(pred, target)", fn, pred, target),
+                      pred.shape, "dL/dpred, like pred")
+    return g.reshape(1, -1)
+
+
+def analytic_vjp(spec: FunctionSpec, convention: str, x: Array, g: Array,
+                 y: Array | None = None) -> Array:
+    """``J^T g`` the way a backward pass would compute it with ``convention``.
+
+    ``vjp`` is called directly and elementwise derivatives multiply ``g`` in, as user code
+    does, so a derivative that is only right for basis vectors still shows up.
+    """
+    if y is None:
+        y = _call("forward", spec.forward, x)
+    fn = spec.derivatives[convention]
+    if convention == "vjp":
+        return _expect_shape("vjp(x, g)", _call("vjp(x, g)", fn, x, g), x.shape, "J^T g, like x")
+    if convention in ELEMENTWISE:
+        arg = x if convention == "derivative" else y
+        d = _expect_shape(f"{convention}", _call(convention, fn, arg), x.shape, "like x")
+        return d * g
+    jac = analytic_jacobian(spec, convention, x, y)
+    return (jac.T @ g.ravel()).reshape(x.shape)

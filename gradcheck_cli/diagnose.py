@@ -1,0 +1,194 @@
+"""Say what kind of wrong a failing derivative is, from the pattern of its errors.
+
+Each test builds a corrected candidate from the analytic matrix (transposed, negated,
+rescaled, re-evaluated at f(x), ...) and asks whether *that* matches the numerical
+Jacobian under the same tolerance. A candidate that matches names the mistake; none
+matching falls back to listing the worst entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gradcheck_cli.compare import Comparison, Entry, Tolerance, compare
+
+Array = NDArray[np.float64]
+
+FEW_ENTRIES = 3
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How flat matrix indices map back to batch positions."""
+
+    batch: int
+    k_out: int
+    k_in: int
+    scalar: bool = False
+
+    def name(self, index: tuple[int, int]) -> str:
+        m, n = index
+        bi, j = divmod(n, self.k_in)
+        if self.scalar:
+            return f"dL/dx[{bi},{j}]"
+        bo, i = divmod(m, self.k_out)
+        return f"dy[{bo},{i}]/dx[{bi},{j}]"
+
+    def worst_index(self, index: tuple[int, int]) -> tuple[int, ...]:
+        m, n = index
+        bi, j = divmod(n, self.k_in)
+        if self.scalar:
+            return (bi, j)
+        bo, i = divmod(m, self.k_out)
+        return (bo, i, bi, j)
+
+
+def describe(entry: Entry, layout: Layout) -> str:
+    """``dy[0,1]/dx[0,2]: analytic 0.1 vs numeric 0.2``."""
+    return f"{layout.name(entry.index)}: analytic {entry.analytic:.6g} vs numeric {entry.numeric:.6g}"
+
+
+def _factor_name(c: float, layout: Layout) -> str | None:
+    """Name a constant factor when it is one of the usual suspects."""
+    candidates: list[tuple[float, str]] = [(2.0, "2"), (0.5, "1/2")]
+    sizes = ((layout.batch * layout.k_in, "N", "the element count B*K"),
+             (layout.batch, "B", "the batch size"), (layout.k_in, "K", "the feature count"))
+    for size, symbol, meaning in sizes:
+        if size > 1:
+            candidates.append((float(size), f"{size} = {symbol}, {meaning}: missing the 1/{symbol} of a mean"))
+            candidates.append((1.0 / size, f"1/{size} = 1/{symbol}, {meaning}: divides by {symbol} once too often"))
+    for value, label in candidates:
+        if abs(c / value - 1.0) < 1e-6:
+            return label
+    return None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What diagnosis looks at."""
+
+    analytic: Array
+    numeric: Array
+    error: Array
+    tolerance: Tolerance
+    layout: Layout
+    convention: str
+    comparison: Comparison
+    refeed: Callable[[], Array | None] | None = None
+    refeed_text: str = ""
+
+    def matches(self, candidate: Array) -> bool:
+        return compare(candidate, self.numeric, self.error, self.tolerance).passed
+
+    def significant(self, values: Array) -> NDArray[np.bool_]:
+        return np.abs(values) > self.tolerance.entries(self.numeric, self.error)
+
+
+def diagnose(ev: Evidence) -> str:
+    """One line naming the mistake, or the worst entries when no pattern fits."""
+    a, num, lay = ev.analytic, ev.numeric, ev.layout
+    worst = describe(ev.comparison.worst, lay)
+    nonfinite = ~np.isfinite(a)
+    if nonfinite.any():
+        m, n = (int(v) for v in np.argwhere(nonfinite)[0])
+        return (f"the analytic derivative is {a[m, n]} at {lay.name((m, n))} "
+                f"(numeric {num[m, n]:.6g}): it overflows or divides by zero there")
+    for check in (_elementwise, _batch_leak, _refeed, _transposed, _sign, _scale, _few):
+        found = check(ev)
+        if found:
+            return found
+    others = "; ".join(describe(e, lay) for e in ev.comparison.bad[1:3])
+    more = f"; also {others}" if others else ""
+    return f"{ev.comparison.n_bad} of {ev.comparison.n_total} entries wrong; worst {worst}{more}"
+
+
+def _elementwise(ev: Evidence) -> str | None:
+    if ev.convention not in ("derivative", "derivative_of_output") or ev.layout.scalar:
+        return None
+    off = ev.numeric.copy()
+    np.fill_diagonal(off, 0.0)
+    mask = ev.significant(off)
+    if not mask.any():
+        return None
+    m, n = (int(v) for v in np.unravel_index(np.argmax(np.abs(off)), off.shape))
+    example = f"{ev.layout.name((m, n))} = {ev.numeric[m, n]:.4g}"
+    diag_ok = ev.matches(np.diag(np.diag(ev.analytic)) + off)
+    if diag_ok:
+        return (f"only the Jacobian's diagonal: the elementwise {ev.convention} matches "
+                f"dy_i/dx_i, but this function is not elementwise, output i depends on input "
+                f"j != i ({example}, missing); give a jacobian or a vjp instead")
+    return (f"an elementwise {ev.convention} was given, but this function is not elementwise: "
+            f"output i depends on input j != i ({example}), and even the diagonal is wrong "
+            f"(worst {describe(ev.comparison.worst, ev.layout)}); give a jacobian or a vjp")
+
+
+def _batch_leak(ev: Evidence) -> str | None:
+    lay = ev.layout
+    if lay.batch < 2 or lay.scalar:
+        return None
+    rows_out = np.arange(ev.numeric.shape[0]) // lay.k_out
+    rows_in = np.arange(ev.numeric.shape[1]) // lay.k_in
+    cross = rows_out[:, None] != rows_in[None, :]
+    num_cross = cross & ev.significant(ev.numeric)
+    ana_cross = cross & ev.significant(ev.analytic)
+    if ana_cross.any() and not num_cross.any():
+        m, n = (int(v) for v in np.argwhere(ana_cross)[0])
+        return (f"rows of the batch leak into each other: the analytic derivative has "
+                f"{lay.name((m, n))} = {ev.analytic[m, n]:.4g} between different rows, where "
+                f"the function has none; a sum over the whole batch instead of each row "
+                f"(axis=-1)?")
+    if num_cross.any() and not ana_cross.any():
+        m, n = (int(v) for v in np.argwhere(num_cross)[0])
+        return (f"the function mixes rows of the batch ({lay.name((m, n))} = "
+                f"{ev.numeric[m, n]:.4g}: output row depends on another input row), but the "
+                f"derivative treats rows independently; the forward probably reduces over the "
+                f"whole array or axis 0 where it should use axis=-1")
+    return None
+
+
+def _refeed(ev: Evidence) -> str | None:
+    if ev.refeed is None:
+        return None
+    candidate = ev.refeed()
+    if candidate is None or not ev.matches(candidate):
+        return None
+    return ev.refeed_text
+
+
+def _transposed(ev: Evidence) -> str | None:
+    a = ev.analytic
+    if a.shape[0] != a.shape[1] or ev.layout.scalar or not ev.matches(a.T):
+        return None
+    return "the Jacobian is transposed: it returns J[j, i] = dy_j/dx_i where J[i, j] = dy_i/dx_j is expected"
+
+
+def _sign(ev: Evidence) -> str | None:
+    if not ev.matches(-ev.analytic):
+        return None
+    return "sign flipped: the analytic derivative is exactly -1 times the numerical one"
+
+
+def _scale(ev: Evidence) -> str | None:
+    a, num = ev.analytic, ev.numeric
+    denom = float(np.sum(num * num))
+    if denom == 0:
+        return None
+    c = float(np.sum(a * num)) / denom
+    if not np.isfinite(c) or c == 0 or abs(c - 1.0) < 1e-9 or not ev.matches(a / c):
+        return None
+    name = _factor_name(c, ev.layout)
+    if name:
+        return f"off by a constant factor {name} (analytic = {c:.6g} x numeric)"
+    return f"off by a constant factor: analytic = {c:.6g} x numeric everywhere"
+
+
+def _few(ev: Evidence) -> str | None:
+    comp = ev.comparison
+    if comp.n_bad > FEW_ENTRIES or comp.n_bad == comp.n_total:
+        return None
+    listed = "; ".join(describe(e, ev.layout) for e in comp.bad)
+    return f"wrong at only {comp.n_bad} of {comp.n_total} entries: {listed}"

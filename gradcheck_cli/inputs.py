@@ -1,0 +1,144 @@
+"""Sample points: seeded random inputs from a domain, targets of a kind, explicit input.
+
+Arrays are always batched ``(B, K)`` float64; an explicit ``--input 2,4,2,1`` is one row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gradcheck_cli.errors import UsageError
+
+Array = NDArray[np.float64]
+
+DOMAIN_TEXT = {"real": "any real number", "positive": "x > 0", "unit": "0 < x < 1"}
+# Random inputs keep at least this far (relative to max(1, |kink|)) from a known kink, so
+# that no finite-difference stencil straddles it.
+KINK_MARGIN = 0.02
+MAX_ELEMENTS = 50_000_000
+
+
+def parse_matrix(text: str, option: str = "--input") -> Array:
+    """Parse ``"2,4,2,1"`` (one row) or ``"1,2;3,4"`` (rows split by ``;``) into (B, K)."""
+    rows = [r.strip() for r in text.strip().strip(";").split(";")]
+    if not text.strip() or not all(rows):
+        raise UsageError(
+            f"{option} expects comma-separated numbers, rows separated by ';' "
+            f"(e.g. {option} 2,4,2,1 or {option} '1,2;3,4'); got {text!r}, which has an "
+            f"empty row."
+        )
+    parsed: list[list[float]] = []
+    for number, row in enumerate(rows):
+        values: list[float] = []
+        for item in row.split(","):
+            try:
+                values.append(float(item))
+            except ValueError:
+                raise UsageError(
+                    f"{option} expects comma-separated numbers, rows separated by ';'; "
+                    f"row {number} has {item.strip()!r}, which is not a number. Write "
+                    f"e.g. {option} 2,4,2,1 (quote the value when it has ';' or spaces)."
+                ) from None
+        parsed.append(values)
+    lengths = {len(r) for r in parsed}
+    if len(lengths) > 1:
+        sizes = ", ".join(str(len(r)) for r in parsed)
+        raise UsageError(
+            f"{option} rows must all have the same length, but the rows have {sizes} values. "
+            f"Give every row (separated by ';') the same number of entries."
+        )
+    return np.asarray(parsed, dtype=np.float64)
+
+
+def parse_shape(text: str | tuple[int, ...] | list[int]) -> tuple[int, int]:
+    """Parse ``"B,K"`` (or ``"K"``, meaning one row) into a positive 2-tuple."""
+    parts: list[str] = [str(p) for p in text] if not isinstance(text, str) else text.split(",")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) == 1:
+        dims = (1, dims[0])
+    if len(dims) != 2 or min(dims) < 1:
+        raise UsageError(
+            f"--shape expects two positive integers B,K (batch rows, features), e.g. "
+            f"--shape 4,10; got {text!r}."
+        )
+    if dims[0] * dims[1] > MAX_ELEMENTS:
+        raise UsageError(
+            f"--shape {dims[0]},{dims[1]} has {dims[0] * dims[1]:,} elements, more than the "
+            f"{MAX_ELEMENTS:,} a check can hold. Use a smaller shape."
+        )
+    return (dims[0], dims[1])
+
+
+def _away_from_kinks(x: Array, kinks: tuple[float, ...], offset: Array | float = 0.0) -> Array:
+    """Push entries of ``x - offset`` that lie within the margin of a kink to its edge."""
+    r = x - offset
+    for k in kinks:
+        margin = KINK_MARGIN * max(1.0, abs(k))
+        near = np.abs(r - k) < margin
+        r = np.where(near, k + np.where(r >= k, margin, -margin), r)
+    return r + offset
+
+
+def sample_domain(domain: str, shape: tuple[int, int], rng: np.random.Generator,
+                  kinks: tuple[float, ...] = ()) -> Array:
+    """Draw inputs from ``domain`` ('real', 'positive', 'unit'), away from ``kinks``."""
+    if domain == "positive":
+        x = np.exp(rng.normal(0.0, 1.0, shape))
+    elif domain == "unit":
+        x = rng.uniform(0.05, 0.95, shape)
+    else:
+        x = rng.normal(0.0, 2.0, shape)
+    return _away_from_kinks(x, kinks) if kinks else x
+
+
+def sample_target(kind: str, shape: tuple[int, int], rng: np.random.Generator) -> Array:
+    """Draw a target of ``kind``: real, onehot, probabilities, binary or positive."""
+    b, k = shape
+    if kind == "onehot":
+        return np.eye(k)[rng.integers(0, k, b)]
+    if kind == "probabilities":
+        return rng.dirichlet(np.ones(k), b)
+    if kind == "binary":
+        return rng.integers(0, 2, shape).astype(np.float64)
+    if kind == "positive":
+        return np.exp(rng.normal(0.0, 1.0, shape))
+    return rng.normal(0.0, 1.0, shape)
+
+
+def sample_prediction(domain: str, target: Array, rng: np.random.Generator,
+                      kinks: tuple[float, ...] = ()) -> Array:
+    """Draw predictions for a loss, keeping the residual ``pred - target`` off its kinks."""
+    pred = sample_domain(domain, (target.shape[0], target.shape[1]), rng)
+    return _away_from_kinks(pred, kinks, offset=target) if kinks else pred
+
+
+def outside_domain(x: Array, domain: str) -> tuple[int, ...] | None:
+    """The first index of ``x`` outside ``domain``, or None when all of it is inside."""
+    if domain == "positive":
+        bad = ~(x > 0)
+    elif domain == "unit":
+        bad = ~((x > 0) & (x < 1))
+    else:
+        bad = ~np.isfinite(x)
+    if not bad.any():
+        return None
+    return tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+def step_scale(x: Array, domain: str) -> Array:
+    """Per-coordinate scale of the finite-difference step.
+
+    ``max(1, |x|)``, as usual, but never more than the distance to the edge of the
+    domain: near p = 1e-8 a probability's step must shrink with p or the stencil leaves
+    the domain (and the truncation error of log p explodes).
+    """
+    scale = np.maximum(1.0, np.abs(x))
+    if domain == "positive":
+        scale = np.minimum(scale, x)
+    elif domain == "unit":
+        scale = np.minimum(scale, np.minimum(x, 1.0 - x))
+    return scale

@@ -1,0 +1,285 @@
+"""Finite-difference Jacobians with an estimate of their own error.
+
+A method is a small printable value (``central``, ``richardson``, ``complex``).
+:func:`estimate` returns the numerical Jacobian of ``f`` at ``x`` as an ``(M, N)`` matrix
+over the flattened output and input, together with a per-entry error bound:
+
+* truncation, from the difference between the estimate at step h and at step 2h
+  (for a method of order p, ``|D(h) - D(2h)| / (2^p - 1)`` estimates D(h)'s error);
+* rounding, ``u * max|f| / h`` with u a few units in the last place: a difference
+  quotient loses ``log10(|f| / (h |f'|))`` digits.
+
+With h ~ eps^(1/3) the two balance for central differences, which is why their error
+floor is about eps^(2/3) ~ 4e-11 relative; Richardson extrapolation uses h ~ eps^(1/5)
+and reaches about eps^(4/5) ~ 3e-13; the complex step has no subtraction and reaches eps.
+
+All perturbations of a chunk of coordinates are stacked along a new leading axis and
+evaluated in one call when ``f`` supports that (checked numerically, never assumed);
+otherwise the chunk is evaluated one perturbation at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.float64]
+EPS = float(np.finfo(np.float64).eps)
+# Elements per evaluated chunk (inputs plus outputs): bounds memory at ~64 MB.
+CHUNK_ELEMENTS = 1 << 23
+ROUNDING_ULPS = 4.0
+
+
+class EvaluationError(Exception):
+    """The checked function raised, or returned something unusable, during differencing."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Numerical Jacobian ``value`` (M, N), its error bound ``error``, and the ``step`` (N,)."""
+
+    value: Array
+    error: Array
+    step: Array
+    method: str
+    note: str = ""
+
+
+class Evaluator:
+    """Evaluate ``f`` on a stack of inputs, in one call when ``f`` broadcasts correctly.
+
+    The probe compares ``f(stack([x, x1, x2]))`` with the three separate calls: a function
+    that reduces over an axis it should not (``exps.sum()``, ``axis=0``, ``x.shape[0]``)
+    gives different numbers and is then evaluated point by point.
+    """
+
+    def __init__(self, f: Callable[[Any], Any], x: Array, scale: Array) -> None:
+        self.f = f
+        self.x = x
+        self.y0 = self.call(x)
+        self.out_shape = self.y0.shape
+        self.stacks = self._probe(scale)
+
+    def call(self, x: Array) -> Array:
+        try:
+            with np.errstate(all="ignore"):
+                y = np.asarray(self.f(x.copy()))
+        except Exception as exc:  # user code: any exception becomes a report
+            raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
+        if y.dtype.kind not in "fiuc":
+            raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
+        return y.astype(np.float64) if y.dtype.kind != "c" else y
+
+    def _probe(self, scale: Array) -> bool:
+        rng = np.random.default_rng(12345)
+        n = 4 if self.x.shape[0] == 3 else 3
+        alts = [self.x + 1e-3 * scale * rng.uniform(-1, 1, self.x.shape) for _ in range(n - 1)]
+        stack = np.stack([self.x, *alts])
+        try:
+            with np.errstate(all="ignore"):
+                ys = np.asarray(self.f(stack.copy()), dtype=np.float64)
+        except Exception:
+            return False
+        if ys.shape != (n, *self.out_shape):
+            return False
+        singles = np.stack([self.y0, *(self.call(a) for a in alts)])
+        size = max(float(np.max(np.abs(singles), initial=0.0)), 1e-300)
+        return bool(np.all(np.abs(ys - singles) <= 1e-12 * size))
+
+    def __call__(self, stack: Array) -> Array:
+        """Evaluate each ``stack[p]`` and return the outputs flattened to ``(n, M)``."""
+        if self.stacks:
+            try:
+                with np.errstate(all="ignore"):
+                    ys = np.asarray(self.f(stack), dtype=np.float64)
+            except Exception as exc:
+                raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
+        else:
+            ys = np.stack([self.call(p) for p in stack])
+        return ys.reshape(len(stack), -1)
+
+
+def exact_steps(x: Array, h: Array) -> Array:
+    """Round ``h`` so that ``x + h`` and ``x - h`` are exact, removing step error."""
+    return (x + h) - x
+
+
+def _shifted_outputs(evaluate: Evaluator, x: Array, h: Array,
+                     offsets: tuple[float, ...]) -> Callable[[slice], Array]:
+    """Return a function giving f at ``x + o * h_j e_j`` for a slice of coordinates j.
+
+    The result has shape ``(len(offsets), chunk, M)``.
+    """
+    flat = x.ravel()
+
+    def outputs(coords: slice) -> Array:
+        idx = np.arange(flat.size)[coords]
+        stack = np.repeat(flat[None, :], len(offsets) * idx.size, axis=0)
+        rows = np.arange(stack.shape[0])
+        cols = np.tile(idx, len(offsets))
+        stack[rows, cols] += np.repeat(np.asarray(offsets), idx.size) * h.ravel()[cols]
+        ys = evaluate(stack.reshape(-1, *x.shape))
+        return ys.reshape(len(offsets), idx.size, -1)
+
+    return outputs
+
+
+@dataclass(frozen=True)
+class _Stencil:
+    """A difference method defined by its step exponent and its point offsets."""
+
+    name: ClassVar[str]
+    power: ClassVar[float]
+    offsets: ClassVar[tuple[float, ...]]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def steps(self, x: Array, scale: Array) -> Array:
+        return exact_steps(x, scale * EPS**self.power)
+
+    def combine(self, ys: Array, h: Array) -> tuple[Array, Array]:
+        raise NotImplementedError
+
+    def estimate(self, evaluate: Evaluator, x: Array, scale: Array) -> Estimate:
+        h = self.steps(x, scale)
+        outputs = _shifted_outputs(evaluate, x, h, self.offsets)
+        n, m = x.size, int(np.prod(evaluate.out_shape, dtype=int))
+        value = np.empty((m, n))
+        error = np.empty((m, n))
+        chunk = max(1, CHUNK_ELEMENTS // (len(self.offsets) * (n + m)))
+        for start in range(0, n, chunk):
+            coords = slice(start, min(n, start + chunk))
+            ys = outputs(coords)
+            v, e = self.combine(ys, h.ravel()[coords][:, None])
+            value[:, coords] = v.T
+            error[:, coords] = e.T
+        return Estimate(value, error, h.ravel(), self.name)
+
+
+@dataclass(frozen=True)
+class Central(_Stencil):
+    """Second-order central differences (f(x+h) - f(x-h)) / 2h, h = eps^(1/3) max(1, |x|)."""
+
+    name: ClassVar[str] = "central"
+    power: ClassVar[float] = 1.0 / 3.0
+    offsets: ClassVar[tuple[float, ...]] = (1.0, -1.0, 2.0, -2.0)
+
+    def combine(self, ys: Array, h: Array) -> tuple[Array, Array]:
+        d1 = (ys[0] - ys[1]) / (2.0 * h)
+        d2 = (ys[2] - ys[3]) / (4.0 * h)
+        size = np.max(np.abs(ys), axis=0)
+        # D(2h) - D(h) ~ 3 c h^2, so |D(h) - D(2h)| / 3 estimates D(h)'s truncation error.
+        return d1, np.abs(d1 - d2) / 3.0 + ROUNDING_ULPS * EPS * size / h
+
+
+@dataclass(frozen=True)
+class Richardson(_Stencil):
+    """Central differences extrapolated once: R = (4 D(h) - D(2h)) / 3, fourth order."""
+
+    name: ClassVar[str] = "richardson"
+    power: ClassVar[float] = 1.0 / 5.0
+    offsets: ClassVar[tuple[float, ...]] = (1.0, -1.0, 2.0, -2.0, 4.0, -4.0)
+
+    def combine(self, ys: Array, h: Array) -> tuple[Array, Array]:
+        d1 = (ys[0] - ys[1]) / (2.0 * h)
+        d2 = (ys[2] - ys[3]) / (4.0 * h)
+        d4 = (ys[4] - ys[5]) / (8.0 * h)
+        r1 = (4.0 * d1 - d2) / 3.0
+        r2 = (4.0 * d2 - d4) / 3.0
+        size = np.max(np.abs(ys), axis=0)
+        # R(2h) - R(h) ~ 15 c h^4; R's rounding is (4/3 + 1/6) u |f| / h.
+        return r1, np.abs(r1 - r2) / 15.0 + 1.5 * ROUNDING_ULPS * EPS * size / h
+
+
+@dataclass(frozen=True)
+class ComplexStep:
+    """Complex step Im f(x + i h) / h with h = 1e-20 max(1, |x|): no cancellation at all.
+
+    Needs code that is complex-analytic (no abs, maximum, comparisons on x); where it is
+    not, :func:`estimate` falls back to central differences and says why.
+    """
+
+    name: ClassVar[str] = "complex"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def estimate(self, evaluate: Evaluator, x: Array, scale: Array) -> Estimate:
+        h = scale * 1e-20
+        flat = x.ravel().astype(np.complex128)
+        n = flat.size
+        value = np.empty((int(np.prod(evaluate.out_shape, dtype=int)), n))
+        for j in range(n):
+            z = flat.copy()
+            z[j] += 1j * h.ravel()[j]
+            try:
+                with np.errstate(all="ignore"):
+                    y = np.asarray(evaluate.f(z.reshape(x.shape)))
+            except Exception as exc:
+                raise _NotComplex(f"it raised {type(exc).__name__}: {exc}") from exc
+            if y.dtype.kind != "c":
+                raise _NotComplex(f"it returned {y.dtype} for complex input, dropping the imaginary part")
+            value[:, j] = y.imag.ravel() / h.ravel()[j]
+        return Estimate(value, 8.0 * EPS * np.abs(value), np.asarray(h, dtype=np.float64).ravel(), self.name)
+
+
+class _NotComplex(Exception):
+    pass
+
+
+METHODS: dict[str, Central | Richardson | ComplexStep] = {
+    "central": Central(),
+    "richardson": Richardson(),
+    "complex": ComplexStep(),
+}
+
+
+def estimate(f: Callable[[Array], Any], x: Array, scale: Array,
+             method: str = "central", evaluator: Evaluator | None = None) -> Estimate:
+    """Numerical Jacobian of ``f`` at ``x``, shape ``(f(x).size, x.size)``, with error bounds.
+
+    Parameters
+    ----------
+    f : callable
+        The forward function; called on ``x``-shaped arrays (or stacks of them).
+    x : ndarray
+        The point, float64.
+    scale : ndarray
+        Per-coordinate step scale, see :func:`gradcheck_cli.inputs.step_scale`.
+    method : {'central', 'richardson', 'complex'}
+    """
+    evaluate = evaluator or Evaluator(f, x, scale)
+    chosen = METHODS[method]
+    if isinstance(chosen, ComplexStep):
+        try:
+            result = chosen.estimate(evaluate, x, scale)
+        except _NotComplex as why:
+            fallback = METHODS["central"].estimate(evaluate, x, scale)
+            note = (f"complex step not possible: {why}; used central differences instead "
+                    f"(complex step needs code without abs, maximum, where or comparisons on x)")
+            return Estimate(fallback.value, fallback.error, fallback.step, "central", note)
+        central = METHODS["central"].estimate(evaluate, x, scale)
+        # Code can accept complex input and still not be complex-analytic (abs, where):
+        # then Im f(x + ih)/h is wrong, so it must agree with central differences.
+        if np.any(np.abs(result.value - central.value) > 10.0 * central.error + 1e-8 * np.abs(central.value)):
+            note = ("complex step disagrees with central differences: the code is not "
+                    "complex-analytic (abs, maximum, where or comparisons on x); used central "
+                    "differences instead")
+            return Estimate(central.value, central.error, central.step, "central", note)
+        return result
+    return chosen.estimate(evaluate, x, scale)
+
+
+def one_sided(evaluate: Evaluator, x: Array, h: Array) -> tuple[Array, Array]:
+    """Backward and forward differences (M, N): they differ where f has a kink."""
+    ys = _shifted_outputs(evaluate, x, h, (1.0, -1.0))(slice(None))
+    y0 = evaluate.y0.reshape(1, -1)
+    hh = h.ravel()[:, None]
+    left = (y0 - ys[1]) / hh
+    right = (ys[0] - y0) / hh
+    return left.T, right.T

@@ -1,0 +1,260 @@
+"""The registry: named activations and losses with their analytic derivatives.
+
+Built-ins and user plugins register through the same two functions,
+:func:`register_activation` and :func:`register_loss`; both validate at registration so a
+bad plugin fails when it loads, naming its origin, not halfway through a check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradcheck_cli.errors import PluginError, UsageError, suggest
+
+ACTIVATION_CONVENTIONS = ("jacobian", "vjp", "jvp", "derivative", "derivative_of_output", "backward")
+LOSS_CONVENTIONS = ("gradient",)
+SECOND_ORDER = ("derivative2",)
+DOMAINS = ("real", "positive", "unit")
+TARGETS = ("real", "onehot", "probabilities", "binary", "positive")
+KINDS = ("activation", "loss")
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One registered function and the derivatives handed to the tool.
+
+    Parameters
+    ----------
+    name : str
+        ``snake_case``; a variant is ``NAME@VARIANT``.
+    kind : str
+        ``"activation"`` (``forward(x) -> y``) or ``"loss"`` (``forward(pred, target)``
+        returning a scalar, or one scalar per leading stacked index).
+    forward : callable
+        The function whose finite differences are the reference.
+    derivatives : mapping
+        Convention keyword -> callable, in the order they are checked.
+    formula : str
+        Human-readable analytic derivative, shown by ``list`` and ``explain``.
+    domain : str
+        Where inputs (activations) or predictions (losses) are drawn from.
+    target : str or None
+        Target kind of a loss.
+    kinks : tuple of float
+        Points where the function is not differentiable (of x for activations, of the
+        residual pred - target for losses); random inputs keep away from them.
+    origin : str
+        ``builtin`` or where the plugin came from.
+    mistake, fix : str or None
+        For deliberately wrong variants: what is wrong and the correct formula.
+    """
+
+    name: str
+    kind: str
+    forward: Callable[..., Any]
+    derivatives: Mapping[str, Callable[..., Any]]
+    formula: str = ""
+    domain: str = "real"
+    target: str | None = None
+    kinks: tuple[float, ...] = ()
+    origin: str = "builtin"
+    mistake: str | None = None
+    fix: str | None = None
+    second: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+
+    @property
+    def conventions(self) -> tuple[str, ...]:
+        """The first-order convention keywords, in check order."""
+        return tuple(self.derivatives)
+
+    @property
+    def base(self) -> str:
+        """The name without its ``@variant`` suffix."""
+        return self.name.split("@", 1)[0]
+
+    @property
+    def is_variant(self) -> bool:
+        return "@" in self.name
+
+
+@dataclass(frozen=True)
+class FusedSpec:
+    """A known closed form for dL/dz of ``loss(activation(z), t)``."""
+
+    activation: str
+    loss: str
+    gradient: Callable[[Any, Any], Any]
+    formula: str
+    origin: str = "builtin"
+
+
+class Registry:
+    """Name -> :class:`FunctionSpec`, plus fused pair formulas."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, FunctionSpec] = {}
+        self._fused: dict[tuple[str, str], FusedSpec] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[FunctionSpec]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def add(self, spec: FunctionSpec) -> None:
+        if spec.name in self._entries:
+            prior = self._entries[spec.name]
+            raise PluginError(
+                f"'{spec.name}' is registered twice: first by {prior.origin}, again by "
+                f"{spec.origin}. Each name must be unique; rename one of them "
+                f"(a variant of an entry is spelt NAME@VARIANT)."
+            )
+        self._entries[spec.name] = spec
+
+    def add_fused(self, fused: FusedSpec) -> None:
+        self._fused[(fused.activation, fused.loss)] = fused
+
+    def fused(self, activation: str, loss: str) -> FusedSpec | None:
+        return self._fused.get((activation, loss))
+
+    def get(self, name: str, kind: str | None = None) -> FunctionSpec:
+        """Look ``name`` up, raising a :class:`UsageError` with suggestions when absent."""
+        spec = self._entries.get(name)
+        if spec is not None and (kind is None or spec.kind == kind):
+            return spec
+        pool = [s.name for s in self if kind is None or s.kind == kind]
+        what = f"{kind} " if kind else ""
+        if spec is not None:
+            raise UsageError(
+                f"'{name}' is a {spec.kind}, but a {kind} was expected here. "
+                f"A pair is written ACTIVATION+LOSS, e.g. 'softmax+cross_entropy'."
+            )
+        raise UsageError(
+            f"Unknown {what}name '{name}'.{suggest(name, pool)} "
+            f"Run 'gradcheck list' to see every registered name."
+        )
+
+
+REGISTRY = Registry()
+_active: list[tuple[Registry, str]] = []
+
+
+@contextlib.contextmanager
+def registering(registry: Registry, origin: str) -> Iterator[None]:
+    """Send register_* calls made inside the block to ``registry``, tagged ``origin``."""
+    _active.append((registry, origin))
+    try:
+        yield
+    finally:
+        _active.pop()
+
+
+def _target() -> tuple[Registry, str]:
+    return _active[-1] if _active else (REGISTRY, "python")
+
+
+def _validate(name: object, kind: str, derivatives: dict[str, Any], allowed: tuple[str, ...],
+              origin: str, **choices: tuple[object, tuple[str, ...]]) -> None:
+    where = f" (registered by {origin})"
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise PluginError(
+            f"A {kind} name must be a string like 'my_softmax' or 'my_softmax@variant'; "
+            f"got {name!r} of type {type(name).__name__}{where}."
+        )
+    if not derivatives:
+        raise PluginError(
+            f"'{name}'{where} has no derivative to check: pass one of "
+            f"{', '.join(allowed)} as a keyword argument."
+        )
+    for key, fn in derivatives.items():
+        if not callable(fn):
+            raise PluginError(
+                f"'{name}'{where}: {key}= must be callable; got {fn!r} of type "
+                f"{type(fn).__name__}. Pass the function itself, not its result."
+            )
+    for key, (value, valid) in choices.items():
+        if value is not None and value not in valid:
+            raise PluginError(
+                f"'{name}'{where}: {key}={value!r} is not one of {', '.join(valid)}."
+                f"{suggest(str(value), valid)}"
+            )
+
+
+def _split_conventions(name: str, kind: str, kwargs: dict[str, Any],
+                       allowed: tuple[str, ...], origin: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    first: dict[str, Any] = {}
+    second: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key in allowed:
+            first[key] = value
+        elif key in SECOND_ORDER and kind == "activation":
+            second[key] = value
+        else:
+            valid = allowed + (SECOND_ORDER if kind == "activation" else ())
+            raise PluginError(
+                f"'{name}' (registered by {origin}): unknown keyword '{key}' for a {kind}. "
+                f"Expected one of: {', '.join(valid)}.{suggest(key, valid)}"
+            )
+    return first, second
+
+
+def register_activation(name: str, *, forward: Callable[..., Any], formula: str = "",
+                        domain: str = "real", kinks: tuple[float, ...] = (),
+                        mistake: str | None = None, fix: str | None = None,
+                        **conventions: Callable[..., Any]) -> FunctionSpec:
+    """Register an activation ``forward(x) -> y`` with one or more derivative conventions.
+
+    Examples
+    --------
+    >>> register_activation("my_softmax", forward=softmax, vjp=softmax_vjp)  # doctest: +SKIP
+    """
+    registry, origin = _target()
+    first, second = _split_conventions(name, "activation", conventions, ACTIVATION_CONVENTIONS, origin)
+    _validate(name, "activation", {"forward": forward, **first, **second}, ACTIVATION_CONVENTIONS,
+              origin, domain=(domain, DOMAINS))
+    if not first:
+        _validate(name, "activation", first, ACTIVATION_CONVENTIONS, origin)
+    spec = FunctionSpec(name=name, kind="activation", forward=forward, derivatives=first,
+                        formula=formula, domain=domain, kinks=tuple(kinks), origin=origin,
+                        mistake=mistake, fix=fix, second=second)
+    registry.add(spec)
+    return spec
+
+
+def register_loss(name: str, *, forward: Callable[..., Any], target: str = "real",
+                  formula: str = "", domain: str = "real", kinks: tuple[float, ...] = (),
+                  mistake: str | None = None, fix: str | None = None,
+                  **conventions: Callable[..., Any]) -> FunctionSpec:
+    """Register a loss ``forward(pred, target) -> scalar`` with ``gradient(pred, target)``."""
+    registry, origin = _target()
+    first, _ = _split_conventions(name, "loss", conventions, LOSS_CONVENTIONS, origin)
+    _validate(name, "loss", {"forward": forward, **first}, LOSS_CONVENTIONS, origin,
+              domain=(domain, DOMAINS), target=(target, TARGETS))
+    if not first:
+        _validate(name, "loss", first, LOSS_CONVENTIONS, origin)
+    spec = FunctionSpec(name=name, kind="loss", forward=forward, derivatives=first,
+                        formula=formula, domain=domain, target=target, kinks=tuple(kinks),
+                        origin=origin, mistake=mistake, fix=fix)
+    registry.add(spec)
+    return spec
+
+
+def register_fused(activation: str, loss: str, *, gradient: Callable[[Any, Any], Any],
+                   formula: str) -> FusedSpec:
+    """Register the closed form of dL/dz for the pair ``activation+loss``."""
+    registry, origin = _target()
+    fused = FusedSpec(activation, loss, gradient, formula, origin)
+    registry.add_fused(fused)
+    return fused

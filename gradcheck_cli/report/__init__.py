@@ -1,0 +1,1 @@
+"""Reports: terminal (Rich), JSON and JUnit renderings of plain result data."""

@@ -1,0 +1,48 @@
+"""The ``--json`` report: a stable, documented schema (``schema: 1``).
+
+``{"schema": 1, "results": [row, ...], "summary": {verdict: count}, "exit_code": int}``;
+each row has ``check``, ``component``, ``convention``, ``verdict``, ``max_abs_error``,
+``max_rel_error``, ``tolerance`` (at the worst entry), ``ratio`` (largest
+abs_err / tolerance), ``worst_index``, ``analytic`` and ``numeric`` at the worst entry,
+``diagnosis``, ``method``, ``seed``, ``shape``, ``trials``, ``origin``, ``reproduce``
+and ``notes``. Non-finite numbers are written as strings ("inf", "nan").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from gradcheck_cli.errors import UsageError
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """Serialise a report dict; infinities become strings so any JSON parser reads it."""
+    return json.dumps(_finite(data), indent=2) + "\n"
+
+
+def write(data: dict[str, Any], path: str) -> None:
+    """Write ``data`` to ``path``; ``-`` means standard output."""
+    text = dumps(data)
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"Cannot write the JSON report to '{path}': {exc.strerror}. "
+                         f"Give a writable file path, or - for standard output.") from exc

@@ -1,0 +1,153 @@
+"""Terminal rendering with Rich: the only module that imports rich.
+
+Colours are off when the stream is not a terminal or ``NO_COLOR`` is set (Rich honours
+both). Numbers are shown to three significant digits; arrays never in full.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from typing import IO, Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gradcheck_cli.registry import FunctionSpec
+from gradcheck_cli.results import CheckResult, RunResult, Verdict
+
+STYLES = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.KINK: "yellow",
+          Verdict.ERROR: "bold magenta", Verdict.XFAIL: "green", Verdict.XPASS: "bold red"}
+SUMMARY_WORDS = {"PASS": "passed", "FAIL": "failed", "KINK": "at a kink", "ERROR": "could not run",
+                 "XFAIL": "failed as expected", "XPASS": "passed unexpectedly"}
+MAX_SHOWN = 8
+
+
+def console(stream: IO[str] | None = None) -> Console:
+    """A console for ``stream``: full width on a terminal, 120 columns (or $COLUMNS) otherwise."""
+    stream = stream or sys.stdout
+    tty = stream.isatty()
+    width = None if tty else int(os.environ.get("COLUMNS", "120"))
+    return Console(file=stream, width=width, no_color=not tty or None, highlight=False,
+                   soft_wrap=False)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2e}" if value != 0 else "0"
+
+
+def _component(row: CheckResult) -> str:
+    if row.convention and row.convention != row.component:
+        return f"{row.component} ({row.convention})"
+    return row.component
+
+
+def _index(row: CheckResult) -> str:
+    idx = row.worst_index
+    if idx is None:
+        return "-"
+    if len(idx) == 4:
+        return f"dy[{idx[0]},{idx[1]}]/dx[{idx[2]},{idx[3]}]"
+    return f"dL/dx[{idx[0]},{idx[1]}]"
+
+
+def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: float | None = None) -> None:
+    """The results table, one explanation per flagged row, and a summary line."""
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for name, justify in (("check", "left"), ("component", "left"), ("input x trials", "right"),
+                          ("max abs err", "right"), ("max rel err", "right"),
+                          ("tolerance", "right"), ("verdict", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in result.results:
+        shape = "x".join(str(s) for s in row.shape) if row.shape else "-"
+        table.add_row(row.check, _component(row), f"{shape} x {row.trials}", _num(row.max_abs_error),
+                      _num(row.max_rel_error), _num(row.tolerance),
+                      Text(row.verdict.value, style=STYLES[row.verdict]))
+    out.print(table)
+    for row in result.results:
+        if row.verdict is Verdict.PASS and not verbose:
+            continue
+        if row.verdict in (Verdict.PASS, Verdict.XFAIL) and not row.diagnosis and not row.notes:
+            continue
+        _render_detail(row, out)
+    summary = ", ".join(f"{n} {SUMMARY_WORDS[v]}" for v, n in result.summary().items() if n)
+    took = f" in {elapsed:.2f}s" if elapsed is not None else ""
+    out.print(f"\n{summary or 'nothing checked'}{took}; exit code {int(result.exit_code)}")
+
+
+def _render_detail(row: CheckResult, out: Console) -> None:
+    head = Text()
+    head.append(f"\n{row.verdict.value} ", style=STYLES[row.verdict])
+    head.append(f"{row.check} - {_component(row)}")
+    if row.origin != "builtin":
+        head.append(f"  [{row.origin}]", style="dim")
+    out.print(head)
+    if row.diagnosis:
+        out.print(f"  {row.diagnosis}")
+    if row.verdict in (Verdict.FAIL, Verdict.XPASS, Verdict.KINK, Verdict.PASS) and row.worst_index is not None:
+        ratio = f", {row.ratio:.3g}x the tolerance" if row.ratio is not None and row.verdict is not Verdict.PASS else ""
+        out.print(f"  worst {_index(row)}: analytic {row.analytic:.6g} vs numeric {row.numeric:.6g} "
+                  f"(|err| {_num(row.max_abs_error)}, tol {_num(row.tolerance)}{ratio}; method {row.method})")
+    for note in row.notes:
+        out.print(f"  note: {note}", style="dim")
+    if row.verdict in (Verdict.FAIL, Verdict.XPASS, Verdict.ERROR) and row.reproduce:
+        out.print(f"  reproduce: {row.reproduce}", style="dim")
+
+
+def render_list(entries: Iterable[FunctionSpec], fused: Iterable[Any], out: Console) -> None:
+    """Every registered entry with its convention, domain/target, formula and origin."""
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for name in ("name", "kind", "convention", "domain / target", "formula", "origin"):
+        table.add_column(name, overflow="fold")
+    for spec in entries:
+        where = spec.domain if spec.kind == "activation" else f"{spec.domain} / {spec.target}"
+        conventions = ", ".join(spec.conventions + tuple(spec.second))
+        table.add_row(Text(spec.name, style="red" if spec.is_variant else ""), spec.kind, conventions, where,
+                      spec.formula, spec.origin)
+    for item in fused:
+        table.add_row(f"{item.activation}+{item.loss}", "fused", "gradient(z, t)", "-", item.formula, item.origin)
+    out.print(table)
+    out.print("\nNames in red are deliberately wrong variants (NAME@VARIANT): run one to see a flag.")
+
+
+def _matrix(title: str, values: Any, out: Console, fmt: str = "{: .4f}") -> None:
+    arr = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    rows, cols = arr.shape
+    shown = arr[:MAX_SHOWN, :MAX_SHOWN]
+    table = Table(title=title, title_justify="left", show_header=False, show_edge=False, pad_edge=False)
+    for _ in range(shown.shape[1]):
+        table.add_column(justify="right")
+    for line in shown:
+        table.add_row(*(fmt.format(v) for v in line))
+    out.print(table)
+    if rows > MAX_SHOWN or cols > MAX_SHOWN:
+        out.print(f"  (first {MAX_SHOWN}x{MAX_SHOWN} of {rows}x{cols})", style="dim")
+
+
+def render_explanation(exp: Any, out: Console) -> None:
+    """Input, output, analytic/numerical derivative, their difference, formula and verdicts."""
+    spec: FunctionSpec = exp.spec
+    out.print(Text(f"{spec.name}", style="bold") + Text(f"  ({spec.kind}, {exp.convention}, origin {spec.origin})"))
+    if spec.formula:
+        out.print(f"formula: {spec.formula}")
+    _matrix("input x" if spec.kind == "activation" else "prediction p", exp.x, out)
+    if exp.target is not None:
+        _matrix("target t", exp.target, out)
+    _matrix("output y = f(x)" if spec.kind == "activation" else "loss L(p, t)", exp.output, out)
+    what = "Jacobian dy_i/dx_j" if spec.kind == "activation" else "gradient dL/dp"
+    if exp.analytic is not None and exp.numeric is not None:
+        _matrix(f"analytic {what}", exp.analytic, out)
+        _matrix(f"numerical {what} (central differences)" if exp.rows.results[0].method == "central"
+                else f"numerical {what}", exp.numeric, out)
+        _matrix("difference analytic - numeric", exp.analytic - exp.numeric, out, "{: .1e}")
+    if spec.mistake:
+        out.print(Text("\nwhat is wrong: ", style="bold red") + Text(spec.mistake))
+    if spec.fix:
+        out.print(Text("correct: ", style="bold green") + Text(spec.fix))
+    out.print()
+    render_run(exp.rows, out, verbose=True)

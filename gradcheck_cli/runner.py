@@ -1,0 +1,489 @@
+"""The pipeline as a Python API: spec -> inputs -> numdiff -> compare -> diagnose -> rows.
+
+>>> from gradcheck_cli import run
+>>> result = run(["softmax+mse"])            # doctest: +SKIP
+>>> result.exit_code, result.summary()       # doctest: +SKIP
+
+The CLI is a thin layer over :func:`run` and :func:`explain`; both return plain data.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gradcheck_cli import conventions, inputs, numdiff
+from gradcheck_cli.compare import Comparison, Tolerance, compare
+from gradcheck_cli.conventions import ConventionError
+from gradcheck_cli.diagnose import Evidence, Layout, diagnose
+from gradcheck_cli.errors import UsageError
+from gradcheck_cli.numdiff import EvaluationError, Evaluator
+from gradcheck_cli.registry import FunctionSpec, Registry
+from gradcheck_cli.results import CheckResult, RunResult, Verdict
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How to check: seed, trials, shape or explicit input/target, method, tolerances."""
+
+    seed: int = 0
+    trials: int = 3
+    shape: tuple[int, int] = (4, 10)
+    input: Array | None = None
+    target: Array | None = None
+    method: str = "central"
+    rtol: float | None = None
+    atol: float | None = None
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return Tolerance(self.rtol, self.atol)
+
+    @property
+    def n_trials(self) -> int:
+        return 1 if self.input is not None else max(1, self.trials)
+
+    @property
+    def point_shape(self) -> tuple[int, int]:
+        if self.input is not None:
+            return (int(self.input.shape[0]), int(self.input.shape[1]))
+        return self.shape
+
+    def validate(self) -> None:
+        if self.method not in numdiff.METHODS:
+            raise UsageError(
+                f"Unknown --method '{self.method}'. Expected one of: "
+                f"{', '.join(numdiff.METHODS)}."
+            )
+        if self.trials < 1:
+            raise UsageError(f"--trials must be at least 1; got {self.trials}.")
+        for name, value in (("--rtol", self.rtol), ("--atol", self.atol)):
+            if value is not None and not (value >= 0 and np.isfinite(value)):
+                raise UsageError(f"{name} must be a finite number >= 0; got {value}.")
+        if self.input is not None and self.target is not None and self.target.shape != self.input.shape:
+            raise UsageError(
+                f"--target must have the shape of --input, {self.input.shape}; got "
+                f"{self.target.shape}. Give one target value per input value."
+            )
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed check spec: ``ACT``, ``LOSS`` or ``ACT+LOSS``."""
+
+    text: str
+    activation: FunctionSpec | None
+    loss: FunctionSpec | None
+
+
+def parse_spec(text: str, registry: Registry) -> Spec:
+    """Resolve ``text`` against ``registry``; unknown names raise with suggestions."""
+    parts = [p.strip() for p in text.split("+")]
+    if not all(parts) or len(parts) > 2:
+        raise UsageError(
+            f"A check spec is ACTIVATION+LOSS, ACTIVATION or LOSS (e.g. softmax+mse); got "
+            f"'{text}'. Run 'gradcheck list' for the registered names."
+        )
+    if len(parts) == 2:
+        return Spec(text, registry.get(parts[0], "activation"), registry.get(parts[1], "loss"))
+    entry = registry.get(parts[0])
+    if entry.kind == "activation":
+        return Spec(text, entry, None)
+    return Spec(text, None, entry)
+
+
+class _Skip(Exception):
+    """A component cannot run; the message becomes an ERROR row."""
+
+
+@dataclass
+class _Trial:
+    """One trial's material for a component: analytic, numeric, and diagnosis hooks."""
+
+    analytic: Array
+    estimate: numdiff.Estimate
+    layout: Layout
+    refeed: Callable[[], Array | None] | None = None
+    refeed_text: str = ""
+    kink: Callable[[], tuple[Array, Array, str] | None] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _forward_values(evaluator: Evaluator, who: str, x: Array) -> Array:
+    y = evaluator.y0
+    bad = ~np.isfinite(y)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0]) if y.ndim else ()
+        raise _Skip(f"{who} returned {y[idx] if y.ndim else y} at output {list(idx)} for a finite "
+                    f"input; check the forward for overflow (e.g. exp of a large value)")
+    return y
+
+
+def _numeric(f: Callable[[Array], Array], x: Array, domain: str, method: str,
+             who: str) -> tuple[Evaluator, numdiff.Estimate]:
+    scale = inputs.step_scale(x, domain)
+    try:
+        evaluator = Evaluator(f, x, scale)
+        _forward_values(evaluator, who, x)
+        est = numdiff.estimate(f, x, scale, method, evaluator)
+    except EvaluationError as exc:
+        raise _Skip(f"{who} {exc}") from exc
+    if not np.all(np.isfinite(est.value)):
+        m, n = (int(v) for v in np.argwhere(~np.isfinite(est.value))[0])
+        raise _Skip(f"finite differences of {who} are not finite at entry ({m}, {n}): the "
+                    f"function is not finite within a step of the input")
+    return evaluator, est
+
+
+def _kink_hook(spec: FunctionSpec, evaluator: Evaluator, x: Array, residual: Array,
+               est: numdiff.Estimate) -> Callable[[], tuple[Array, Array, str] | None] | None:
+    """One-sided derivatives, for points whose stencil reaches a declared kink."""
+    if not spec.kinks:
+        return None
+    h = est.step.reshape(x.shape)
+    near = np.zeros(x.shape, dtype=bool)
+    for k in spec.kinks:
+        near |= np.abs(residual - k) <= 2.0 * h
+    if not near.any():
+        return None
+
+    def hook() -> tuple[Array, Array, str] | None:
+        left, right = numdiff.one_sided(evaluator, x, h)
+        idx = tuple(int(i) for i in np.argwhere(near)[0])
+        where = f"x[{idx[0]},{idx[1]}] = {x[idx]:.6g}" if residual is x else \
+            f"pred - target at [{idx[0]},{idx[1]}] = {residual[idx]:.3g}"
+        return left, right, f"{where} is a kink of {spec.name}"
+
+    return hook
+
+
+def _kink_verdict(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> str | None:
+    """If every bad entry lies between the one-sided derivatives, say it is a kink."""
+    if trial.kink is None:
+        return None
+    found = trial.kink()
+    if found is None:
+        return None
+    left, right, where = found
+    low, high = np.minimum(left, right), np.maximum(left, right)
+    slack = tolerance.entries(trial.estimate.value, trial.estimate.error) + 1e-4 * (np.abs(left) + np.abs(right))
+    inside = (trial.analytic >= low - slack) & (trial.analytic <= high + slack)
+    bad = np.abs(trial.analytic - trial.estimate.value) > tolerance.entries(trial.estimate.value, trial.estimate.error)
+    if not np.all(inside[bad]):
+        return None
+    m, n = comp.worst.index
+    return (f"{where}: one-sided derivatives {left[m, n]:.6g} and {right[m, n]:.6g} differ, "
+            f"and the analytic {trial.analytic[m, n]:.6g} lies between them (a valid "
+            f"subgradient); not a bug")
+
+
+def _reproduce(check: str, options: CheckOptions) -> str:
+    parts = ["gradcheck", "run", check, "--seed", str(options.seed)]
+    if options.input is not None:
+        parts += ["--input", ";".join(",".join(f"{v:.17g}" for v in row) for row in options.input)]
+        if options.target is not None:
+            parts += ["--target", ";".join(",".join(f"{v:.17g}" for v in row) for row in options.target)]
+    else:
+        parts += ["--trials", str(options.trials), "--shape", f"{options.shape[0]},{options.shape[1]}"]
+    if options.method != "central":
+        parts += ["--method", options.method]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _judge(check: str, component: str, convention: str, origin: str, options: CheckOptions,
+           trials: Callable[[int], _Trial]) -> CheckResult:
+    """Run ``trials`` and make one row from the worst of them."""
+    base = CheckResult(check=check, component=component, verdict=Verdict.ERROR,
+                       convention=convention, shape=options.point_shape, trials=options.n_trials,
+                       method=options.method, seed=options.seed, origin=origin,
+                       reproduce=_reproduce(check, options))
+    worst: tuple[float, int, _Trial, Comparison] | None = None
+    notes: list[str] = []
+    for t in range(options.n_trials):
+        try:
+            trial = trials(t)
+        except _Skip as why:
+            return replace(base, diagnosis=str(why), trial=t)
+        except (ConventionError, EvaluationError) as why:
+            return replace(base, diagnosis=str(why), trial=t)
+        notes += [n for n in trial.notes + [trial.estimate.note] if n and n not in notes]
+        comp = compare(trial.analytic, trial.estimate.value, trial.estimate.error, options.tolerance)
+        score = comp.max_ratio
+        if worst is None or score > worst[0]:
+            worst = (score, t, trial, comp)
+    assert worst is not None
+    _, t, trial, comp = worst
+    verdict, diagnosis = Verdict.PASS, ""
+    if not comp.passed:
+        kink = _kink_verdict(trial, comp, options.tolerance)
+        if kink:
+            verdict, diagnosis = Verdict.KINK, kink
+        else:
+            verdict = Verdict.FAIL
+            diagnosis = diagnose(Evidence(trial.analytic, trial.estimate.value, trial.estimate.error,
+                                          options.tolerance, trial.layout, convention, comp,
+                                          trial.refeed, trial.refeed_text))
+    return replace(base, verdict=verdict, diagnosis=diagnosis, trial=t,
+                   max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err,
+                   tolerance=comp.worst.tolerance, ratio=comp.max_ratio,
+                   worst_index=trial.layout.worst_index(comp.worst.index),
+                   analytic=comp.worst.analytic, numeric=comp.worst.numeric,
+                   method=trial.estimate.method, notes=tuple(notes))
+
+
+class _Points:
+    """Seeded sample points for one spec, identical for every component of it."""
+
+    def __init__(self, spec: Spec, options: CheckOptions) -> None:
+        self.spec = spec
+        self.options = options
+        self._cache: dict[int, tuple[Array, Array | None]] = {}
+
+    def __call__(self, trial: int) -> tuple[Array, Array | None]:  # x (or pred), target
+        if trial not in self._cache:
+            self._cache[trial] = self._draw(trial)
+        return self._cache[trial]
+
+    def _draw(self, trial: int) -> tuple[Array, Array | None]:
+        opts, act, loss = self.options, self.spec.activation, self.spec.loss
+        rng = np.random.default_rng([opts.seed, trial])
+        first = act or loss
+        assert first is not None
+        if opts.input is not None:
+            x: Array | None = opts.input.astype(np.float64)
+            assert x is not None
+            bad = inputs.outside_domain(x, first.domain)
+            if bad is not None:
+                raise _Skip(f"--input value {x[bad]} at {list(bad)} is outside {first.name}'s domain "
+                            f"({inputs.DOMAIN_TEXT[first.domain]}); give inputs inside it")
+        elif act is not None:
+            x = inputs.sample_domain(act.domain, opts.shape, rng, act.kinks)
+        else:
+            x = None
+        if loss is None:
+            assert x is not None
+            return x, None
+        if act is not None:
+            assert x is not None
+            pred = _call_forward(act, x)
+            bad = inputs.outside_domain(pred, loss.domain)
+            if bad is not None:
+                raise _Skip(f"{act.name} outputs {pred[bad]:.6g} at {list(bad)}, outside {loss.name}'s "
+                            f"prediction domain ({inputs.DOMAIN_TEXT[loss.domain]}); pair it with an "
+                            f"activation whose outputs lie there")
+            shape = (int(pred.shape[0]), int(pred.shape[-1]))
+        else:
+            shape = opts.point_shape
+        target = opts.target if opts.target is not None else inputs.sample_target(loss.target or "real", shape, rng)
+        if x is None:
+            x = inputs.sample_prediction(loss.domain, target, rng, loss.kinks)
+        return x, target
+
+
+def _call_forward(spec: FunctionSpec, x: Array) -> Array:
+    try:
+        with np.errstate(all="ignore"):
+            return np.asarray(spec.forward(x.copy()), dtype=np.float64)
+    except Exception as exc:
+        raise _Skip(f"forward raised {type(exc).__name__}: {exc}") from exc
+
+
+def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions) -> list[CheckResult]:
+    rows = []
+    for convention in act.conventions:
+        def trial(t: int, convention: str = convention) -> _Trial:
+            x, _ = points(t)
+            evaluator, est = _numeric(act.forward, x, act.domain, options.method, f"{act.name} forward")
+            y = evaluator.y0
+            layout = Layout(x.shape[0], y.shape[-1] if y.ndim else 1, x.shape[-1])
+            analytic = conventions.analytic_jacobian(act, convention, x, y)
+            if convention == "derivative_of_output":
+                refeed_text = ("written for the input x but declared derivative_of_output: it "
+                               "matches once fed x instead of y = f(x)")
+                feed = x
+            else:
+                refeed_text = ("written for the output y = f(x) but fed x: it matches once fed "
+                               "f(x) instead of x (seed 002's Softmax'(a) vs Softmax'(z))")
+                feed = y
+
+            def refeed() -> Array | None:
+                if feed.shape != x.shape:
+                    return None
+                try:
+                    return conventions.analytic_jacobian(act, convention, x, y, fed=feed)
+                except ConventionError:
+                    return None
+
+            return _Trial(analytic, est, layout, refeed, refeed_text,
+                          _kink_hook(act, evaluator, x, x, est))
+
+        rows.append(_judge(spec.text, "jacobian", convention, act.origin, options, trial))
+    return rows
+
+
+def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOptions) -> CheckResult:
+    act = spec.activation
+
+    def trial(t: int) -> _Trial:
+        x, target = points(t)
+        assert target is not None
+        pred = _call_forward(act, x) if act is not None else x
+        evaluator, est = _numeric(lambda p: loss.forward(p, target), pred, loss.domain,
+                                  options.method, f"{loss.name} forward")
+        analytic = conventions.analytic_gradient(loss, pred, target)
+        return _Trial(analytic, est, Layout(pred.shape[0], 1, pred.shape[-1], scalar=True),
+                      kink=_kink_hook(loss, evaluator, pred, pred - target, est))
+
+    return _judge(spec.text, "gradient", "gradient", loss.origin, options, trial)
+
+
+def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Points,
+               options: CheckOptions, registry: Registry, parts_ok: dict[str, bool]) -> list[CheckResult]:
+    convention = act.conventions[0]
+    composite_cache: dict[int, tuple[Evaluator, numdiff.Estimate]] = {}
+
+    def composite(t: int) -> tuple[Array, Array, numdiff.Estimate]:
+        z, target = points(t)
+        assert target is not None
+        if t not in composite_cache:
+            composite_cache[t] = _numeric(lambda v: loss.forward(act.forward(v), target), z,
+                                          act.domain, options.method, f"{loss.name}({act.name}(z))")
+        return z, target, composite_cache[t][1]
+
+    def chain(t: int) -> _Trial:
+        z, target, est = composite(t)
+        y = _call_forward(act, z)
+        g = conventions.analytic_gradient(loss, y, target).reshape(y.shape)
+        analytic = conventions.analytic_vjp(act, convention, z, g, y).reshape(1, -1)
+        return _Trial(analytic, est, Layout(z.shape[0], 1, z.shape[-1], scalar=True))
+
+    rows = [_judge(spec.text, "chain", convention, act.origin, options, chain)]
+    if rows[0].verdict is Verdict.FAIL:
+        wrong = [name for name, ok in parts_ok.items() if not ok]
+        if wrong:
+            rows[0] = replace(rows[0], diagnosis=(
+                f"follows from the wrong {' and '.join(wrong)} (see {'those rows' if len(wrong) > 1 else 'that row'}); "
+                f"the chain rule dL/dz = J^T dL/da itself is applied correctly to them"))
+        else:
+            rows[0] = replace(rows[0], diagnosis=(
+                "the activation's Jacobian and the loss gradient each pass, but their product does "
+                f"not: the {convention} mishandles the upstream gradient ({rows[0].diagnosis})"))
+    fused = registry.fused(act.base, loss.base)
+    if fused is not None:
+        def fused_trial(t: int) -> _Trial:
+            z, target, est = composite(t)
+            out = conventions.call_checked("fused gradient(z, t)", fused.gradient, (z, target), z.shape,
+                                           "dL/dz, like z")
+            return _Trial(out.reshape(1, -1), est, Layout(z.shape[0], 1, z.shape[-1], scalar=True))
+
+        rows.append(_judge(spec.text, "fused", "fused", fused.origin, options, fused_trial))
+    return rows
+
+
+def check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[CheckResult]:
+    """Every component row of one parsed spec."""
+    points = _Points(spec, options)
+    rows: list[CheckResult] = []
+    if spec.activation is not None:
+        rows += _activation_rows(spec, spec.activation, points, options)
+    if spec.loss is not None:
+        rows.append(_loss_row(spec, spec.loss, points, options))
+    if spec.activation is not None and spec.loss is not None:
+        parts_ok = {what: all(r.verdict is not Verdict.FAIL for r in rows if r.component == component)
+                    for what, component in (("activation Jacobian", "jacobian"), ("loss gradient", "gradient"))}
+        rows += _pair_rows(spec, spec.activation, spec.loss, points, options, registry, parts_ok)
+    return rows
+
+
+def run(specs: Sequence[str], options: CheckOptions | None = None, registry: Registry | None = None,
+        plugins: Sequence[str] = ()) -> RunResult:
+    """Check every spec and return all rows.
+
+    Parameters
+    ----------
+    specs : sequence of str
+        ``ACT+LOSS``, ``ACT`` or ``LOSS`` names, e.g. ``["softmax+mse", "relu"]``.
+    options : CheckOptions, optional
+    registry : Registry, optional
+        Defaults to the built-ins plus installed entry points plus ``plugins``.
+
+    Raises
+    ------
+    UsageError
+        For unknown names or bad options, before anything runs.
+    """
+    from gradcheck_cli.plugins import default_registry
+
+    options = options or CheckOptions()
+    options.validate()
+    registry = registry or default_registry(tuple(plugins))
+    parsed = [parse_spec(s, registry) for s in specs]
+    rows: list[CheckResult] = []
+    for spec in parsed:
+        rows += check_spec(spec, options, registry)
+    return RunResult(tuple(rows))
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Everything ``gradcheck explain`` shows for one name at one input."""
+
+    spec: FunctionSpec
+    convention: str
+    x: Array
+    target: Array | None
+    output: Array
+    analytic: Array | None
+    numeric: Array | None
+    error: Array | None
+    rows: RunResult
+
+
+def explain(name: str, options: CheckOptions | None = None, registry: Registry | None = None,
+            plugins: Sequence[str] = ()) -> Explanation:
+    """Output, analytic and numerical derivative, and the verdict rows for ``name``.
+
+    Defaults to one random row of 4 values when no ``input`` is given.
+    """
+    from gradcheck_cli.plugins import default_registry
+
+    options = options or CheckOptions(shape=(1, 4), trials=1)
+    options.validate()
+    registry = registry or default_registry(tuple(plugins))
+    spec = parse_spec(name, registry)
+    if spec.activation is not None and spec.loss is not None:
+        raise UsageError(
+            f"explain takes one activation or loss, not a pair; got '{name}'. Explain each part "
+            f"('gradcheck explain {spec.activation.name}'), or run the pair with "
+            f"'gradcheck run {name} --verbose'."
+        )
+    entry = spec.activation or spec.loss
+    assert entry is not None
+    rows = RunResult(tuple(check_spec(spec, options, registry)))
+    convention = entry.conventions[0]
+    try:
+        x, target = _Points(spec, options)(0)
+    except _Skip as why:
+        raise UsageError(str(why)) from None
+    analytic = numeric = error = None
+    try:
+        if spec.activation is not None:
+            output = _call_forward(entry, x)
+            est = numdiff.estimate(entry.forward, x, inputs.step_scale(x, entry.domain), options.method)
+            analytic = conventions.analytic_jacobian(entry, convention, x, output)
+        else:
+            assert target is not None
+            output = np.asarray(entry.forward(x, target), dtype=np.float64)
+            est = numdiff.estimate(lambda p: entry.forward(p, target), x,
+                                   inputs.step_scale(x, entry.domain), options.method)
+            analytic = conventions.analytic_gradient(entry, x, target)
+        numeric, error = est.value, est.error
+    except (_Skip, ConventionError, EvaluationError):
+        output = np.full(x.shape, np.nan)
+    return Explanation(entry, convention, x, target, output, analytic, numeric, error, rows)
