@@ -32,6 +32,12 @@ EPS = float(np.finfo(np.float64).eps)
 # Elements per evaluated chunk (inputs plus outputs): bounds memory at ~64 MB.
 CHUNK_ELEMENTS = 1 << 23
 ROUNDING_ULPS = 4.0
+# Rounding noise is measured along a few random directions with a tiny relative step.
+NOISE_DIRECTIONS = 3
+NOISE_POINTS = 8
+NOISE_STEP = EPS ** (1.0 / 3.0)
+# A difference quotient's noise bound, in measured standard deviations of f over h.
+NOISE_SIGMAS = 3.0
 
 
 class EvaluationError(Exception):
@@ -63,6 +69,7 @@ class Evaluator:
         self.y0 = self.call(x)
         self.out_shape = self.y0.shape
         self.stacks = self._probe(scale)
+        self.noise = self._noise(scale)
 
     def call(self, x: Array) -> Array:
         try:
@@ -89,6 +96,33 @@ class Evaluator:
         singles = np.stack([self.y0, *(self.call(a) for a in alts)])
         size = max(float(np.max(np.abs(singles), initial=0.0)), 1e-300)
         return bool(np.all(np.abs(ys - singles) <= 1e-12 * size))
+
+    def _noise(self, scale: Array) -> Array:
+        """Per-output rounding noise (standard deviation) of ``f`` near ``x``, shape (M,).
+
+        ``f`` is evaluated at NOISE_POINTS random offsets t in [-d, d] along a few random
+        directions, d = eps^(1/3) * scale (the central step), and a cubic in t is fitted by
+        least squares. The cubic leaves a truncation residual of order d^4 f^(4), a
+        thousandth of the stencil's own truncation error, so the residual is rounding
+        noise as the stencil sees it: over a span this wide, a forward that rounds like a
+        staircase (``1 + tanh(u)`` for u << 0 is a few ulps of 1) shows its steps, which a
+        narrower span would miss. The offsets are random, not a lattice, because rounding
+        errors sampled at equal spacing can line up and hide the noise. Code with cancellation (1 + erf(x)
+        near x = -6, 1 + tanh(u) for u << 0) is far noisier than eps * |f|; measuring it
+        keeps such correct code from being flagged.
+        """
+        rng = np.random.default_rng(2024)
+        t = np.sort(rng.uniform(-1.0, 1.0, NOISE_POINTS))
+        vander = np.vander(t, 4)
+        residual_maker = np.eye(NOISE_POINTS) - vander @ np.linalg.pinv(vander)
+        stacks = []
+        for _ in range(NOISE_DIRECTIONS):
+            step = NOISE_STEP * scale * rng.choice([-1.0, 1.0], self.x.shape)
+            stacks += [self.x + tk * step for tk in t]
+        ys = self(np.stack(stacks)).reshape(NOISE_DIRECTIONS, NOISE_POINTS, -1)
+        residuals = np.einsum("pq,dqm->dpm", residual_maker, ys)
+        sigma = np.sqrt(np.sum(residuals**2, axis=(0, 1)) / (NOISE_DIRECTIONS * (NOISE_POINTS - 4)))
+        return np.where(np.isfinite(sigma), sigma, 0.0)
 
     def __call__(self, stack: Array) -> Array:
         """Evaluate each ``stack[p]`` and return the outputs flattened to ``(n, M)``."""
@@ -142,7 +176,8 @@ class _Stencil:
     def steps(self, x: Array, scale: Array) -> Array:
         return exact_steps(x, scale * EPS**self.power)
 
-    def combine(self, ys: Array, h: Array) -> tuple[Array, Array]:
+    def combine(self, ys: Array, h: Array, noise: Array) -> tuple[Array, Array]:
+        """Value and error bound for a chunk: ``ys`` (points, chunk, M), ``h`` (chunk, 1)."""
         raise NotImplementedError
 
     def estimate(self, evaluate: Evaluator, x: Array, scale: Array) -> Estimate:
@@ -155,10 +190,16 @@ class _Stencil:
         for start in range(0, n, chunk):
             coords = slice(start, min(n, start + chunk))
             ys = outputs(coords)
-            v, e = self.combine(ys, h.ravel()[coords][:, None])
+            v, e = self.combine(ys, h.ravel()[coords][:, None], evaluate.noise)
             value[:, coords] = v.T
             error[:, coords] = e.T
         return Estimate(value, error, h.ravel(), self.name)
+
+
+def _rounding(ys: Array, noise: Array) -> Array:
+    """Rounding bound of f(x+h) - f(x-h), times h: ulps of |f|, or the measured noise."""
+    size = np.max(np.abs(ys), axis=0)
+    return np.maximum(ROUNDING_ULPS * EPS * size, NOISE_SIGMAS * noise[None, :])
 
 
 @dataclass(frozen=True)
@@ -169,12 +210,12 @@ class Central(_Stencil):
     power: ClassVar[float] = 1.0 / 3.0
     offsets: ClassVar[tuple[float, ...]] = (1.0, -1.0, 2.0, -2.0)
 
-    def combine(self, ys: Array, h: Array) -> tuple[Array, Array]:
+    def combine(self, ys: Array, h: Array, noise: Array) -> tuple[Array, Array]:
         d1 = (ys[0] - ys[1]) / (2.0 * h)
         d2 = (ys[2] - ys[3]) / (4.0 * h)
-        size = np.max(np.abs(ys), axis=0)
-        # D(2h) - D(h) ~ 3 c h^2, so |D(h) - D(2h)| / 3 estimates D(h)'s truncation error.
-        return d1, np.abs(d1 - d2) / 3.0 + ROUNDING_ULPS * EPS * size / h
+        # D(2h) - D(h) ~ 3 c h^2, so |D(h) - D(2h)| / 3 estimates D(h)'s truncation error;
+        # rounding in (f+ - f-) / 2h has standard deviation sigma / (sqrt(2) h).
+        return d1, np.abs(d1 - d2) / 3.0 + _rounding(ys, noise) / h
 
 
 @dataclass(frozen=True)
@@ -185,15 +226,14 @@ class Richardson(_Stencil):
     power: ClassVar[float] = 1.0 / 5.0
     offsets: ClassVar[tuple[float, ...]] = (1.0, -1.0, 2.0, -2.0, 4.0, -4.0)
 
-    def combine(self, ys: Array, h: Array) -> tuple[Array, Array]:
+    def combine(self, ys: Array, h: Array, noise: Array) -> tuple[Array, Array]:
         d1 = (ys[0] - ys[1]) / (2.0 * h)
         d2 = (ys[2] - ys[3]) / (4.0 * h)
         d4 = (ys[4] - ys[5]) / (8.0 * h)
         r1 = (4.0 * d1 - d2) / 3.0
         r2 = (4.0 * d2 - d4) / 3.0
-        size = np.max(np.abs(ys), axis=0)
-        # R(2h) - R(h) ~ 15 c h^4; R's rounding is (4/3 + 1/6) u |f| / h.
-        return r1, np.abs(r1 - r2) / 15.0 + 1.5 * ROUNDING_ULPS * EPS * size / h
+        # R(2h) - R(h) ~ 15 c h^4; R's rounding is at most (4/3 + 1/6) that of D(h).
+        return r1, np.abs(r1 - r2) / 15.0 + 1.5 * _rounding(ys, noise) / h
 
 
 @dataclass(frozen=True)

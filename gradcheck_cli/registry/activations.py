@@ -23,13 +23,13 @@ LEAKY_SLOPE = 0.01
 GELU_C = math.sqrt(2.0 / math.pi)
 GELU_A = 0.044715
 
-_erf = np.frompyfunc(math.erf, 1, 1)
+_erfc = np.frompyfunc(math.erfc, 1, 1)
 
 
-def _erf_array(x: Array) -> Array:
-    # numpy has no erf; math.erf is correctly rounded to ~1 ulp, which keeps the
-    # forward and the analytic derivative consistent to float64 precision.
-    return np.asarray(_erf(x), dtype=np.float64)
+def _normal_cdf(x: Array) -> Array:
+    # numpy has no erf. Phi(x) = erfc(-x / sqrt 2) / 2 keeps full relative precision in
+    # the left tail, where 1 + erf(x / sqrt 2) would cancel to a few digits.
+    return 0.5 * np.asarray(_erfc(-x / math.sqrt(2.0)), dtype=np.float64)
 
 
 def sigmoid(x: Array) -> Array:
@@ -72,22 +72,24 @@ def _elu(x: Array, alpha: float) -> Array:
 
 
 def gelu(x: Array) -> Array:
-    return 0.5 * x * (1.0 + _erf_array(x / math.sqrt(2.0)))
+    return x * _normal_cdf(x)
 
 
 def gelu_derivative(x: Array) -> Array:
-    cdf = 0.5 * (1.0 + _erf_array(x / math.sqrt(2.0)))
+    cdf = _normal_cdf(x)
     pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
     return cdf + x * pdf
 
 
 def gelu_tanh(x: Array) -> Array:
-    return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + GELU_A * x**3)))
+    # (1 + tanh u) / 2 = sigmoid(2u), without the cancellation of 1 + tanh u for u << 0.
+    return x * sigmoid(2.0 * GELU_C * (x + GELU_A * x**3))
 
 
 def gelu_tanh_derivative(x: Array) -> Array:
-    t = np.tanh(GELU_C * (x + GELU_A * x**3))
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x)
+    s = sigmoid(2.0 * GELU_C * (x + GELU_A * x**3))
+    # 1 - tanh^2 u = 4 s (1 - s) with s = sigmoid(2u).
+    return s + x * 2.0 * s * (1.0 - s) * GELU_C * (1.0 + 3.0 * GELU_A * x * x)
 
 
 def softplus(x: Array) -> Array:
