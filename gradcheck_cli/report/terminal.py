@@ -115,11 +115,15 @@ def render_list(entries: Iterable[FunctionSpec], fused: Iterable[Any], out: Cons
     out.print("\nNames in red are deliberately wrong variants (NAME@VARIANT): run one to see a flag.")
 
 
-def _matrix(title: str, values: Any, out: Console, fmt: str = "{: .4f}") -> None:
+def _matrix(title: str, values: Any, out: Console, fmt: str | None = None) -> None:
     arr = np.atleast_2d(np.asarray(values, dtype=np.float64))
     rows, cols = arr.shape
     shown = arr[:MAX_SHOWN, :MAX_SHOWN]
-    table = Table(title=title, title_justify="left", show_header=False, show_edge=False, pad_edge=False)
+    if fmt is None:
+        finite = np.abs(shown[np.isfinite(shown)])
+        fmt = "{: .4f}" if finite.size == 0 or 1e-2 <= finite.max() < 1e4 else "{: .3e}"
+    out.print(Text(title, style="bold"))
+    table = Table(show_header=False, show_edge=False, pad_edge=False)
     for _ in range(shown.shape[1]):
         table.add_column(justify="right")
     for line in shown:
