@@ -250,7 +250,13 @@ class _Points:
             self._cache[trial] = self._draw(trial)
         return self._cache[trial]
 
-    def _draw(self, trial: int) -> tuple[Array, Array | None]:
+    def input_only(self, trial: int) -> Array:
+        """The activation's input for ``trial``, without the loss-side checks."""
+        if self.spec.activation is None:
+            return self(trial)[0]
+        return self._draw(trial, with_target=False)[0]
+
+    def _draw(self, trial: int, with_target: bool = True) -> tuple[Array, Array | None]:
         opts, act, loss = self.options, self.spec.activation, self.spec.loss
         rng = np.random.default_rng([opts.seed, trial])
         first = act or loss
@@ -266,7 +272,7 @@ class _Points:
             x = inputs.sample_domain(act.domain, opts.shape, rng, act.kinks)
         else:
             x = None
-        if loss is None:
+        if loss is None or not with_target:
             assert x is not None
             return x, None
         if act is not None:
@@ -298,7 +304,7 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
     rows = []
     for convention in act.conventions:
         def trial(t: int, convention: str = convention) -> _Trial:
-            x, _ = points(t)
+            x = points.input_only(t)
             evaluator, est = _numeric(act.forward, x, act.domain, options.method, f"{act.name} forward")
             y = evaluator.y0
             layout = Layout(x.shape[0], y.shape[-1] if y.ndim else 1, x.shape[-1])
@@ -386,6 +392,20 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
     return rows
 
 
+def _check_explicit_input(spec: Spec, options: CheckOptions) -> None:
+    """An explicit --input outside the checked function's domain is a usage error."""
+    first = spec.activation or spec.loss
+    if options.input is None or first is None:
+        return
+    bad = inputs.outside_domain(options.input, first.domain)
+    if bad is not None:
+        raise UsageError(
+            f"--input value {options.input[bad]:g} at {list(bad)} is outside {first.name}'s domain "
+            f"({inputs.DOMAIN_TEXT[first.domain]}), so '{spec.text}' cannot be checked there. "
+            f"Give --input values inside the domain."
+        )
+
+
 def check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[CheckResult]:
     """Every component row of one parsed spec."""
     points = _Points(spec, options)
@@ -424,6 +444,8 @@ def run(specs: Sequence[str], options: CheckOptions | None = None, registry: Reg
     options.validate()
     registry = registry or default_registry(tuple(plugins))
     parsed = [parse_spec(s, registry) for s in specs]
+    for spec in parsed:
+        _check_explicit_input(spec, options)
     rows: list[CheckResult] = []
     for spec in parsed:
         rows += check_spec(spec, options, registry)
@@ -443,6 +465,9 @@ class Explanation:
     numeric: Array | None
     error: Array | None
     rows: RunResult
+    upstream: Array | None = None
+    analytic_vjp: Array | None = None
+    numeric_vjp: Array | None = None
 
 
 def explain(name: str, options: CheckOptions | None = None, registry: Registry | None = None,
@@ -471,11 +496,15 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
         x, target = _Points(spec, options)(0)
     except _Skip as why:
         raise UsageError(str(why)) from None
-    analytic = numeric = error = None
+    analytic = numeric = error = upstream = analytic_vjp = numeric_vjp = None
     try:
         if spec.activation is not None:
             output = _call_forward(entry, x)
             est = numdiff.estimate(entry.forward, x, inputs.step_scale(x, entry.domain), options.method)
+            # A backward pass as a layer would run it: upstream gradient g, result J^T g.
+            upstream = np.random.default_rng([options.seed, 99]).normal(size=output.shape)
+            numeric_vjp = (est.value.T @ upstream.ravel()).reshape(x.shape)
+            analytic_vjp = conventions.analytic_vjp(entry, convention, x, upstream, output)
             analytic = conventions.analytic_jacobian(entry, convention, x, output)
         else:
             assert target is not None
@@ -486,4 +515,5 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
         numeric, error = est.value, est.error
     except (_Skip, ConventionError, EvaluationError):
         output = np.full(x.shape, np.nan)
-    return Explanation(entry, convention, x, target, output, analytic, numeric, error, rows)
+    return Explanation(entry, convention, x, target, output, analytic, numeric, error, rows,
+                       upstream, analytic_vjp, numeric_vjp)

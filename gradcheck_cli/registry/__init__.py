@@ -138,7 +138,8 @@ class Registry:
         what = f"{kind} " if kind else ""
         if spec is not None:
             raise UsageError(
-                f"'{name}' is a {spec.kind}, but a {kind} was expected here. "
+                f"'{name}' is a {spec.kind}, but {'an' if kind == 'activation' else 'a'} {kind} was "
+                f"expected here. "
                 f"A pair is written ACTIVATION+LOSS, e.g. 'softmax+cross_entropy'."
             )
         raise UsageError(

@@ -149,6 +149,13 @@ def render_explanation(exp: Any, out: Console) -> None:
         _matrix(f"numerical {what} (central differences)" if exp.rows.results[0].method == "central"
                 else f"numerical {what}", exp.numeric, out)
         _matrix("difference analytic - numeric", exp.analytic - exp.numeric, out, "{: .1e}")
+    if exp.upstream is not None and exp.analytic_vjp is not None and exp.numeric_vjp is not None:
+        out.print(Text("\nbackward pass with an upstream gradient g (what a layer computes)", style="bold"))
+        _matrix("g", exp.upstream, out)
+        _matrix(f"analytic J^T g (via {exp.convention})", exp.analytic_vjp, out)
+        _matrix("numerical J^T g", exp.numeric_vjp, out)
+        scale = np.maximum(np.abs(exp.numeric_vjp), 1e-300)
+        _matrix("relative error", np.abs(exp.analytic_vjp - exp.numeric_vjp) / scale, out, "{: .1e}")
     if spec.mistake:
         out.print(Text("\nwhat is wrong: ", style="bold red") + Text(spec.mistake))
     if spec.fix:
