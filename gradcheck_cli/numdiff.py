@@ -198,7 +198,7 @@ class _Stencil:
 
 def _rounding(ys: Array, noise: Array) -> Array:
     """Rounding bound of f(x+h) - f(x-h), times h: ulps of |f|, or the measured noise."""
-    size = np.max(np.abs(ys), axis=0)
+    size: Array = np.max(np.abs(ys), axis=0)
     return np.maximum(ROUNDING_ULPS * EPS * size, NOISE_SIGMAS * noise[None, :])
 
 
