@@ -374,8 +374,8 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
         wrong = [name for name, ok in parts_ok.items() if not ok]
         if wrong:
             rows[0] = replace(rows[0], diagnosis=(
-                f"follows from the wrong {' and '.join(wrong)} (see {'those rows' if len(wrong) > 1 else 'that row'}); "
-                f"the chain rule dL/dz = J^T dL/da itself is applied correctly to them"))
+                f"follows from the wrong {' and '.join(wrong)} (see {'those rows' if len(wrong) > 1 else 'that row'}): "
+                f"J^T dL/da built from it gives the wrong dL/dz"))
         else:
             rows[0] = replace(rows[0], diagnosis=(
                 "the activation's Jacobian and the loss gradient each pass, but their product does "

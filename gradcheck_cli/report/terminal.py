@@ -27,10 +27,10 @@ MAX_SHOWN = 8
 
 
 def console(stream: IO[str] | None = None) -> Console:
-    """A console for ``stream``: full width on a terminal, 120 columns (or $COLUMNS) otherwise."""
+    """A console for ``stream``: full width on a terminal, 140 columns (or $COLUMNS) otherwise."""
     stream = stream or sys.stdout
     tty = stream.isatty()
-    width = None if tty else int(os.environ.get("COLUMNS", "120"))
+    width = None if tty else int(os.environ.get("COLUMNS", "140"))
     return Console(file=stream, width=width, no_color=not tty or None, highlight=False,
                    soft_wrap=False)
 
@@ -62,7 +62,7 @@ def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: 
     for name, justify in (("check", "left"), ("component", "left"), ("input x trials", "right"),
                           ("max abs err", "right"), ("max rel err", "right"),
                           ("tolerance", "right"), ("verdict", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for row in result.results:
         shape = "x".join(str(s) for s in row.shape) if row.shape else "-"
         table.add_row(row.check, _component(row), f"{shape} x {row.trials}", _num(row.max_abs_error),
@@ -102,16 +102,26 @@ def _render_detail(row: CheckResult, out: Console) -> None:
 def render_list(entries: Iterable[FunctionSpec], fused: Iterable[Any], out: Console) -> None:
     """Every registered entry with its convention, domain/target, formula and origin."""
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for name in ("name", "kind", "convention", "domain / target", "formula", "origin"):
-        table.add_column(name, overflow="fold")
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("convention", overflow="fold", max_width=22)
+    table.add_column("domain / target", no_wrap=True)
+    table.add_column("formula", overflow="fold", min_width=30)
+    table.add_column("origin", overflow="fold", max_width=24)
     for spec in entries:
         where = spec.domain if spec.kind == "activation" else f"{spec.domain} / {spec.target}"
         conventions = ", ".join(spec.conventions + tuple(spec.second))
         table.add_row(Text(spec.name, style="red" if spec.is_variant else ""), spec.kind, conventions, where,
                       spec.formula, spec.origin)
-    for item in fused:
-        table.add_row(f"{item.activation}+{item.loss}", "fused", "gradient(z, t)", "-", item.formula, item.origin)
     out.print(table)
+    pairs = Table(show_edge=False, header_style="bold", pad_edge=False, title="fused pair formulas",
+                  title_justify="left")
+    for name in ("pair", "formula", "origin"):
+        pairs.add_column(name)
+    for item in fused:
+        pairs.add_row(f"{item.activation}+{item.loss}", item.formula, item.origin)
+    out.print()
+    out.print(pairs)
     out.print("\nNames in red are deliberately wrong variants (NAME@VARIANT): run one to see a flag.")
 
 
