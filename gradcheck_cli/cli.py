@@ -1,4 +1,8 @@
-"""The ``gradcheck`` command: parse -> run -> report -> exit code. Nothing else lives here."""
+"""The ``gradcheck`` command: parse -> load config -> run -> report -> exit code.
+
+Nothing else lives here: every command builds jobs through :mod:`gradcheck_cli.api`-level
+functions and hands plain results to :mod:`gradcheck_cli.report`.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ import typer
 from gradcheck_cli.errors import GradcheckError
 
 if TYPE_CHECKING:
+    from gradcheck_cli.registry import Registry
     from gradcheck_cli.results import RunResult
     from gradcheck_cli.runner import CheckOptions
+    from gradcheck_cli.suite import Job
 
 app = typer.Typer(
     name="gradcheck",
@@ -23,6 +29,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+DEFAULT_TIMEOUT = 600.0
 
 Seed = Annotated[int, typer.Option(help="Random seed; runs repeat exactly with the same seed.")]
 Trials = Annotated[int, typer.Option(help="Random sample points per check.")]
@@ -34,7 +42,22 @@ Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance (overrid
 Atol = Annotated[Optional[float], typer.Option(help="Absolute tolerance added to every entry.")]  # noqa: UP045
 Plugins = Annotated[Optional[list[str]], typer.Option("--plugin", help="Plugin file or module to load (repeatable).")]  # noqa: UP045
 JsonPath = Annotated[Optional[str], typer.Option("--json", help="Write a JSON report to PATH ('-' for stdout).")]  # noqa: UP045
+JunitPath = Annotated[Optional[str], typer.Option("--junit-xml", help="Write a JUnit XML report to PATH.")]  # noqa: UP045
+Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Checks to run at once, each in its own process.")]
+Timeout = Annotated[float, typer.Option(help="Seconds a single check may take before it is stopped.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show details for passing rows too.")]
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a :class:`GradcheckError` into its message on stderr and its exit code."""
+    try:
+        yield
+    except GradcheckError as exc:
+        from gradcheck_cli.report import terminal
+
+        terminal.console(sys.stderr).print(f"gradcheck: error: {exc.message}", style="red", soft_wrap=True)
+        raise typer.Exit(int(exc.exit_code)) from None
 
 
 def _options(seed: int, trials: int, shape: str, input_text: str | None, target_text: str | None,
@@ -42,12 +65,53 @@ def _options(seed: int, trials: int, shape: str, input_text: str | None, target_
     from gradcheck_cli import inputs
     from gradcheck_cli.runner import CheckOptions
 
-    return CheckOptions(
+    options = CheckOptions(
         seed=seed, trials=trials, shape=inputs.parse_shape(shape),
         input=inputs.parse_matrix(input_text, "--input") if input_text is not None else None,
         target=inputs.parse_matrix(target_text, "--target") if target_text is not None else None,
         method=method, rtol=rtol, atol=atol,
     )
+    options.validate()
+    return options
+
+
+def _execute(jobs: list[Job], registry: Registry, workers: int, json_path: str | None,
+             junit_path: str | None, verbose: bool, start: float) -> RunResult:
+    """Run jobs isolated, with a progress bar on a terminal, and write every report."""
+    from gradcheck_cli.report import terminal
+    from gradcheck_cli.suite import run_jobs
+
+    if workers < 1:
+        from gradcheck_cli.errors import UsageError
+
+        raise UsageError(f"--jobs must be at least 1; got {workers}.")
+    with terminal.progress(len(jobs)) as advance:
+        result = run_jobs(jobs, registry, workers=workers, isolate=True, progress=advance)
+    elapsed = time.perf_counter() - start
+    if json_path is not None:
+        from gradcheck_cli.report import json as json_report
+
+        json_report.write(result.to_dict(), json_path)
+    if junit_path is not None:
+        from gradcheck_cli.report import junit
+
+        junit.write(result, junit_path, elapsed)
+    to_stderr = "-" in (json_path, junit_path)
+    terminal.render_run(result, terminal.console(sys.stderr if to_stderr else sys.stdout),
+                        verbose=verbose, elapsed=elapsed)
+    return result
+
+
+def _jobs_for(names: list[str], options: CheckOptions, registry: Registry, timeout: float) -> list[Job]:
+    from gradcheck_cli.runner import check_explicit_input, parse_spec
+    from gradcheck_cli.suite import Job
+
+    jobs = []
+    for name in names:
+        spec = parse_spec(name, registry)
+        check_explicit_input(spec, options)
+        jobs.append(Job(name, spec, options, timeout=timeout))
+    return jobs
 
 
 @app.command()
@@ -55,28 +119,19 @@ def run(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="ACT+LOSS, ACT or LOSS, e.g. softmax+mse.")],
     seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", input: InputOpt = None,
     target: TargetOpt = None, method: Method = "central", rtol: Rtol = None, atol: Atol = None,
-    plugin: Plugins = None, json: JsonPath = None, verbose: Verbose = False,
+    plugin: Plugins = None, json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1,
+    timeout: Timeout = DEFAULT_TIMEOUT, verbose: Verbose = False,
 ) -> None:
     """Check registry entries: the activation's Jacobian, the loss gradient, the chain rule."""
-    from gradcheck_cli.runner import run as run_checks
+    from gradcheck_cli.plugins import default_registry
 
     start = time.perf_counter()
     with user_errors():
         options = _options(seed, trials, shape, input, target, method, rtol, atol)
-        result = run_checks(specs, options, plugins=tuple(plugin or ()))
-        _report(result, json, verbose, time.perf_counter() - start)
+        registry = default_registry(tuple(plugin or ()))
+        job_list = _jobs_for(specs, options, registry, timeout)
+        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start)
     raise typer.Exit(int(result.exit_code))
-
-
-def _report(result: RunResult, json_path: str | None, verbose: bool, elapsed: float) -> None:
-    from gradcheck_cli.report import terminal
-
-    if json_path is not None:
-        from gradcheck_cli.report import json as json_report
-
-        json_report.write(result.to_dict(), json_path)
-    terminal.render_run(result, terminal.console(sys.stderr if json_path == "-" else sys.stdout),
-                        verbose=verbose, elapsed=elapsed)
 
 
 @app.command("list")
@@ -97,7 +152,7 @@ def list_entries(plugin: Plugins = None, json: JsonPath = None) -> None:
             json_report.write({"schema": 1, "entries": entries}, json)
             if json == "-":
                 return
-    terminal.render_list(registry, registry._fused.values(), terminal.console())
+    terminal.render_list(registry, registry.fused_formulas(), terminal.console())
 
 
 @app.command()
@@ -122,12 +177,12 @@ def explain(
 def check(
     plugin_source: Annotated[str, typer.Argument(metavar="PLUGIN", help="Plugin file path or module.")],
     seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", method: Method = "central",
-    rtol: Rtol = None, atol: Atol = None, json: JsonPath = None, verbose: Verbose = False,
+    rtol: Rtol = None, atol: Atol = None, json: JsonPath = None, junit_xml: JunitPath = None,
+    jobs: Jobs = 1, timeout: Timeout = DEFAULT_TIMEOUT, verbose: Verbose = False,
 ) -> None:
     """Load a plugin and check every entry it registers."""
     from gradcheck_cli.errors import PluginError
     from gradcheck_cli.plugins import default_registry, load_plugin
-    from gradcheck_cli.runner import run as run_checks
 
     start = time.perf_counter()
     with user_errors():
@@ -137,21 +192,26 @@ def check(
             raise PluginError(f"Plugin '{plugin_source}' loaded but registered nothing. Call "
                               f"register_activation(...) or register_loss(...) at import time.")
         options = _options(seed, trials, shape, None, None, method, rtol, atol)
-        result = run_checks(names, options, registry=registry)
-        _report(result, json, verbose, time.perf_counter() - start)
+        job_list = _jobs_for(names, options, registry, timeout)
+        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start)
     raise typer.Exit(int(result.exit_code))
 
 
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a :class:`GradcheckError` into its message on stderr and its exit code."""
-    try:
-        yield
-    except GradcheckError as exc:
-        from gradcheck_cli.report import terminal
+@app.command()
+def ci(
+    config: Annotated[str, typer.Argument(metavar="CONFIG.yaml", help="Suite configuration (version: 1).")],
+    json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1,
+    timeout: Annotated[Optional[float], typer.Option(help="Default per-check timeout in seconds.")] = None,  # noqa: UP045
+    verbose: Verbose = False,
+) -> None:
+    """Run a configured suite: the CI gate. Exit 0 only when every check is as expected."""
+    from gradcheck_cli.suite import jobs_from_config
 
-        terminal.console(sys.stderr).print(f"gradcheck: error: {exc.message}", style="red", soft_wrap=True)
-        raise typer.Exit(int(exc.exit_code)) from None
+    start = time.perf_counter()
+    with user_errors():
+        registry, job_list = jobs_from_config(config, timeout or DEFAULT_TIMEOUT)
+        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start)
+    raise typer.Exit(int(result.exit_code))
 
 
 def entry() -> None:

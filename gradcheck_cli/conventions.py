@@ -25,16 +25,45 @@ class ConventionError(Exception):
     """The analytic derivative raised or returned the wrong shape; message is user-facing."""
 
 
-def _call(name: str, fn: Callable[..., Any], *args: Array) -> Array:
+def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False) -> Array:
+    """Call user code on copies of ``args``; with ``probe``, also require that it leaves
+    its inputs alone and gives the same result twice."""
+    copies = [a.copy() for a in args]
     try:
         with np.errstate(all="ignore"):
-            out = fn(*(a.copy() for a in args))
+            out = fn(*copies)
+            if probe:
+                _unchanged(name, args, copies)
+                again = np.asarray(fn(*(a.copy() for a in args)))
+    except ConventionError:
+        raise
     except Exception as exc:  # user code: any exception becomes a report
         raise ConventionError(f"{name} raised {type(exc).__name__}: {exc}") from exc
     arr = np.asarray(out)
     if arr.dtype.kind not in "fiub":
         raise ConventionError(f"{name} returned {type(out).__name__} of dtype {arr.dtype}, expected a float array")
+    if probe and not same_values(arr, again):
+        raise ConventionError(
+            f"{name} is not deterministic: two calls with the same input gave different results "
+            f"(it draws random numbers or keeps state between calls); a derivative must be a "
+            f"function of its arguments")
     return arr.astype(np.float64)
+
+
+def same_values(a: Any, b: Any) -> bool:
+    """Bitwise-equal arrays (NaN equal to NaN)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def _unchanged(name: str, originals: tuple[Array, ...], copies: list[Array]) -> None:
+    for position, (orig, seen) in enumerate(zip(originals, copies, strict=True)):
+        if not same_values(orig, seen):
+            idx = tuple(int(i) for i in np.argwhere(~np.isclose(orig, seen, equal_nan=True))[0])
+            raise ConventionError(
+                f"{name} changes its input in place: argument {position} at {list(idx)} was "
+                f"{orig[idx]:.6g} before the call and {seen[idx]:.6g} after; callers' arrays would "
+                f"be corrupted. Work on a copy (x = x.copy()) or use out-of-place operations")
 
 
 def _expect_shape(name: str, arr: Array, shape: tuple[int, ...], meaning: str) -> Array:
@@ -75,34 +104,35 @@ def analytic_jacobian(spec: FunctionSpec, convention: str, x: Array, y: Array | 
     b, k = x.shape
     m = y.size
     if convention == "derivative":
-        d = _expect_shape("derivative(x)", _call("derivative(x)", fn, arg), x.shape, "like x")
+        d = _expect_shape("derivative(x)", _call("derivative(x)", fn, arg, probe=True), x.shape, "like x")
         return np.diag(d.ravel()) if m == x.size else _shape_mismatch(y, x)
     if convention == "derivative_of_output":
         arg = y if fed is None else fed
-        d = _expect_shape("derivative_of_output(y)", _call("derivative_of_output(y)", fn, arg),
+        d = _expect_shape("derivative_of_output(y)", _call("derivative_of_output(y)", fn, arg, probe=True),
                           y.shape, "like y = forward(x)")
         return np.diag(d.ravel()) if m == x.size else _shape_mismatch(y, x)
     if convention == "jacobian":
-        jac = _call("jacobian(x)", fn, arg)
+        jac = _call("jacobian(x)", fn, arg, probe=True)
         kout = y.shape[-1]
         if jac.shape == (kout, k) and b == 1:
             jac = jac[None]
         jac = _expect_shape("jacobian(x)", jac, (b, kout, k), "J[b, i, j] = dy[b, i] / dx[b, j]")
         return _block_diagonal(jac)
-    if convention == "vjp":
+    if convention in ("vjp", "backward"):
+        name = "vjp(x, g)" if convention == "vjp" else "forward(x) then backward(g)"
         rows = np.empty((m, x.size))
         for i in range(m):
             g = np.zeros(m)
             g[i] = 1.0
-            out = _call("vjp(x, g)", fn, arg, g.reshape(y.shape))
-            rows[i] = _expect_shape("vjp(x, g)", out, x.shape, "J^T g, like x").ravel()
+            out = _call(name, fn, arg, g.reshape(y.shape), probe=i == 0)
+            rows[i] = _expect_shape(name, out, x.shape, "J^T g, like x").ravel()
         return rows
     if convention == "jvp":
         cols = np.empty((m, x.size))
         for j in range(x.size):
             v = np.zeros(x.size)
             v[j] = 1.0
-            out = _call("jvp(x, v)", fn, arg, v.reshape(x.shape))
+            out = _call("jvp(x, v)", fn, arg, v.reshape(x.shape), probe=j == 0)
             cols[:, j] = _expect_shape("jvp(x, v)", out, y.shape, "J v, like y").ravel()
         return cols
     raise ConventionError(f"convention '{convention}' is not supported for this check yet")
@@ -118,7 +148,7 @@ def _shape_mismatch(y: Array, x: Array) -> Array:
 def analytic_gradient(spec: FunctionSpec, pred: Array, target: Array) -> Array:
     """The analytic gradient of loss ``spec`` at ``(pred, target)``, as a (1, N) row."""
     fn = spec.derivatives["gradient"]
-    g = _expect_shape("gradient(pred, target)", _call("gradient(pred, target)", fn, pred, target),
+    g = _expect_shape("gradient(pred, target)", _call("gradient(pred, target)", fn, pred, target, probe=True),
                       pred.shape, "dL/dpred, like pred")
     return g.reshape(1, -1)
 
@@ -133,8 +163,8 @@ def analytic_vjp(spec: FunctionSpec, convention: str, x: Array, g: Array,
     if y is None:
         y = _call("forward", spec.forward, x)
     fn = spec.derivatives[convention]
-    if convention == "vjp":
-        return _expect_shape("vjp(x, g)", _call("vjp(x, g)", fn, x, g), x.shape, "J^T g, like x")
+    if convention in ("vjp", "backward"):
+        return _expect_shape(convention, _call(convention, fn, x, g), x.shape, "J^T g, like x")
     if convention in ELEMENTWISE:
         arg = x if convention == "derivative" else y
         d = _expect_shape(f"{convention}", _call(convention, fn, arg), x.shape, "like x")

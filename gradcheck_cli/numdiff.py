@@ -66,19 +66,33 @@ class Evaluator:
     def __init__(self, f: Callable[[Any], Any], x: Array, scale: Array) -> None:
         self.f = f
         self.x = x
-        self.y0 = self.call(x)
+        self.y0 = self.call(x, probe=True)
         self.out_shape = self.y0.shape
         self.stacks = self._probe(scale)
         self.noise = self._noise(scale)
 
-    def call(self, x: Array) -> Array:
+    def call(self, x: Array, probe: bool = False) -> Array:
+        """``f(x)`` on a copy; with ``probe``, also check it leaves x alone and repeats."""
+        seen = x.copy()
         try:
             with np.errstate(all="ignore"):
-                y = np.asarray(self.f(x.copy()))
+                y = np.asarray(self.f(seen))
+                again = np.asarray(self.f(x.copy())) if probe else y
         except Exception as exc:  # user code: any exception becomes a report
             raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
         if y.dtype.kind not in "fiuc":
             raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
+        if probe and not np.array_equal(seen, x, equal_nan=True):
+            idx = tuple(int(i) for i in np.argwhere(~np.isclose(seen, x, equal_nan=True))[0])
+            raise EvaluationError(
+                f"changes its input in place: x{list(idx)} was {x[idx]:.6g} before the call and "
+                f"{seen[idx]:.6g} after; callers' arrays would be corrupted. Work on a copy "
+                f"(x = x.copy()) or use out-of-place operations")
+        if probe and not (again.shape == y.shape and np.array_equal(again, y, equal_nan=True)):
+            raise EvaluationError(
+                "is not deterministic: two calls with the same x gave different results (it "
+                "draws random numbers or keeps state between calls, e.g. dropout or a running "
+                "average); fix the randomness (a seed, eval mode) to check its derivative")
         return y.astype(np.float64) if y.dtype.kind != "c" else y
 
     def _probe(self, scale: Array) -> bool:

@@ -7,13 +7,18 @@ through :func:`load_plugin` like any user module, so the loader is exercised on 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import inspect
 import os
 import runpy
+import sys
 import traceback
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from gradcheck_cli.errors import PluginError
+from gradcheck_cli.errors import PluginError, suggest
 from gradcheck_cli.registry import REGISTRY, FunctionSpec, FusedSpec, Registry, registering
 
 BUILTIN_MODULES = (
@@ -49,7 +54,7 @@ def _import_module(module: str, registry: Registry, origin: str) -> None:
     scratch = Registry()
     with registering(scratch, origin):
         importlib.import_module(module)
-    _recorded[module] = (list(scratch), list(scratch._fused.values()))
+    _recorded[module] = (list(scratch), scratch.fused_formulas())
     _replay(module, registry)
 
 
@@ -119,4 +124,112 @@ def default_registry(plugins: list[str] | tuple[str, ...] = ()) -> Registry:
     return registry
 
 
-__all__ = ["default_registry", "load_builtins", "load_entry_points", "load_plugin"]
+
+
+def _load_file_module(path: Path) -> Any:
+    """Import a .py file as a module of its own (its folder importable while it loads)."""
+    resolved = path.resolve()
+    if resolved in _file_modules:
+        return _file_modules[resolved]
+    name = f"gradcheck_user_{resolved.stem}_{abs(hash(str(resolved))) % 10**8}"
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"'{path}' cannot be loaded as a Python file.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(resolved.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(resolved.parent))
+    _file_modules[resolved] = module
+    return module
+
+
+_file_modules: dict[Path, Any] = {}
+
+
+def resolve_reference(ref: str, base: Path, where: str, init: dict[str, Any],
+                      instances: dict[type, Any]) -> tuple[Any, Callable[[], Any] | None]:
+    """Resolve ``module:qualname`` or ``path/file.py:qualname`` to an object.
+
+    ``Class.method`` is bound to one instance of ``Class`` built with ``init`` (shared by
+    every reference of the same entry, kept in ``instances``); the second value is then a
+    factory that builds fresh instances, for layers whose backward depends on state.
+    """
+    if ":" not in ref:
+        raise PluginError(f"{where}: '{ref}' is not a reference; write module:qualname (e.g. "
+                          f"mylib.layers:Softmax.forward) or path/file.py:qualname.")
+    left, qualname = ref.rsplit(":", 1)
+    try:
+        if left.endswith(".py") or "/" in left or os.sep in left:
+            path = Path(left) if Path(left).is_absolute() else base / left
+            if not path.is_file():
+                raise PluginError(f"{where}: file '{path}' does not exist (paths are relative to "
+                                  f"the config's folder, {base}).")
+            module = _load_file_module(path)
+        else:
+            module = importlib.import_module(left)
+    except PluginError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise PluginError(f"{where}: cannot import module '{left}': {exc}. Install the package, "
+                          f"or check the spelling and that it is importable from {Path.cwd()}.") from exc
+    except Exception as exc:
+        raise PluginError(f"{where}: importing '{left}' raised {_describe_exception(exc)}.") from exc
+    obj: Any = module
+    factory: Callable[[], Any] | None = None
+    parts = qualname.split(".")
+    for i, part in enumerate(parts):
+        if not hasattr(obj, part):
+            names = [n for n in dir(obj) if not n.startswith("__")]
+            raise PluginError(f"{where}: '{'.'.join([left] + parts[:i])}' has no attribute "
+                              f"'{part}'.{suggest(part, names)}")
+        attr = inspect.getattr_static(obj, part) if isinstance(obj, type) else None
+        if isinstance(obj, type) and inspect.isfunction(attr):
+            cls = obj
+            if cls not in instances:
+                try:
+                    instances[cls] = cls(**init)
+                except Exception as exc:
+                    raise PluginError(f"{where}: building {cls.__name__}(**init) with init={init!r} "
+                                      f"raised {_describe_exception(exc)}. Set 'init' to the "
+                                      f"constructor's keyword arguments.") from exc
+            factory = _factory(cls, init)
+            obj = getattr(instances[cls], part)
+        else:
+            obj = getattr(obj, part)
+    if not callable(obj):
+        raise PluginError(f"{where}: '{ref}' is {type(obj).__name__}, not something callable.")
+    return obj, factory
+
+
+def _factory(cls: type, init: dict[str, Any]) -> Callable[[], Any]:
+    return lambda: cls(**init)
+
+
+def register_functions(functions: Sequence[Any], base: Path, registry: Registry) -> list[str]:
+    """Register the ``functions:`` entries of a config (see :mod:`gradcheck_cli.config`)."""
+    from gradcheck_cli.registry import register_activation, register_loss
+
+    names: list[str] = []
+    for fn in functions:
+        instances: dict[type, Any] = {}
+        key = f"{fn.where}: functions.{fn.name}"
+        forward, factory = resolve_reference(fn.forward, base, f"{key}.forward", dict(fn.init), instances)
+        conventions = {}
+        for keyword, ref in fn.conventions.items():
+            conventions[keyword], _ = resolve_reference(ref, base, f"{key}.{keyword}", dict(fn.init), instances)
+        extra: dict[str, Any] = {"formula": fn.formula, "domain": fn.domain, "kinks": fn.kinks}
+        with registering(registry, fn.where):
+            try:
+                if fn.kind == "activation":
+                    register_activation(fn.name, forward, output_attr=fn.output_attr, grad_attr=fn.grad_attr,
+                                        factory=factory if "backward" in conventions else None,
+                                        **extra, **conventions)
+                else:
+                    register_loss(fn.name, forward, target=fn.target or "real", **extra, **conventions)
+            except PluginError as exc:
+                raise PluginError(f"{key}: {exc.message}") from exc
+        names.append(fn.name)
+    return names

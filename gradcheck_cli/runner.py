@@ -392,7 +392,7 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
     return rows
 
 
-def _check_explicit_input(spec: Spec, options: CheckOptions) -> None:
+def check_explicit_input(spec: Spec, options: CheckOptions) -> None:
     """An explicit --input outside the checked function's domain is a usage error."""
     first = spec.activation or spec.loss
     if options.input is None or first is None:
@@ -445,7 +445,7 @@ def run(specs: Sequence[str], options: CheckOptions | None = None, registry: Reg
     registry = registry or default_registry(tuple(plugins))
     parsed = [parse_spec(s, registry) for s in specs]
     for spec in parsed:
-        _check_explicit_input(spec, options)
+        check_explicit_input(spec, options)
     rows: list[CheckResult] = []
     for spec in parsed:
         rows += check_spec(spec, options, registry)

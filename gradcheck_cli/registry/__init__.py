@@ -67,6 +67,7 @@ class FunctionSpec:
     mistake: str | None = None
     fix: str | None = None
     second: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def conventions(self) -> tuple[str, ...]:
@@ -126,6 +127,9 @@ class Registry:
     def add_fused(self, fused: FusedSpec) -> None:
         self._fused[(fused.activation, fused.loss)] = fused
 
+    def fused_formulas(self) -> list[FusedSpec]:
+        return list(self._fused.values())
+
     def fused(self, activation: str, loss: str) -> FusedSpec | None:
         return self._fused.get((activation, loss))
 
@@ -166,20 +170,22 @@ def _target() -> tuple[Registry, str]:
     return _active[-1] if _active else (REGISTRY, "python")
 
 
-def _validate(name: object, kind: str, derivatives: dict[str, Any], allowed: tuple[str, ...],
-              origin: str, **choices: tuple[object, tuple[str, ...]]) -> None:
+def _validate(name: object, kind: str, forward: object, first: dict[str, Any],
+              callables: dict[str, Any], origin: str,
+              **choices: tuple[object, tuple[str, ...]]) -> None:
     where = f" (registered by {origin})"
+    allowed = ACTIVATION_CONVENTIONS if kind == "activation" else LOSS_CONVENTIONS
     if not isinstance(name, str) or not _NAME.match(name):
         raise PluginError(
             f"A {kind} name must be a string like 'my_softmax' or 'my_softmax@variant'; "
             f"got {name!r} of type {type(name).__name__}{where}."
         )
-    if not derivatives:
+    if not first:
         raise PluginError(
             f"'{name}'{where} has no derivative to check: pass one of "
             f"{', '.join(allowed)} as a keyword argument."
         )
-    for key, fn in derivatives.items():
+    for key, fn in {"forward": forward, **callables}.items():
         if not callable(fn):
             raise PluginError(
                 f"'{name}'{where}: {key}= must be callable; got {fn!r} of type "
@@ -194,7 +200,8 @@ def _validate(name: object, kind: str, derivatives: dict[str, Any], allowed: tup
 
 
 def _split_conventions(name: str, kind: str, kwargs: dict[str, Any],
-                       allowed: tuple[str, ...], origin: str) -> tuple[dict[str, Any], dict[str, Any]]:
+                       origin: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    allowed = ACTIVATION_CONVENTIONS if kind == "activation" else LOSS_CONVENTIONS
     first: dict[str, Any] = {}
     second: dict[str, Any] = {}
     for key, value in kwargs.items():
@@ -211,45 +218,82 @@ def _split_conventions(name: str, kind: str, kwargs: dict[str, Any],
     return first, second
 
 
-def register_activation(name: str, *, forward: Callable[..., Any], formula: str = "",
+def _register(kind: str, name: str, forward: Callable[..., Any], conventions: dict[str, Any],
+              **fields: Any) -> FunctionSpec:
+    from gradcheck_cli.registry import layers
+
+    registry, origin = _target()
+    first, second = _split_conventions(name, kind, conventions, origin)
+    _validate(name, kind, forward, first, {**first, **second}, origin,
+              domain=(fields.get("domain"), DOMAINS), target=(fields.get("target"), TARGETS))
+    factory = fields.pop("factory", None)
+    output_attr = fields.pop("output_attr", None)
+    grad_attr = fields.pop("grad_attr", None)
+    notes: tuple[str, ...] = ()
+    if "backward" in first:
+        forward, first["backward"], notes = layers.pair_backward(
+            name, origin, forward, first["backward"], factory, output_attr, grad_attr)
+    elif output_attr is not None:
+        forward = layers.output_from_attr(forward, output_attr)
+    spec = FunctionSpec(name=name, kind=kind, forward=forward, derivatives=first, origin=origin,
+                        second=second, notes=notes, **fields)
+    registry.add(spec)
+    return spec
+
+
+def register_activation(name: str, forward: Callable[..., Any] | None = None, *, formula: str = "",
                         domain: str = "real", kinks: tuple[float, ...] = (),
                         mistake: str | None = None, fix: str | None = None,
-                        **conventions: Callable[..., Any]) -> FunctionSpec:
+                        output_attr: str | None = None, grad_attr: str | None = None,
+                        factory: Callable[[], Any] | None = None,
+                        **conventions: Callable[..., Any]) -> Any:
     """Register an activation ``forward(x) -> y`` with one or more derivative conventions.
+
+    Conventions: ``derivative``, ``derivative_of_output``, ``jacobian``, ``vjp``, ``jvp``,
+    ``backward`` (a layer's ``forward(x)`` then ``backward(g)`` on one instance, with
+    ``output_attr`` / ``grad_attr`` naming attributes when the layer stores its results)
+    and ``derivative2`` (second order). Without ``forward`` it returns a class decorator:
+    the class is built with no arguments and its methods named ``forward`` (or
+    ``__call__``) and after the convention keywords are registered.
 
     Examples
     --------
     >>> register_activation("my_softmax", forward=softmax, vjp=softmax_vjp)  # doctest: +SKIP
     """
-    registry, origin = _target()
-    first, second = _split_conventions(name, "activation", conventions, ACTIVATION_CONVENTIONS, origin)
-    _validate(name, "activation", {"forward": forward, **first, **second}, ACTIVATION_CONVENTIONS,
-              origin, domain=(domain, DOMAINS))
-    if not first:
-        _validate(name, "activation", first, ACTIVATION_CONVENTIONS, origin)
-    spec = FunctionSpec(name=name, kind="activation", forward=forward, derivatives=first,
-                        formula=formula, domain=domain, kinks=tuple(kinks), origin=origin,
-                        mistake=mistake, fix=fix, second=second)
-    registry.add(spec)
-    return spec
+    fields = dict(formula=formula, domain=domain, kinks=tuple(kinks), mistake=mistake, fix=fix,
+                  output_attr=output_attr, grad_attr=grad_attr, factory=factory)
+    if forward is None and not conventions:
+        from gradcheck_cli.registry import layers
+
+        return layers.class_decorator(lambda f, convs, **kw: _register("activation", name, f, convs, **kw),
+                                      name, "activation", fields)
+    if forward is None:
+        raise PluginError(f"'{name}': register_activation needs forward= (the function whose "
+                          f"derivative is checked).")
+    return _register("activation", name, forward, conventions, **fields)
 
 
-def register_loss(name: str, *, forward: Callable[..., Any], target: str = "real",
+def register_loss(name: str, forward: Callable[..., Any] | None = None, *, target: str = "real",
                   formula: str = "", domain: str = "real", kinks: tuple[float, ...] = (),
                   mistake: str | None = None, fix: str | None = None,
-                  **conventions: Callable[..., Any]) -> FunctionSpec:
-    """Register a loss ``forward(pred, target) -> scalar`` with ``gradient(pred, target)``."""
-    registry, origin = _target()
-    first, _ = _split_conventions(name, "loss", conventions, LOSS_CONVENTIONS, origin)
-    _validate(name, "loss", {"forward": forward, **first}, LOSS_CONVENTIONS, origin,
-              domain=(domain, DOMAINS), target=(target, TARGETS))
-    if not first:
-        _validate(name, "loss", first, LOSS_CONVENTIONS, origin)
-    spec = FunctionSpec(name=name, kind="loss", forward=forward, derivatives=first,
-                        formula=formula, domain=domain, target=target, kinks=tuple(kinks),
-                        origin=origin, mistake=mistake, fix=fix)
-    registry.add(spec)
-    return spec
+                  **conventions: Callable[..., Any]) -> Any:
+    """Register a loss ``forward(pred, target) -> scalar`` with ``gradient(pred, target)``.
+
+    ``target`` is the kind of target drawn for it: real, onehot, probabilities, binary or
+    positive; ``domain`` where predictions are drawn: real, positive or unit. Without
+    ``forward`` it returns a class decorator (methods ``forward``/``__call__`` and
+    ``gradient``).
+    """
+    fields = dict(formula=formula, domain=domain, target=target, kinks=tuple(kinks),
+                  mistake=mistake, fix=fix)
+    if forward is None and not conventions:
+        from gradcheck_cli.registry import layers
+
+        return layers.class_decorator(lambda f, convs, **kw: _register("loss", name, f, convs, **kw),
+                                      name, "loss", fields)
+    if forward is None:
+        raise PluginError(f"'{name}': register_loss needs forward= (the loss whose gradient is checked).")
+    return _register("loss", name, forward, conventions, **fields)
 
 
 def register_fused(activation: str, loss: str, *, gradient: Callable[[Any, Any], Any],

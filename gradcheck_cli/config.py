@@ -1,0 +1,308 @@
+"""CI config: YAML (``version: 1``) -> validated frozen dataclasses.
+
+The only module that imports yaml. The file is composed into nodes (so every value keeps
+its line) and converted by hand: only plain YAML types are accepted, so no tag can build
+a Python object, and every error names the file, the line and the key path
+(``checks[2].rtol``), with a "did you mean" where one fits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gradcheck_cli.errors import ConfigError, suggest
+
+PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
+OPTION_KEYS = ("seed", "trials", "shape", "method", "rtol", "atol", "timeout")
+CHECK_KEYS = ("spec", "name", "expect", "input", "target", *OPTION_KEYS)
+TOP_KEYS = ("version", "defaults", "plugins", "functions", "checks")
+CONVENTION_KEYS = ("derivative", "derivative_of_output", "jacobian", "vjp", "jvp", "backward",
+                   "gradient", "derivative2")
+FUNCTION_KEYS = ("kind", "forward", *CONVENTION_KEYS, "init", "target", "domain", "output_attr",
+                 "grad_attr", "formula", "kinks")
+METHODS = ("central", "richardson", "complex")
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    """A ``functions:`` entry: existing library code mapped to a registry entry."""
+
+    name: str
+    kind: str
+    forward: str
+    conventions: Mapping[str, str]
+    init: Mapping[str, Any]
+    target: str | None
+    domain: str
+    output_attr: str | None
+    grad_attr: str | None
+    formula: str
+    kinks: tuple[float, ...]
+    where: str
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """One entry of ``checks:``; ``options`` holds only the keys it sets."""
+
+    spec: str
+    name: str
+    expect: str
+    options: Mapping[str, Any]
+    where: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole config file, validated."""
+
+    path: Path
+    defaults: Mapping[str, Any]
+    plugins: tuple[str, ...]
+    functions: tuple[FunctionConfig, ...]
+    checks: tuple[CheckConfig, ...]
+    lines: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def where(self, key: str) -> str:
+        """``file:line: key`` for messages."""
+        return f"{self.path}:{self.lines.get(key, 1)}: {key}"
+
+
+class _Reader:
+    """Convert composed YAML nodes to plain values, remembering each key path's line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: dict[str, int] = {}
+        self.constructor = yaml.SafeLoader("")
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        line = self.lines.get(key, 1)
+        return ConfigError(f"{self.path}:{line}: {key}: {message}")
+
+    def value(self, node: yaml.Node, key: str) -> Any:
+        self.lines[key] = node.start_mark.line + 1
+        if node.tag not in PLAIN_TAGS:
+            raise self.fail(key, f"the YAML tag '{node.tag}' is not allowed; configs hold plain "
+                                 f"values only (strings, numbers, lists, mappings), never objects. "
+                                 f"Remove the tag.")
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for k_node, v_node in node.value:
+                if not isinstance(k_node, yaml.ScalarNode):
+                    raise self.fail(key, "mapping keys must be plain names")
+                k = str(k_node.value)
+                sub = f"{key}.{k}" if key else k
+                if k in out:
+                    self.lines[sub] = k_node.start_mark.line + 1
+                    raise self.fail(sub, "this key appears twice in the same mapping; keep one")
+                out[k] = self.value(v_node, sub)
+                self.lines[sub] = k_node.start_mark.line + 1
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(v, f"{key}[{i}]") for i, v in enumerate(node.value)]
+        if node.tag.endswith(":timestamp"):
+            return str(node.value)
+        return self.constructor.construct_object(node, deep=True)
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _keys(reader: _Reader, mapping: Any, key: str, allowed: tuple[str, ...], what: str) -> dict[str, Any]:
+    if not isinstance(mapping, dict):
+        raise reader.fail(key, f"expected a mapping ({what}); got {_type_name(mapping)} {mapping!r}")
+    for k in mapping:
+        if k not in allowed:
+            sub = f"{key}.{k}" if key else k
+            raise reader.fail(sub, f"unknown key '{k}' in {what}.{suggest(k, allowed)} "
+                                   f"Allowed keys: {', '.join(allowed)}.")
+    return mapping
+
+
+def _int(reader: _Reader, value: Any, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise reader.fail(key, f"expected an integer >= {minimum}; got {_type_name(value)} {value!r}")
+    return value
+
+
+def _float(reader: _Reader, value: Any, key: str, positive: bool = False) -> float:
+    # YAML 1.1 reads 1e-6 (no dot) as a string; accept any spelling float() accepts.
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise reader.fail(key, f"expected a finite number {bound}; got {_type_name(value)} {value!r}")
+    return number
+
+
+def _str(reader: _Reader, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise reader.fail(key, f"expected a non-empty string; got {_type_name(value)} {value!r}")
+    if choices is not None and value not in choices:
+        raise reader.fail(key, f"'{value}' is not one of {', '.join(choices)}.{suggest(value, choices)}")
+    return value
+
+
+def _matrix_text(reader: _Reader, value: Any, key: str) -> str:
+    """``input``/``target``: "2,4,2,1", [2, 4, 2, 1] or [[1, 2], [3, 4]] -> CLI text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return ",".join(repr(float(v)) for v in value)
+    if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
+        try:
+            return ";".join(",".join(repr(float(v)) for v in row) for row in value)
+        except (TypeError, ValueError):
+            pass
+    raise reader.fail(key, f"expected numbers as '2,4,2,1', a list [2, 4, 2, 1] or a list of rows "
+                           f"[[1, 2], [3, 4]]; got {_type_name(value)} {value!r}")
+
+
+def _options(reader: _Reader, raw: dict[str, Any], key: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        sub = f"{key}.{k}"
+        if k == "seed":
+            out[k] = _int(reader, v, sub, 0)
+        elif k == "trials":
+            out[k] = _int(reader, v, sub, 1)
+        elif k == "shape":
+            if isinstance(v, str):
+                v = [p.strip() for p in v.split(",")]
+            if not (isinstance(v, list) and len(v) == 2):
+                raise reader.fail(sub, f"expected [B, K], two positive integers; got {_type_name(v)} {v!r}")
+            try:
+                dims = [int(p) for p in v]
+            except (TypeError, ValueError):
+                dims = [0]
+            if min(dims) < 1 or any(isinstance(p, bool | float) for p in v):
+                raise reader.fail(sub, f"expected [B, K], two positive integers; got {v!r}")
+            out[k] = (dims[0], dims[1])
+        elif k == "method":
+            out[k] = _str(reader, v, sub, METHODS)
+        elif k in ("rtol", "atol"):
+            out[k] = _float(reader, v, sub)
+        elif k == "timeout":
+            out[k] = _float(reader, v, sub, positive=True)
+        elif k in ("input", "target"):
+            out[k] = _matrix_text(reader, v, sub)
+    return out
+
+
+def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
+    key = f"functions.{name}"
+    raw = _keys(reader, raw, key, FUNCTION_KEYS, f"function '{name}'")
+    if "kind" not in raw:
+        raise reader.fail(key, "missing 'kind': activation or loss")
+    kind = _str(reader, raw["kind"], f"{key}.kind", ("activation", "loss"))
+    if "forward" not in raw:
+        raise reader.fail(key, "missing 'forward': the function to check, as module:qualname or "
+                               "path/file.py:qualname")
+    conventions = {k: _str(reader, raw[k], f"{key}.{k}") for k in CONVENTION_KEYS if k in raw}
+    allowed = ("gradient",) if kind == "loss" else tuple(c for c in CONVENTION_KEYS if c != "gradient")
+    for k in conventions:
+        if k not in allowed:
+            raise reader.fail(f"{key}.{k}", f"'{k}' is not a convention for a {kind}; use one of "
+                                             f"{', '.join(allowed)}.")
+    if not any(k in conventions for k in allowed if k != "derivative2"):
+        raise reader.fail(key, f"no derivative to check: add one of {', '.join(allowed)}")
+    init = raw.get("init", {})
+    if not isinstance(init, dict):
+        raise reader.fail(f"{key}.init", f"expected a mapping of constructor keyword arguments; got "
+                                         f"{_type_name(init)} {init!r}")
+    kinks = raw.get("kinks", [])
+    if not isinstance(kinks, list):
+        raise reader.fail(f"{key}.kinks", f"expected a list of numbers; got {_type_name(kinks)}")
+    return FunctionConfig(
+        name=name, kind=kind, forward=_str(reader, raw["forward"], f"{key}.forward"),
+        conventions=conventions, init=init,
+        target=_str(reader, raw["target"], f"{key}.target",
+                    ("real", "onehot", "probabilities", "binary", "positive")) if "target" in raw else None,
+        domain=_str(reader, raw.get("domain", "real"), f"{key}.domain", ("real", "positive", "unit")),
+        output_attr=_str(reader, raw["output_attr"], f"{key}.output_attr") if "output_attr" in raw else None,
+        grad_attr=_str(reader, raw["grad_attr"], f"{key}.grad_attr") if "grad_attr" in raw else None,
+        formula=str(raw.get("formula", "")),
+        kinks=tuple(_float_any(reader, v, f"{key}.kinks[{i}]") for i, v in enumerate(kinks)),
+        where=f"{reader.path}:{reader.lines.get(key, 1)}",
+    )
+
+
+def _float_any(reader: _Reader, value: Any, key: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise reader.fail(key, f"expected a number; got {_type_name(value)} {value!r}") from None
+
+
+def _check(reader: _Reader, index: int, raw: Any) -> CheckConfig:
+    key = f"checks[{index}]"
+    where = f"{reader.path}:{reader.lines.get(key, 1)}"
+    if isinstance(raw, str):
+        return CheckConfig(spec=_str(reader, raw, key), name=raw, expect="pass", options={}, where=where)
+    raw = _keys(reader, raw, key, CHECK_KEYS, "a check (or write the spec as a plain string)")
+    if "spec" not in raw:
+        raise reader.fail(key, "missing 'spec', e.g. {spec: softmax+mse}")
+    spec = _str(reader, raw["spec"], f"{key}.spec")
+    return CheckConfig(
+        spec=spec, name=_str(reader, raw.get("name", spec), f"{key}.name"),
+        expect=_str(reader, raw.get("expect", "pass"), f"{key}.expect", ("pass", "fail")),
+        options=_options(reader, {k: v for k, v in raw.items() if k in OPTION_KEYS + ("input", "target")}, key),
+        where=where,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; any problem raises :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"Config file '{path}' does not exist. Give the path to a YAML file "
+                          f"(see configs/example.yaml).") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file '{path}': {exc.strerror}.") from None
+    reader = _Reader(path)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"{mark.line + 1}" if mark is not None else "?"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{line}: malformed YAML: {problem}. Fix the syntax "
+                          f"(indentation, a missing ':' or an unclosed bracket).") from None
+    if node is None:
+        raise ConfigError(f"{path}:1: the config is empty; it needs at least 'version: 1' and 'checks:'.")
+    raw = _keys(reader, reader.value(node, ""), "", TOP_KEYS, "the config's top level")
+    if raw.get("version") != 1:
+        got = raw.get("version", "nothing")
+        raise reader.fail("version", f"expected 'version: 1'; got {got!r}. Put 'version: 1' at the top.")
+    defaults = _options(reader, _keys(reader, raw.get("defaults", {}), "defaults", OPTION_KEYS,
+                                      "defaults"), "defaults")
+    plugins = raw.get("plugins", [])
+    if not isinstance(plugins, list):
+        raise reader.fail("plugins", f"expected a list of plugin files or modules; got {_type_name(plugins)}")
+    plugin_list = tuple(_str(reader, p, f"plugins[{i}]") for i, p in enumerate(plugins))
+    functions_raw = raw.get("functions", {})
+    if not isinstance(functions_raw, dict):
+        raise reader.fail("functions", f"expected a mapping name -> function; got {_type_name(functions_raw)}")
+    functions = tuple(_function(reader, str(n), v) for n, v in functions_raw.items())
+    checks_raw = raw.get("checks")
+    if not isinstance(checks_raw, list) or not checks_raw:
+        raise reader.fail("checks", "expected a non-empty list of checks, e.g. '- softmax+mse'")
+    checks = tuple(_check(reader, i, c) for i, c in enumerate(checks_raw))
+    return Config(path=path, defaults=defaults, plugins=plugin_list, functions=functions, checks=checks,
+                  lines=dict(reader.lines))

@@ -1,0 +1,65 @@
+"""The ``--junit-xml`` report: one testcase per checked component.
+
+Written with the standard library's ElementTree in the shape Jenkins, GitLab and GitHub
+test reporters read: ``<testsuites><testsuite><testcase classname name time>`` with a
+``<failure>`` (FAIL, XPASS) or ``<error>`` (ERROR) carrying the diagnosis, and
+``<skipped>`` for an expected failure (XFAIL), as pytest writes it.
+"""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from gradcheck_cli.errors import UsageError
+from gradcheck_cli.results import RunResult, Verdict
+
+
+def _message(row_text: str) -> str:
+    return row_text if len(row_text) < 2000 else row_text[:1997] + "..."
+
+
+def render(result: RunResult, suite_name: str = "gradcheck", elapsed: float = 0.0) -> str:
+    """The JUnit XML document for ``result``."""
+    counts = result.summary()
+    failures = counts["FAIL"] + counts["XPASS"]
+    suites = ET.Element("testsuites", name=suite_name, tests=str(len(result.results)),
+                        failures=str(failures), errors=str(counts["ERROR"]), time=f"{elapsed:.3f}")
+    suite = ET.SubElement(suites, "testsuite", name=suite_name, tests=str(len(result.results)),
+                          failures=str(failures), errors=str(counts["ERROR"]),
+                          skipped=str(counts["XFAIL"]), time=f"{elapsed:.3f}")
+    for row in result.results:
+        name = row.component if row.convention in ("", row.component) else f"{row.component} ({row.convention})"
+        case = ET.SubElement(suite, "testcase", classname=row.check, name=name, time="0")
+        figures = (f"max abs error {row.max_abs_error}, max rel error {row.max_rel_error}, "
+                   f"tolerance {row.tolerance}, worst index {list(row.worst_index or [])}")
+        detail = f"{row.diagnosis}\n{figures}\norigin: {row.origin}\nreproduce: {row.reproduce}"
+        if row.verdict in (Verdict.FAIL, Verdict.XPASS):
+            node = ET.SubElement(case, "failure", message=_message(row.diagnosis or row.verdict.value),
+                                 type=row.verdict.value)
+            node.text = detail
+        elif row.verdict is Verdict.ERROR:
+            node = ET.SubElement(case, "error", message=_message(row.diagnosis), type="ERROR")
+            node.text = detail
+        elif row.verdict is Verdict.XFAIL:
+            ET.SubElement(case, "skipped", message=_message(f"expected failure: {row.diagnosis}"),
+                          type="pytest.xfail")
+        elif row.verdict is Verdict.KINK:
+            out = ET.SubElement(case, "system-out")
+            out.text = f"KINK: {row.diagnosis}"
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write(result: RunResult, path: str, elapsed: float = 0.0) -> None:
+    """Write the JUnit XML to ``path``; ``-`` means standard output."""
+    text = render(result, elapsed=elapsed)
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"Cannot write the JUnit report to '{path}': {exc.strerror}. Give a "
+                         f"writable file path, or - for standard output.") from exc
