@@ -5,6 +5,9 @@ The public API, usable from your own tests::
     from gradcheck_cli import register_activation, run, CheckOptions
     result = run(["softmax+mse"], CheckOptions(seed=0))
     assert result.passed, result.to_dict()
+
+    from gradcheck_cli import assert_gradients
+    assert_gradients(my_softmax, vjp=my_softmax_vjp)   # AssertionError says what is wrong
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from gradcheck_cli.registry import register_activation, register_fused, register
 if TYPE_CHECKING:
     from gradcheck_cli.results import CheckResult, RunResult, Verdict
     from gradcheck_cli.runner import CheckOptions, explain, run
+    from gradcheck_cli.testing import assert_gradients
 
 __all__ = [
     "CheckOptions", "CheckResult", "ExitCode", "GradcheckError", "RunResult", "Verdict",
-    "explain", "register_activation", "register_fused", "register_loss", "run",
+    "assert_gradients", "explain", "register_activation", "register_fused", "register_loss", "run",
 ]
 __version__ = "0.1.0"
 
 _LAZY = {"CheckOptions": "runner", "explain": "runner", "run": "runner",
-         "CheckResult": "results", "RunResult": "results", "Verdict": "results"}
+         "CheckResult": "results", "RunResult": "results", "Verdict": "results",
+         "assert_gradients": "testing"}
 
 
 def __getattr__(name: str) -> Any:

@@ -34,7 +34,8 @@ _recorded: dict[str, tuple[list[FunctionSpec], list[FusedSpec]]] = {}
 
 
 def _describe_exception(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
+    package = str(Path(__file__).parent)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(package)]
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
 

@@ -183,7 +183,7 @@ def _kink_verdict(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> str 
             f"subgradient); not a bug")
 
 
-def _reproduce(check: str, options: CheckOptions) -> str:
+def reproduce_command(check: str, options: CheckOptions) -> str:
     parts = ["gradcheck", "run", check, "--seed", str(options.seed)]
     if options.input is not None:
         parts += ["--input", ";".join(",".join(f"{v:.17g}" for v in row) for row in options.input)]
@@ -202,7 +202,7 @@ def _judge(check: str, component: str, convention: str, origin: str, options: Ch
     base = CheckResult(check=check, component=component, verdict=Verdict.ERROR,
                        convention=convention, shape=options.point_shape, trials=options.n_trials,
                        method=options.method, seed=options.seed, origin=origin,
-                       reproduce=_reproduce(check, options))
+                       reproduce=reproduce_command(check, options))
     worst: tuple[float, int, _Trial, Comparison] | None = None
     notes: list[str] = []
     for t in range(options.n_trials):

@@ -20,7 +20,7 @@ from typing import Any
 
 from gradcheck_cli.registry import Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
-from gradcheck_cli.runner import CheckOptions, Spec, check_spec
+from gradcheck_cli.runner import CheckOptions, Spec, check_spec, reproduce_command
 
 Progress = Callable[[int, int, str], None]
 
@@ -39,6 +39,8 @@ class Job:
 def _error_row(job: Job, message: str) -> CheckResult:
     entry = job.spec.activation or job.spec.loss
     return CheckResult(check=job.name, component="jacobian" if job.spec.activation else "gradient",
+                       convention=entry.conventions[0] if entry else "",
+                       reproduce=reproduce_command(job.spec.text, job.options),
                        verdict=Verdict.ERROR, shape=job.options.point_shape,
                        trials=job.options.n_trials, method=job.options.method, seed=job.options.seed,
                        origin=entry.origin if entry else "", diagnosis=message)
