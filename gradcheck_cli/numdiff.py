@@ -32,6 +32,8 @@ EPS = float(np.finfo(np.float64).eps)
 # Elements per evaluated chunk (inputs plus outputs): bounds memory at ~64 MB.
 CHUNK_ELEMENTS = 1 << 23
 ROUNDING_ULPS = 4.0
+TINY = float(np.finfo(np.float64).smallest_subnormal)
+MIN_STEP_ULPS = 64.0
 # Rounding noise is measured along a few random directions with a tiny relative step.
 NOISE_DIRECTIONS = 3
 NOISE_POINTS = 8
@@ -70,6 +72,7 @@ class Evaluator:
         self.out_shape = self.y0.shape
         self.stacks = self._probe(scale)
         self.noise = self._noise(scale)
+        self.row_scale = self._row_scale()
 
     def call(self, x: Array, probe: bool = False) -> Array:
         """``f(x)`` on a copy; with ``probe``, also check it leaves x alone and repeats."""
@@ -138,6 +141,12 @@ class Evaluator:
         sigma = np.sqrt(np.sum(residuals**2, axis=(0, 1)) / (NOISE_DIRECTIONS * (NOISE_POINTS - 4)))
         return np.where(np.isfinite(sigma), sigma, 0.0)
 
+    def _row_scale(self) -> Array:
+        """Per output, the largest |f| in its batch row (M,): the scale of its intermediates."""
+        y = np.abs(np.where(np.isfinite(self.y0), self.y0, 0.0))
+        rows = y.reshape(y.shape[0], -1) if y.ndim >= 2 else y.reshape(1, -1)
+        return np.repeat(rows.max(axis=1, initial=0.0), rows.shape[1])
+
     def __call__(self, stack: Array) -> Array:
         """Evaluate each ``stack[p]`` and return the outputs flattened to ``(n, M)``."""
         if self.stacks:
@@ -188,9 +197,11 @@ class _Stencil:
         return self.name
 
     def steps(self, x: Array, scale: Array) -> Array:
-        return exact_steps(x, scale * EPS**self.power)
+        # Never below a few dozen ulps of x: near p = 1 - 1e-12 the domain-limited step
+        # would otherwise vanish when x + h is rounded.
+        return exact_steps(x, np.maximum(scale * EPS**self.power, MIN_STEP_ULPS * np.spacing(np.abs(x))))
 
-    def combine(self, ys: Array, h: Array, noise: Array) -> tuple[Array, Array]:
+    def combine(self, ys: Array, h: Array, evaluate: Evaluator) -> tuple[Array, Array]:
         """Value and error bound for a chunk: ``ys`` (points, chunk, M), ``h`` (chunk, 1)."""
         raise NotImplementedError
 
@@ -204,16 +215,30 @@ class _Stencil:
         for start in range(0, n, chunk):
             coords = slice(start, min(n, start + chunk))
             ys = outputs(coords)
-            v, e = self.combine(ys, h.ravel()[coords][:, None], evaluate.noise)
+            v, e = self.combine(ys, h.ravel()[coords][:, None], evaluate)
             value[:, coords] = v.T
             error[:, coords] = e.T
         return Estimate(value, error, h.ravel(), self.name)
 
 
-def _rounding(ys: Array, noise: Array) -> Array:
-    """Rounding bound of f(x+h) - f(x-h), times h: ulps of |f|, or the measured noise."""
+def _rounding(ys: Array, h: Array, evaluate: Evaluator) -> Array:
+    """Rounding bound of f(x+h) - f(x-h), times h.
+
+    The largest of: a few ulps of |f| (never below the subnormal spacing, where relative
+    precision ends); the measured noise of f; and, where f did not change at all across
+    the stencil, a few ulps of f's intermediates, taken as the largest output in the
+    batch row or the input's own scale (h / eps^p), whichever is larger. A flat stencil
+    means the change was below what the intermediates can represent (log_softmax's
+    log S_0 rounds to exactly 0 when another logit is 40 lower), not that the derivative
+    is 0; such entries resolve derivatives down to about eps^(2/3), no further.
+    """
     size: Array = np.max(np.abs(ys), axis=0)
-    return np.maximum(ROUNDING_ULPS * EPS * size, NOISE_SIGMAS * noise[None, :])
+    base = ROUNDING_ULPS * np.maximum(EPS * size, TINY)
+    flat = np.all(ys == ys[:1], axis=0)
+    input_scale = h / EPS ** (1.0 / 3.0)
+    intermediates = np.maximum(evaluate.row_scale[None, :], input_scale)
+    unresolved = np.where(flat, ROUNDING_ULPS * EPS * intermediates, 0.0)
+    return np.maximum(np.maximum(base, NOISE_SIGMAS * evaluate.noise[None, :]), unresolved)
 
 
 @dataclass(frozen=True)
@@ -224,12 +249,12 @@ class Central(_Stencil):
     power: ClassVar[float] = 1.0 / 3.0
     offsets: ClassVar[tuple[float, ...]] = (1.0, -1.0, 2.0, -2.0)
 
-    def combine(self, ys: Array, h: Array, noise: Array) -> tuple[Array, Array]:
+    def combine(self, ys: Array, h: Array, evaluate: Evaluator) -> tuple[Array, Array]:
         d1 = (ys[0] - ys[1]) / (2.0 * h)
         d2 = (ys[2] - ys[3]) / (4.0 * h)
         # D(2h) - D(h) ~ 3 c h^2, so |D(h) - D(2h)| / 3 estimates D(h)'s truncation error;
         # rounding in (f+ - f-) / 2h has standard deviation sigma / (sqrt(2) h).
-        return d1, np.abs(d1 - d2) / 3.0 + _rounding(ys, noise) / h
+        return d1, np.abs(d1 - d2) / 3.0 + _rounding(ys, h, evaluate) / h
 
 
 @dataclass(frozen=True)
@@ -240,14 +265,14 @@ class Richardson(_Stencil):
     power: ClassVar[float] = 1.0 / 5.0
     offsets: ClassVar[tuple[float, ...]] = (1.0, -1.0, 2.0, -2.0, 4.0, -4.0)
 
-    def combine(self, ys: Array, h: Array, noise: Array) -> tuple[Array, Array]:
+    def combine(self, ys: Array, h: Array, evaluate: Evaluator) -> tuple[Array, Array]:
         d1 = (ys[0] - ys[1]) / (2.0 * h)
         d2 = (ys[2] - ys[3]) / (4.0 * h)
         d4 = (ys[4] - ys[5]) / (8.0 * h)
         r1 = (4.0 * d1 - d2) / 3.0
         r2 = (4.0 * d2 - d4) / 3.0
         # R(2h) - R(h) ~ 15 c h^4; R's rounding is at most (4/3 + 1/6) that of D(h).
-        return r1, np.abs(r1 - r2) / 15.0 + 1.5 * _rounding(ys, noise) / h
+        return r1, np.abs(r1 - r2) / 15.0 + 1.5 * _rounding(ys, h, evaluate) / h
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,12 @@ def _import_module(module: str, registry: Registry, origin: str) -> None:
         return
     scratch = Registry()
     with registering(scratch, origin):
-        importlib.import_module(module)
+        if module in sys.modules:
+            # Imported before (e.g. to reuse a function) outside the loader: run it again
+            # so that its registrations reach this registry.
+            importlib.reload(sys.modules[module])
+        else:
+            importlib.import_module(module)
     _recorded[module] = (list(scratch), scratch.fused_formulas())
     _replay(module, registry)
 

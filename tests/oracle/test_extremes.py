@@ -57,55 +57,28 @@ def test_softmax_extreme_logits_outputs_are_exact(registry: Registry) -> None:
                                rtol=1e-14)
 
 
-@pytest.mark.xfail(
-    reason="BUG: correct log_softmax flagged FAIL once a logit gap is >= ~37: log S_0 rounds to exactly 0, "
-           "the numeric dy[0,0]/dx[0,1] is 0, the analytic is -S_1 ~ -4e-18, and the tolerance there is 0 "
-           "(no floor relative to the function's scale), so a 4e-18 'error' fails",
-    strict=True,
-)
 @pytest.mark.parametrize("gap", [40.0, 300.0])
 def test_log_softmax_large_logit_gap_passes(registry: Registry, gap: float) -> None:
     result = run(["log_softmax"], CheckOptions(input=np.array([[0.0, -gap]])), registry=registry)
     assert [r.verdict for r in result.results] == [Verdict.PASS, Verdict.PASS], result.results[0].diagnosis
 
 
-@pytest.mark.xfail(
-    reason="BUG: correct log_softmax+nll (jacobian, chain and fused rows) flagged FAIL at logits [0, -40]: "
-           "same zero-tolerance comparison of a ~1e-18 entry",
-    strict=True,
-)
 def test_log_softmax_nll_large_logit_gap_passes(registry: Registry) -> None:
     options = CheckOptions(input=np.array([[0.0, -40.0]]), target=np.array([[1.0, 0.0]]))
     result = run(["log_softmax+nll"], options, registry=registry)
     assert all(r.verdict is Verdict.PASS for r in result.results), [(r.component, r.verdict) for r in result.results]
 
 
-@pytest.mark.xfail(
-    reason="BUG: correct softmax flagged FAIL when an output is subnormal (logits [0, -740]: S_1 ~ 4e-322): "
-           "analytic 4.2e-322 vs numeric 5.5e-322 compared with a zero tolerance",
-    strict=True,
-)
 def test_softmax_subnormal_output_passes(registry: Registry) -> None:
     result = run(["softmax"], CheckOptions(input=np.array([[0.0, -740.0]])), registry=registry)
     assert all(r.verdict is Verdict.PASS for r in result.results), result.results[0].diagnosis
 
 
-@pytest.mark.xfail(
-    reason="BUG: softmax at logits [0, -720] makes run() raise RuntimeWarning 'overflow encountered in "
-           "divide' (compare.py ratio with a subnormal tolerance, outside np.errstate), instead of a PASS row",
-    strict=True,
-)
 def test_softmax_tiny_output_does_not_raise(registry: Registry) -> None:
     result = run(["softmax"], CheckOptions(input=np.array([[0.0, -720.0]])), registry=registry)
     assert all(r.verdict is Verdict.PASS for r in result.results)
 
 
-@pytest.mark.xfail(
-    reason="BUG: a prediction within 1e-12 of 1 (unit domain) gets a finite-difference step that rounds "
-           "to 0: 'RuntimeWarning: invalid value encountered in divide' escapes numdiff.Central.combine "
-           "(an exception under -W error; on the CLI an ERROR row 'not finite within a step', exit 3)",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("spec", "x", "t"),
     [

@@ -132,11 +132,6 @@ def test_relative_errors_are_finite_and_bounded() -> None:
     np.testing.assert_array_equal(rel, [[0.0, 0.0, 2.0, 1.0]])
 
 
-@pytest.mark.xfail(
-    reason="BUG: compare() divides |diff| by a subnormal tolerance outside np.errstate(over=...), so "
-           "a RuntimeWarning 'overflow encountered in divide' escapes (an exception under -W error)",
-    strict=True,
-)
 def test_tiny_tolerance_does_not_warn() -> None:
     comp = compare(np.array([[1.0, 0.0]]), np.array([[0.0, 0.0]]), np.array([[1e-320, 0.0]]))
     assert not comp.passed

@@ -116,11 +116,6 @@ def test_stencil_stays_inside_domain(method: Central | Richardson, domain: str, 
         assert np.all(x + reach < 1)
 
 
-@pytest.mark.xfail(
-    reason="BUG: near p = 1 the step max(1,|p|)*min(p, 1-p)*eps^(1/3) is below the float spacing of p "
-           "(1.1e-16), so exact_steps() rounds it to 0 and differencing divides by zero",
-    strict=True,
-)
 @pytest.mark.parametrize("p", [1.0 - 1e-12, 1.0 - 1e-13])
 def test_step_is_nonzero_very_close_to_one(p: float) -> None:
     x = np.array([[p, 0.5]])

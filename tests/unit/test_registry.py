@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -197,3 +201,17 @@ def test_register_fused_goes_to_the_active_registry(fresh: Registry) -> None:
         register_fused("a", "b", gradient=lambda z, t: z - t, formula="z - t")
     fused = fresh.fused("a", "b")
     assert fused is not None and fused.origin == "test"
+
+
+def test_importing_builtin_functions_first_keeps_the_builtins() -> None:
+    code = (
+        "from gradcheck_cli.registry.activations import softmax\n"
+        "from gradcheck_cli import run\n"
+        "from gradcheck_cli.plugins import default_registry\n"
+        "names = default_registry().names()\n"
+        "assert 'softmax' in names and 'sigmoid' in names, names\n"
+        "assert run(['softmax+mse']).passed\n"
+    )
+    env = {**os.environ, "GRADCHECK_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
