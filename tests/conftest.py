@@ -20,10 +20,10 @@ from gradcheck_cli.registry import Registry
 # is collected, is early enough.
 os.environ["GRADCHECK_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
-# Load the built-ins once, now, before any test module imports
-# gradcheck_cli.registry.activations for its functions: a module imported before the
-# first load_builtins() is never recorded, and every registry would miss its entries
-# (see tests/unit/test_registry.py::test_importing_builtin_functions_first_keeps_the_builtins).
+# Load the built-ins once, before test modules import gradcheck_cli.registry.activations
+# for its functions, so no test depends on collection order. Importing that module first
+# is itself covered, in a fresh interpreter, by
+# tests/unit/test_registry.py::test_importing_builtin_functions_first_keeps_the_builtins.
 default_registry()
 
 # `default` for local runs; `ci` is reproducible (HYPOTHESIS_PROFILE=ci).

@@ -60,15 +60,19 @@ def _index(row: CheckResult) -> str:
 def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: float | None = None) -> None:
     """The results table, one explanation per flagged row, and a summary line."""
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    show_origin = any(r.origin != "builtin" for r in result.results)
     for name, justify in (("check", "left"), ("component", "left"), ("input x trials", "right"),
                           ("max abs err", "right"), ("max rel err", "right"),
                           ("tolerance", "right"), ("verdict", "left")):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    if show_origin:
+        table.add_column("origin", overflow="fold", max_width=40)
     for row in result.results:
         shape = "x".join(str(s) for s in row.shape) if row.shape else "-"
-        table.add_row(row.check, _component(row), f"{shape} x {row.trials}", _num(row.max_abs_error),
-                      _num(row.max_rel_error), _num(row.tolerance),
-                      Text(row.verdict.value, style=STYLES[row.verdict]))
+        cells: list[Any] = [row.check, _component(row), f"{shape} x {row.trials}", _num(row.max_abs_error),
+                            _num(row.max_rel_error), _num(row.tolerance),
+                            Text(row.verdict.value, style=STYLES[row.verdict])]
+        table.add_row(*cells, *([Text(row.origin, style="dim")] if show_origin else []))
     out.print(table)
     for row in result.results:
         if row.verdict is Verdict.PASS and not verbose:
@@ -85,8 +89,6 @@ def _render_detail(row: CheckResult, out: Console) -> None:
     head = Text()
     head.append(f"\n{row.verdict.value} ", style=STYLES[row.verdict])
     head.append(f"{row.check} - {_component(row)}")
-    if row.origin != "builtin":
-        head.append(f"  [{row.origin}]", style="dim")
     out.print(head)
     if row.diagnosis:
         out.print(f"  {row.diagnosis}")
