@@ -61,6 +61,8 @@ class CheckOptions:
                 f"Unknown --method '{self.method}'. Expected one of: "
                 f"{', '.join(numdiff.METHODS)}."
             )
+        if self.seed < 0:
+            raise UsageError(f"--seed must be a non-negative integer; got {self.seed}.")
         if self.trials < 1:
             raise UsageError(f"--trials must be at least 1; got {self.trials}.")
         for name, value in (("--rtol", self.rtol), ("--atol", self.atol)):
