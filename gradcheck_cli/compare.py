@@ -1,11 +1,16 @@
 """Compare an analytic Jacobian with a numerical estimate, entry by entry.
 
-Each entry passes when ``|analytic - numeric| <= atol + rtol |numeric| + SAFETY * error``,
+Each entry passes when
+
+    |analytic - numeric| <= SAFETY * error + ULPS * eps * |analytic| + atol + rtol |numeric|
+
 where ``error`` is the finite-difference method's own error bound for that entry
-(:mod:`gradcheck_cli.numdiff`). The bound scales with ``|f| / h``, not with the entry,
-so entries that are zero or tiny are judged by what differencing can resolve there:
-the criterion neither blows up near zero nor lets a wrong value through where the
-reference is precise. ``rtol`` is a small floor, not the main criterion.
+(:mod:`gradcheck_cli.numdiff`: truncation plus the forward's measured rounding noise) and
+``ULPS * eps * |analytic|`` allows for the analytic derivative's own rounding in the
+dtype it runs in. The bound scales with what differencing can resolve at that entry,
+not with one magic ``rtol``: the criterion neither blows up near zero nor lets a
+systematic error through where the reference is precise. ``rtol`` and ``atol`` default
+to 0 and are there for users who want a looser gate.
 """
 
 from __future__ import annotations
@@ -19,22 +24,27 @@ Array = NDArray[np.float64]
 
 # The error bounds are estimates, not guarantees: accept up to this multiple of them.
 SAFETY = 4.0
-DEFAULT_RTOL = 1e-7
+DEFAULT_RTOL = 0.0
 DEFAULT_ATOL = 0.0
+ANALYTIC_ULPS = 8.0
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Tolerance settings; ``rtol``/``atol`` None means the defaults."""
+    """Tolerance settings; ``rtol``/``atol`` None means the defaults (0)."""
 
     rtol: float | None = None
     atol: float | None = None
     safety: float = SAFETY
+    eps: float = float(np.finfo(np.float64).eps)
 
-    def entries(self, numeric: Array, error: Array) -> Array:
+    def entries(self, numeric: Array, error: Array, analytic: Array | None = None) -> Array:
         rtol = DEFAULT_RTOL if self.rtol is None else self.rtol
         atol = DEFAULT_ATOL if self.atol is None else self.atol
-        return atol + rtol * np.abs(numeric) + self.safety * error
+        tol = atol + rtol * np.abs(numeric) + self.safety * error
+        if analytic is not None:
+            tol = tol + ANALYTIC_ULPS * self.eps * np.where(np.isfinite(analytic), np.abs(analytic), 0.0)
+        return tol
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ class Entry:
     numeric: float
     abs_err: float
     tolerance: float
+    error: float
+    """The numerical reference's own error bound here: its noise."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,7 @@ def compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance 
 
 def _compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance | None,
              keep: int) -> Comparison:
-    tol = (tolerance or Tolerance()).entries(numeric, error)
+    tol = (tolerance or Tolerance()).entries(numeric, error, analytic)
     diff = np.abs(analytic - numeric)
     diff = np.where(np.isfinite(diff), diff, np.inf)
     bad_mask = diff > tol
@@ -101,7 +113,7 @@ def _compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance
     def entry(index: int) -> Entry:
         i, j = np.unravel_index(index, analytic.shape)
         return Entry((int(i), int(j)), float(analytic[i, j]), float(numeric[i, j]),
-                     float(diff[i, j]), float(tol[i, j]))
+                     float(diff[i, j]), float(tol[i, j]), float(error[i, j]))
 
     ratio = np.where(tol > 0, diff / np.where(tol > 0, tol, 1.0), np.where(diff > 0, np.inf, 0.0))
     rel = relative_errors(analytic, numeric, error)

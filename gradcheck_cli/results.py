@@ -34,7 +34,8 @@ class CheckResult:
     ``tolerance`` is the tolerance at the worst entry; ``ratio`` the largest
     ``abs_err / tolerance`` over all entries (above 1 fails). ``worst_index`` is
     ``[b, i, b', j]`` for a Jacobian entry d y[b, i] / d x[b', j] and ``[b, k]`` for a
-    gradient entry dL / d x[b, k].
+    gradient entry dL / d x[b, k]; ``analytic``, ``numeric`` and ``noise`` (the numerical
+    reference's own error bound) are the values at that entry.
     """
 
     check: str
@@ -50,6 +51,7 @@ class CheckResult:
     worst_index: tuple[int, ...] | None = None
     analytic: float | None = None
     numeric: float | None = None
+    noise: float | None = None
     diagnosis: str = ""
     method: str = "central"
     seed: int = 0

@@ -174,9 +174,10 @@ def _kink_verdict(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> str 
         return None
     left, right, where = found
     low, high = np.minimum(left, right), np.maximum(left, right)
-    slack = tolerance.entries(trial.estimate.value, trial.estimate.error) + 1e-4 * (np.abs(left) + np.abs(right))
+    tol = tolerance.entries(trial.estimate.value, trial.estimate.error, trial.analytic)
+    slack = tol + 1e-4 * (np.abs(left) + np.abs(right))
     inside = (trial.analytic >= low - slack) & (trial.analytic <= high + slack)
-    bad = np.abs(trial.analytic - trial.estimate.value) > tolerance.entries(trial.estimate.value, trial.estimate.error)
+    bad = np.abs(trial.analytic - trial.estimate.value) > tol
     if not np.all(inside[bad]):
         return None
     m, n = comp.worst.index
@@ -235,7 +236,7 @@ def _judge(check: str, component: str, convention: str, origin: str, options: Ch
                    max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err,
                    tolerance=comp.worst.tolerance, ratio=comp.max_ratio,
                    worst_index=trial.layout.worst_index(comp.worst.index),
-                   analytic=comp.worst.analytic, numeric=comp.worst.numeric,
+                   analytic=comp.worst.analytic, numeric=comp.worst.numeric, noise=comp.worst.error,
                    method=trial.estimate.method, notes=tuple(notes))
 
 

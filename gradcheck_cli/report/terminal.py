@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gradcheck_cli.registry import FunctionSpec
+from gradcheck_cli.report.text import worst_text
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 
 STYLES = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.KINK: "yellow",
@@ -92,10 +93,8 @@ def _render_detail(row: CheckResult, out: Console) -> None:
     out.print(head)
     if row.diagnosis:
         out.print(f"  {row.diagnosis}")
-    if row.verdict in (Verdict.FAIL, Verdict.XPASS, Verdict.KINK, Verdict.PASS) and row.worst_index is not None:
-        ratio = f", {row.ratio:.3g}x the tolerance" if row.ratio is not None and row.verdict is not Verdict.PASS else ""
-        out.print(f"  worst {_index(row)}: analytic {row.analytic:.6g} vs numeric {row.numeric:.6g} "
-                  f"(|err| {_num(row.max_abs_error)}, tol {_num(row.tolerance)}{ratio}; method {row.method})")
+    if row.worst_index is not None and row.analytic is not None:
+        out.print(f"  worst {_index(row)}: {worst_text(row)}")
     for note in row.notes:
         out.print(f"  note: {note}", style="dim")
     if row.verdict in (Verdict.FAIL, Verdict.XPASS, Verdict.ERROR) and row.reproduce:

@@ -9,6 +9,31 @@ def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
+def worst_text(row: CheckResult) -> str:
+    """The worst entry in words: values, errors against the reference's noise, method.
+
+    ``analytic -0.0124 vs numeric -0.0001: relative error 1.2e+02, numerical noise 3e-11
+    (relative 2.9e-07), 4.1e+08x above noise, tolerance 1.1e-09 (method central)``
+    """
+    if row.analytic is None or row.numeric is None:
+        return ""
+    err = abs(row.analytic - row.numeric)
+    parts = [f"analytic {row.analytic:.6g} vs numeric {row.numeric:.6g}"]
+    if row.numeric != 0:
+        parts.append(f"relative error {err / abs(row.numeric):.2g}")
+    else:
+        parts.append(f"absolute error {err:.2g}")
+    if row.noise is not None:
+        noise = f"numerical noise {row.noise:.2g}"
+        if row.numeric != 0:
+            noise += f" (relative {row.noise / abs(row.numeric):.2g})"
+        parts.append(noise)
+        if row.verdict is not Verdict.PASS and row.noise > 0:
+            parts.append(f"{err / row.noise:.2g}x above noise")
+    parts.append(f"tolerance {_figure(row.tolerance)} (method {row.method})")
+    return ", ".join(parts)
+
+
 def describe_row(row: CheckResult) -> str:
     """One paragraph about one row: verdict, what, why, where, how to reproduce."""
     what = row.component if row.convention in ("", row.component) else f"{row.component} ({row.convention})"
@@ -16,9 +41,7 @@ def describe_row(row: CheckResult) -> str:
     if row.diagnosis:
         lines.append(f"  {row.diagnosis}")
     if row.worst_index is not None and row.analytic is not None:
-        lines.append(f"  worst entry {list(row.worst_index)}: analytic {row.analytic:.6g} vs numeric "
-                     f"{row.numeric:.6g}; max abs error {_figure(row.max_abs_error)}, tolerance "
-                     f"{_figure(row.tolerance)}, method {row.method}")
+        lines.append(f"  worst entry {list(row.worst_index)}: {worst_text(row)}")
     for note in row.notes:
         lines.append(f"  note: {note}")
     if row.reproduce:

@@ -135,4 +135,4 @@ def test_relative_errors_are_finite_and_bounded() -> None:
 def test_tiny_tolerance_does_not_warn() -> None:
     comp = compare(np.array([[1.0, 0.0]]), np.array([[0.0, 0.0]]), np.array([[1e-320, 0.0]]))
     assert not comp.passed
-    assert comp.max_ratio == np.inf
+    assert comp.max_ratio > 1e10  # far above 1, and no overflow warning
