@@ -159,7 +159,7 @@ def list_entries(plugin: Plugins = None, json: JsonPath = None) -> None:
 def explain(
     name: Annotated[str, typer.Argument(help="An activation, loss or variant, e.g. softmax@diagonal.")],
     input: InputOpt = None, target: TargetOpt = None, seed: Seed = 0,
-    shape: Annotated[str, typer.Option(help="Random input shape B,K when no --input.")] = "1,4",
+    shape: Annotated[str, typer.Option(help="Random input shape B,K when no --input.")] = "2,4",
     method: Method = "central", rtol: Rtol = None, atol: Atol = None, plugin: Plugins = None,
 ) -> None:
     """For a small input: output, analytic and numerical Jacobian, difference, formula."""

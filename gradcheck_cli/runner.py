@@ -73,6 +73,12 @@ class CheckOptions:
                 f"--target must have the shape of --input, {self.input.shape}; got "
                 f"{self.target.shape}. Give one target value per input value."
             )
+        if self.input is None and self.target is not None and self.target.shape != tuple(self.shape):
+            b, k = self.target.shape
+            raise UsageError(
+                f"--target has shape {b}x{k} but the random inputs have --shape "
+                f"{self.shape[0]},{self.shape[1]}; give --shape {b},{k} (or an --input of that shape)."
+            )
 
 
 @dataclass(frozen=True)
@@ -477,11 +483,12 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
             plugins: Sequence[str] = ()) -> Explanation:
     """Output, analytic and numerical derivative, and the verdict rows for ``name``.
 
-    Defaults to one random row of 4 values when no ``input`` is given.
+    Defaults to two random rows of 4 values (two, so that a derivative mixing rows of
+    the batch shows) when no ``input`` is given.
     """
     from gradcheck_cli.plugins import default_registry
 
-    options = options or CheckOptions(shape=(1, 4), trials=1)
+    options = options or CheckOptions(shape=(2, 4), trials=1)
     options.validate()
     registry = registry or default_registry(tuple(plugins))
     spec = parse_spec(name, registry)
