@@ -38,6 +38,7 @@ Shape = Annotated[str, typer.Option(help="Input shape B,K (batch rows, features)
 InputOpt = Annotated[Optional[str], typer.Option("--input", help="Explicit input, e.g. 2,4,2,1; ';' separates rows.")]  # noqa: UP045
 TargetOpt = Annotated[Optional[str], typer.Option("--target", help="Explicit loss target, same layout as --input.")]  # noqa: UP045
 Method = Annotated[str, typer.Option(help="Finite-difference method: central, richardson or complex.")]
+Dtype = Annotated[str, typer.Option(help="Dtype the checked code runs in: float64 or float32.")]
 Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance (overrides the default floor).")]  # noqa: UP045
 Atol = Annotated[Optional[float], typer.Option(help="Absolute tolerance added to every entry.")]  # noqa: UP045
 Plugins = Annotated[Optional[list[str]], typer.Option("--plugin", help="Plugin file or module to load (repeatable).")]  # noqa: UP045
@@ -61,7 +62,7 @@ def user_errors() -> Iterator[None]:
 
 
 def _options(seed: int, trials: int, shape: str, input_text: str | None, target_text: str | None,
-             method: str, rtol: float | None, atol: float | None) -> CheckOptions:
+             method: str, rtol: float | None, atol: float | None, dtype: str = "float64") -> CheckOptions:
     from gradcheck_cli import inputs
     from gradcheck_cli.runner import CheckOptions
 
@@ -69,7 +70,7 @@ def _options(seed: int, trials: int, shape: str, input_text: str | None, target_
         seed=seed, trials=trials, shape=inputs.parse_shape(shape),
         input=inputs.parse_matrix(input_text, "--input") if input_text is not None else None,
         target=inputs.parse_matrix(target_text, "--target") if target_text is not None else None,
-        method=method, rtol=rtol, atol=atol,
+        method=method, rtol=rtol, atol=atol, dtype=dtype,
     )
     options.validate()
     return options
@@ -118,8 +119,8 @@ def _jobs_for(names: list[str], options: CheckOptions, registry: Registry, timeo
 def run(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="ACT+LOSS, ACT or LOSS, e.g. softmax+mse.")],
     seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", input: InputOpt = None,
-    target: TargetOpt = None, method: Method = "central", rtol: Rtol = None, atol: Atol = None,
-    plugin: Plugins = None, json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1,
+    target: TargetOpt = None, method: Method = "central", dtype: Dtype = "float64", rtol: Rtol = None,
+    atol: Atol = None, plugin: Plugins = None, json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1,
     timeout: Timeout = DEFAULT_TIMEOUT, verbose: Verbose = False,
 ) -> None:
     """Check registry entries: the activation's Jacobian, the loss gradient, the chain rule."""
@@ -127,7 +128,7 @@ def run(
 
     start = time.perf_counter()
     with user_errors():
-        options = _options(seed, trials, shape, input, target, method, rtol, atol)
+        options = _options(seed, trials, shape, input, target, method, rtol, atol, dtype)
         registry = default_registry(tuple(plugin or ()))
         job_list = _jobs_for(specs, options, registry, timeout)
         result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start)
@@ -160,14 +161,15 @@ def explain(
     name: Annotated[str, typer.Argument(help="An activation, loss or variant, e.g. softmax@diagonal.")],
     input: InputOpt = None, target: TargetOpt = None, seed: Seed = 0,
     shape: Annotated[str, typer.Option(help="Random input shape B,K when no --input.")] = "2,4",
-    method: Method = "central", rtol: Rtol = None, atol: Atol = None, plugin: Plugins = None,
+    method: Method = "central", dtype: Dtype = "float64", rtol: Rtol = None, atol: Atol = None,
+    plugin: Plugins = None,
 ) -> None:
     """For a small input: output, analytic and numerical Jacobian, difference, formula."""
     from gradcheck_cli.report import terminal
     from gradcheck_cli.runner import explain as explain_entry
 
     with user_errors():
-        options = _options(seed, 1, shape, input, target, method, rtol, atol)
+        options = _options(seed, 1, shape, input, target, method, rtol, atol, dtype)
         exp = explain_entry(name, options, plugins=tuple(plugin or ()))
     terminal.render_explanation(exp, terminal.console())
     raise typer.Exit(int(exp.rows.exit_code))
@@ -177,8 +179,8 @@ def explain(
 def check(
     plugin_source: Annotated[str, typer.Argument(metavar="PLUGIN", help="Plugin file path or module.")],
     seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", method: Method = "central",
-    rtol: Rtol = None, atol: Atol = None, json: JsonPath = None, junit_xml: JunitPath = None,
-    jobs: Jobs = 1, timeout: Timeout = DEFAULT_TIMEOUT, verbose: Verbose = False,
+    dtype: Dtype = "float64", rtol: Rtol = None, atol: Atol = None, json: JsonPath = None,
+    junit_xml: JunitPath = None, jobs: Jobs = 1, timeout: Timeout = DEFAULT_TIMEOUT, verbose: Verbose = False,
 ) -> None:
     """Load a plugin and check every entry it registers."""
     from gradcheck_cli.errors import PluginError
@@ -191,7 +193,7 @@ def check(
         if not names:
             raise PluginError(f"Plugin '{plugin_source}' loaded but registered nothing. Call "
                               f"register_activation(...) or register_loss(...) at import time.")
-        options = _options(seed, trials, shape, None, None, method, rtol, atol)
+        options = _options(seed, trials, shape, None, None, method, rtol, atol, dtype)
         job_list = _jobs_for(names, options, registry, timeout)
         result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start)
     raise typer.Exit(int(result.exit_code))

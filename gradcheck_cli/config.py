@@ -19,7 +19,7 @@ import yaml
 from gradcheck_cli.errors import ConfigError, suggest
 
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
-OPTION_KEYS = ("seed", "trials", "shape", "method", "rtol", "atol", "timeout")
+OPTION_KEYS = ("seed", "trials", "shape", "method", "dtype", "rtol", "atol", "timeout")
 CHECK_KEYS = ("spec", "name", "expect", "input", "target", *OPTION_KEYS)
 TOP_KEYS = ("version", "defaults", "plugins", "functions", "checks")
 CONVENTION_KEYS = ("derivative", "derivative_of_output", "jacobian", "vjp", "jvp", "backward",
@@ -194,6 +194,8 @@ def _options(reader: _Reader, raw: dict[str, Any], key: str) -> dict[str, Any]:
             out[k] = (dims[0], dims[1])
         elif k == "method":
             out[k] = _str(reader, v, sub, METHODS)
+        elif k == "dtype":
+            out[k] = _str(reader, v, sub, ("float64", "float32"))
         elif k in ("rtol", "atol"):
             out[k] = _float(reader, v, sub)
         elif k == "timeout":

@@ -8,7 +8,8 @@ comparison sees every entry, including ones between different rows of the batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,18 @@ from gradcheck_cli.registry import FunctionSpec
 Array = NDArray[np.float64]
 
 ELEMENTWISE = ("derivative", "derivative_of_output")
+# The dtype user code is called in (--dtype); set for the duration of a check by `in_dtype`.
+_DTYPE: list[Any] = [np.float64]
+
+
+@contextlib.contextmanager
+def in_dtype(dtype: str) -> Iterator[None]:
+    """Call analytic derivatives with float inputs cast to ``dtype`` inside the block."""
+    _DTYPE.insert(0, np.dtype(dtype))
+    try:
+        yield
+    finally:
+        _DTYPE.pop(0)
 
 
 class ConventionError(Exception):
@@ -26,8 +39,9 @@ class ConventionError(Exception):
 
 
 def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False) -> Array:
-    """Call user code on copies of ``args``; with ``probe``, also require that it leaves
-    its inputs alone and gives the same result twice."""
+    """Call user code on copies of ``args`` (in the checked dtype); with ``probe``, also
+    require that it leaves its inputs alone and gives the same result twice."""
+    args = tuple(a.astype(_DTYPE[0]) if a.dtype.kind == "f" else a for a in args)
     copies = [a.copy() for a in args]
     try:
         with np.errstate(all="ignore"):

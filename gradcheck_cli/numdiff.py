@@ -37,7 +37,6 @@ MIN_STEP_ULPS = 64.0
 # Rounding noise is measured along a few random directions with a tiny relative step.
 NOISE_DIRECTIONS = 3
 NOISE_POINTS = 8
-NOISE_STEP = EPS ** (1.0 / 3.0)
 # A difference quotient's noise bound, in measured standard deviations of f over h.
 NOISE_SIGMAS = 3.0
 
@@ -65,14 +64,24 @@ class Evaluator:
     gives different numbers and is then evaluated point by point.
     """
 
-    def __init__(self, f: Callable[[Any], Any], x: Array, scale: Array) -> None:
-        self.f = f
+    def __init__(self, f: Callable[[Any], Any], x: Array, scale: Array, dtype: str = "float64") -> None:
+        self.dtype = np.dtype(dtype)
+        self.eps = float(np.finfo(self.dtype).eps)
+        self.tiny = float(np.finfo(self.dtype).smallest_subnormal)
+        self.user_f = f
         self.x = x
         self.y0 = self.call(x, probe=True)
         self.out_shape = self.y0.shape
         self.stacks = self._probe(scale)
         self.noise = self._noise(scale)
         self.row_scale = self._row_scale()
+
+    def f(self, x: Any) -> Any:
+        """The checked function, called with inputs in the dtype the code runs in."""
+        kind = np.asarray(x).dtype.kind
+        if self.dtype != np.float64 and kind in "fc":
+            x = np.asarray(x).astype(self.dtype if kind == "f" else np.complex64)
+        return self.user_f(x)
 
     def call(self, x: Array, probe: bool = False) -> Array:
         """``f(x)`` on a copy; with ``probe``, also check it leaves x alone and repeats."""
@@ -85,7 +94,7 @@ class Evaluator:
             raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
         if y.dtype.kind not in "fiuc":
             raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
-        if probe and not np.array_equal(seen, x, equal_nan=True):
+        if probe and not np.array_equal(seen.astype(self.dtype), x.astype(self.dtype), equal_nan=True):
             idx = tuple(int(i) for i in np.argwhere(~np.isclose(seen, x, equal_nan=True))[0])
             raise EvaluationError(
                 f"changes its input in place: x{list(idx)} was {x[idx]:.6g} before the call and "
@@ -101,7 +110,8 @@ class Evaluator:
     def _probe(self, scale: Array) -> bool:
         rng = np.random.default_rng(12345)
         n = 4 if self.x.shape[0] == 3 else 3
-        alts = [self.x + 1e-3 * scale * rng.uniform(-1, 1, self.x.shape) for _ in range(n - 1)]
+        alts = [self.representable(self.x + 1e-3 * scale * rng.uniform(-1, 1, self.x.shape))
+                for _ in range(n - 1)]
         stack = np.stack([self.x, *alts])
         try:
             with np.errstate(all="ignore"):
@@ -134,12 +144,22 @@ class Evaluator:
         residual_maker = np.eye(NOISE_POINTS) - vander @ np.linalg.pinv(vander)
         stacks = []
         for _ in range(NOISE_DIRECTIONS):
-            step = NOISE_STEP * scale * rng.choice([-1.0, 1.0], self.x.shape)
+            step = self.eps ** (1.0 / 3.0) * scale * rng.choice([-1.0, 1.0], self.x.shape)
             stacks += [self.x + tk * step for tk in t]
         ys = self(np.stack(stacks)).reshape(NOISE_DIRECTIONS, NOISE_POINTS, -1)
         residuals = np.einsum("pq,dqm->dpm", residual_maker, ys)
         sigma = np.sqrt(np.sum(residuals**2, axis=(0, 1)) / (NOISE_DIRECTIONS * (NOISE_POINTS - 4)))
         return np.where(np.isfinite(sigma), sigma, 0.0)
+
+    def representable(self, x: Array) -> Array:
+        """``x`` rounded to the values the checked dtype can hold (float64 storage)."""
+        return x if self.dtype == np.float64 else x.astype(self.dtype).astype(np.float64)
+
+    def exact_steps(self, x: Array, h: Array) -> Array:
+        """Round ``h`` so that ``x + h`` is exact in the checked dtype, removing step error."""
+        xd, hd = x.astype(self.dtype), h.astype(self.dtype)
+        steps: Array = ((xd + hd) - xd).astype(np.float64)
+        return steps
 
     def _row_scale(self) -> Array:
         """Per output, the largest |f| in its batch row (M,): the scale of its intermediates."""
@@ -158,11 +178,6 @@ class Evaluator:
         else:
             ys = np.stack([self.call(p) for p in stack])
         return ys.reshape(len(stack), -1)
-
-
-def exact_steps(x: Array, h: Array) -> Array:
-    """Round ``h`` so that ``x + h`` and ``x - h`` are exact, removing step error."""
-    return (x + h) - x
 
 
 def _shifted_outputs(evaluate: Evaluator, x: Array, h: Array,
@@ -196,17 +211,18 @@ class _Stencil:
     def __str__(self) -> str:
         return self.name
 
-    def steps(self, x: Array, scale: Array) -> Array:
-        # Never below a few dozen ulps of x: near p = 1 - 1e-12 the domain-limited step
-        # would otherwise vanish when x + h is rounded.
-        return exact_steps(x, np.maximum(scale * EPS**self.power, MIN_STEP_ULPS * np.spacing(np.abs(x))))
+    def steps(self, x: Array, scale: Array, evaluate: Evaluator) -> Array:
+        # h = eps^p * scale in the dtype the code runs in, never below a few dozen ulps of x:
+        # near p = 1 - 1e-12 the domain-limited step would otherwise vanish when x + h rounds.
+        spacing = np.spacing(np.abs(x).astype(evaluate.dtype)).astype(np.float64)
+        return evaluate.exact_steps(x, np.maximum(scale * evaluate.eps**self.power, MIN_STEP_ULPS * spacing))
 
     def combine(self, ys: Array, h: Array, evaluate: Evaluator) -> tuple[Array, Array]:
         """Value and error bound for a chunk: ``ys`` (points, chunk, M), ``h`` (chunk, 1)."""
         raise NotImplementedError
 
     def estimate(self, evaluate: Evaluator, x: Array, scale: Array) -> Estimate:
-        h = self.steps(x, scale)
+        h = self.steps(x, scale, evaluate)
         outputs = _shifted_outputs(evaluate, x, h, self.offsets)
         n, m = x.size, int(np.prod(evaluate.out_shape, dtype=int))
         value = np.empty((m, n))
@@ -233,12 +249,13 @@ def _rounding(ys: Array, h: Array, evaluate: Evaluator) -> Array:
     log S_0 rounds to exactly 0 when another logit is 40 lower), not that the derivative
     is 0; such entries resolve derivatives down to about eps^(2/3), no further.
     """
+    eps = evaluate.eps
     size: Array = np.max(np.abs(ys), axis=0)
-    base = ROUNDING_ULPS * np.maximum(EPS * size, TINY)
+    base = ROUNDING_ULPS * np.maximum(eps * size, evaluate.tiny)
     flat = np.all(ys == ys[:1], axis=0)
-    input_scale = h / EPS ** (1.0 / 3.0)
+    input_scale = h / eps ** (1.0 / 3.0)
     intermediates = np.maximum(evaluate.row_scale[None, :], input_scale)
-    unresolved = np.where(flat, ROUNDING_ULPS * EPS * intermediates, 0.0)
+    unresolved = np.where(flat, ROUNDING_ULPS * eps * intermediates, 0.0)
     return np.maximum(np.maximum(base, NOISE_SIGMAS * evaluate.noise[None, :]), unresolved)
 
 
@@ -305,7 +322,8 @@ class ComplexStep:
             if y.dtype.kind != "c":
                 raise _NotComplex(f"it returned {y.dtype} for complex input, dropping the imaginary part")
             value[:, j] = y.imag.ravel() / h.ravel()[j]
-        return Estimate(value, 8.0 * EPS * np.abs(value), np.asarray(h, dtype=np.float64).ravel(), self.name)
+        return Estimate(value, 8.0 * evaluate.eps * np.abs(value), np.asarray(h, dtype=np.float64).ravel(),
+                        self.name)
 
 
 class _NotComplex(Exception):
@@ -320,7 +338,7 @@ METHODS: dict[str, Central | Richardson | ComplexStep] = {
 
 
 def estimate(f: Callable[[Array], Any], x: Array, scale: Array,
-             method: str = "central", evaluator: Evaluator | None = None) -> Estimate:
+             method: str = "central", evaluator: Evaluator | None = None, dtype: str = "float64") -> Estimate:
     """Numerical Jacobian of ``f`` at ``x``, shape ``(f(x).size, x.size)``, with error bounds.
 
     Parameters
@@ -333,7 +351,7 @@ def estimate(f: Callable[[Array], Any], x: Array, scale: Array,
         Per-coordinate step scale, see :func:`gradcheck_cli.inputs.step_scale`.
     method : {'central', 'richardson', 'complex'}
     """
-    evaluate = evaluator or Evaluator(f, x, scale)
+    evaluate = evaluator or Evaluator(f, x, scale, dtype)
     chosen = METHODS[method]
     if isinstance(chosen, ComplexStep):
         try:

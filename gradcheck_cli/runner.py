@@ -26,6 +26,7 @@ from gradcheck_cli.registry import FunctionSpec, Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 
 Array = NDArray[np.float64]
+DTYPES = ("float64", "float32")
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,11 @@ class CheckOptions:
     method: str = "central"
     rtol: float | None = None
     atol: float | None = None
+    dtype: str = "float64"
 
     @property
     def tolerance(self) -> Tolerance:
-        return Tolerance(self.rtol, self.atol)
+        return Tolerance(self.rtol, self.atol, eps=float(np.finfo(np.dtype(self.dtype)).eps))
 
     @property
     def n_trials(self) -> int:
@@ -61,6 +63,8 @@ class CheckOptions:
                 f"Unknown --method '{self.method}'. Expected one of: "
                 f"{', '.join(numdiff.METHODS)}."
             )
+        if self.dtype not in DTYPES:
+            raise UsageError(f"Unknown --dtype '{self.dtype}'. Expected one of: {', '.join(DTYPES)}.")
         if self.seed < 0:
             raise UsageError(f"--seed must be a non-negative integer; got {self.seed}.")
         if self.trials < 1:
@@ -133,11 +137,12 @@ def _forward_values(evaluator: Evaluator, who: str, x: Array) -> Array:
     return y
 
 
-def _numeric(f: Callable[[Array], Array], x: Array, domain: str, method: str,
+def _numeric(f: Callable[[Array], Array], x: Array, domain: str, options: CheckOptions,
              who: str) -> tuple[Evaluator, numdiff.Estimate]:
+    method = options.method
     scale = inputs.step_scale(x, domain)
     try:
-        evaluator = Evaluator(f, x, scale)
+        evaluator = Evaluator(f, x, scale, options.dtype)
         _forward_values(evaluator, who, x)
         est = numdiff.estimate(f, x, scale, method, evaluator)
     except EvaluationError as exc:
@@ -202,6 +207,8 @@ def reproduce_command(check: str, options: CheckOptions) -> str:
         parts += ["--trials", str(options.trials), "--shape", f"{options.shape[0]},{options.shape[1]}"]
     if options.method != "central":
         parts += ["--method", options.method]
+    if options.dtype != "float64":
+        parts += ["--dtype", options.dtype]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -256,14 +263,19 @@ class _Points:
 
     def __call__(self, trial: int) -> tuple[Array, Array | None]:  # x (or pred), target
         if trial not in self._cache:
-            self._cache[trial] = self._draw(trial)
+            x, target = self._draw(trial)
+            self._cache[trial] = (self._representable(x), target)
         return self._cache[trial]
+
+    def _representable(self, x: Array) -> Array:
+        # The point is one the checked dtype can hold, so every call sees the same x.
+        return x.astype(self.options.dtype).astype(np.float64)
 
     def input_only(self, trial: int) -> Array:
         """The activation's input for ``trial``, without the loss-side checks."""
         if self.spec.activation is None:
             return self(trial)[0]
-        return self._draw(trial, with_target=False)[0]
+        return self._representable(self._draw(trial, with_target=False)[0])
 
     def _draw(self, trial: int, with_target: bool = True) -> tuple[Array, Array | None]:
         opts, act, loss = self.options, self.spec.activation, self.spec.loss
@@ -314,7 +326,7 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
     for convention in act.conventions:
         def trial(t: int, convention: str = convention) -> _Trial:
             x = points.input_only(t)
-            evaluator, est = _numeric(act.forward, x, act.domain, options.method, f"{act.name} forward")
+            evaluator, est = _numeric(act.forward, x, act.domain, options, f"{act.name} forward")
             y = evaluator.y0
             layout = Layout(x.shape[0], y.shape[-1] if y.ndim else 1, x.shape[-1])
             analytic = conventions.analytic_jacobian(act, convention, x, y)
@@ -349,8 +361,9 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOpt
         x, target = points(t)
         assert target is not None
         pred = _call_forward(act, x) if act is not None else x
-        evaluator, est = _numeric(lambda p: loss.forward(p, target), pred, loss.domain,
-                                  options.method, f"{loss.name} forward")
+        target_in = target.astype(options.dtype)
+        evaluator, est = _numeric(lambda p: loss.forward(p, target_in), pred, loss.domain,
+                                  options, f"{loss.name} forward")
         analytic = conventions.analytic_gradient(loss, pred, target)
         return _Trial(analytic, est, Layout(pred.shape[0], 1, pred.shape[-1], scalar=True),
                       kink=_kink_hook(loss, evaluator, pred, pred - target, est))
@@ -367,8 +380,9 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
         z, target = points(t)
         assert target is not None
         if t not in composite_cache:
-            composite_cache[t] = _numeric(lambda v: loss.forward(act.forward(v), target), z,
-                                          act.domain, options.method, f"{loss.name}({act.name}(z))")
+            target_in = target.astype(options.dtype)
+            composite_cache[t] = _numeric(lambda v: loss.forward(act.forward(v), target_in), z,
+                                          act.domain, options, f"{loss.name}({act.name}(z))")
         return z, target, composite_cache[t][1]
 
     def chain(t: int) -> _Trial:
@@ -417,6 +431,11 @@ def check_explicit_input(spec: Spec, options: CheckOptions) -> None:
 
 def check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[CheckResult]:
     """Every component row of one parsed spec."""
+    with conventions.in_dtype(options.dtype):
+        return _check_spec(spec, options, registry)
+
+
+def _check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[CheckResult]:
     points = _Points(spec, options)
     rows: list[CheckResult] = []
     if spec.activation is not None:
@@ -510,7 +529,8 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
     try:
         if spec.activation is not None:
             output = _call_forward(entry, x)
-            est = numdiff.estimate(entry.forward, x, inputs.step_scale(x, entry.domain), options.method)
+            est = numdiff.estimate(entry.forward, x, inputs.step_scale(x, entry.domain), options.method,
+                                   dtype=options.dtype)
             # A backward pass as a layer would run it: upstream gradient g, result J^T g.
             upstream = np.random.default_rng([options.seed, 99]).normal(size=output.shape)
             numeric_vjp = (est.value.T @ upstream.ravel()).reshape(x.shape)
@@ -520,7 +540,7 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
             assert target is not None
             output = np.asarray(entry.forward(x, target), dtype=np.float64)
             est = numdiff.estimate(lambda p: entry.forward(p, target), x,
-                                   inputs.step_scale(x, entry.domain), options.method)
+                                   inputs.step_scale(x, entry.domain), options.method, dtype=options.dtype)
             analytic = conventions.analytic_gradient(entry, x, target)
         numeric, error = est.value, est.error
     except (_Skip, ConventionError, EvaluationError):

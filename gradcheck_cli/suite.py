@@ -192,6 +192,7 @@ def jobs_from_config(path: str, default_timeout: float) -> tuple[Registry, list[
             options = CheckOptions(
                 seed=merged.get("seed", 0), trials=merged.get("trials", 3),
                 shape=merged.get("shape", (4, 10)), method=merged.get("method", "central"),
+                dtype=merged.get("dtype", "float64"),
                 rtol=merged.get("rtol"), atol=merged.get("atol"),
                 input=inputs.parse_matrix(merged["input"], "input") if "input" in merged else None,
                 target=inputs.parse_matrix(merged["target"], "target") if "target" in merged else None,
