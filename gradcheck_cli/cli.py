@@ -39,6 +39,7 @@ InputOpt = Annotated[Optional[str], typer.Option("--input", help="Explicit input
 TargetOpt = Annotated[Optional[str], typer.Option("--target", help="Explicit loss target, same layout as --input.")]  # noqa: UP045
 Method = Annotated[str, typer.Option(help="Finite-difference method: central, richardson or complex.")]
 Dtype = Annotated[str, typer.Option(help="Dtype the checked code runs in: float64 or float32.")]
+Edges = Annotated[bool, typer.Option("--edges", help="Add edge probes: +-1000 logits, ties, saturation, p near 0/1.")]
 Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance (overrides the default floor).")]  # noqa: UP045
 Atol = Annotated[Optional[float], typer.Option(help="Absolute tolerance added to every entry.")]  # noqa: UP045
 Plugins = Annotated[Optional[list[str]], typer.Option("--plugin", help="Plugin file or module to load (repeatable).")]  # noqa: UP045
@@ -62,7 +63,8 @@ def user_errors() -> Iterator[None]:
 
 
 def _options(seed: int, trials: int, shape: str, input_text: str | None, target_text: str | None,
-             method: str, rtol: float | None, atol: float | None, dtype: str = "float64") -> CheckOptions:
+             method: str, rtol: float | None, atol: float | None, dtype: str = "float64",
+             edges: bool = False) -> CheckOptions:
     from gradcheck_cli import inputs
     from gradcheck_cli.runner import CheckOptions
 
@@ -70,7 +72,7 @@ def _options(seed: int, trials: int, shape: str, input_text: str | None, target_
         seed=seed, trials=trials, shape=inputs.parse_shape(shape),
         input=inputs.parse_matrix(input_text, "--input") if input_text is not None else None,
         target=inputs.parse_matrix(target_text, "--target") if target_text is not None else None,
-        method=method, rtol=rtol, atol=atol, dtype=dtype,
+        method=method, rtol=rtol, atol=atol, dtype=dtype, edges=edges,
     )
     options.validate()
     return options
@@ -119,8 +121,8 @@ def _jobs_for(names: list[str], options: CheckOptions, registry: Registry, timeo
 def run(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="ACT+LOSS, ACT or LOSS, e.g. softmax+mse.")],
     seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", input: InputOpt = None,
-    target: TargetOpt = None, method: Method = "central", dtype: Dtype = "float64", rtol: Rtol = None,
-    atol: Atol = None, plugin: Plugins = None, json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1,
+    target: TargetOpt = None, method: Method = "central", dtype: Dtype = "float64", edges: Edges = False,
+    rtol: Rtol = None, atol: Atol = None, plugin: Plugins = None, json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1,
     timeout: Timeout = DEFAULT_TIMEOUT, verbose: Verbose = False,
 ) -> None:
     """Check registry entries: the activation's Jacobian, the loss gradient, the chain rule."""
@@ -128,7 +130,7 @@ def run(
 
     start = time.perf_counter()
     with user_errors():
-        options = _options(seed, trials, shape, input, target, method, rtol, atol, dtype)
+        options = _options(seed, trials, shape, input, target, method, rtol, atol, dtype, edges)
         registry = default_registry(tuple(plugin or ()))
         job_list = _jobs_for(specs, options, registry, timeout)
         result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start)
@@ -179,8 +181,9 @@ def explain(
 def check(
     plugin_source: Annotated[str, typer.Argument(metavar="PLUGIN", help="Plugin file path or module.")],
     seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", method: Method = "central",
-    dtype: Dtype = "float64", rtol: Rtol = None, atol: Atol = None, json: JsonPath = None,
-    junit_xml: JunitPath = None, jobs: Jobs = 1, timeout: Timeout = DEFAULT_TIMEOUT, verbose: Verbose = False,
+    dtype: Dtype = "float64", edges: Edges = False, rtol: Rtol = None, atol: Atol = None,
+    json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1, timeout: Timeout = DEFAULT_TIMEOUT,
+    verbose: Verbose = False,
 ) -> None:
     """Load a plugin and check every entry it registers."""
     from gradcheck_cli.errors import PluginError
@@ -193,7 +196,7 @@ def check(
         if not names:
             raise PluginError(f"Plugin '{plugin_source}' loaded but registered nothing. Call "
                               f"register_activation(...) or register_loss(...) at import time.")
-        options = _options(seed, trials, shape, None, None, method, rtol, atol, dtype)
+        options = _options(seed, trials, shape, None, None, method, rtol, atol, dtype, edges)
         job_list = _jobs_for(names, options, registry, timeout)
         result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start)
     raise typer.Exit(int(result.exit_code))

@@ -19,7 +19,7 @@ import yaml
 from gradcheck_cli.errors import ConfigError, suggest
 
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
-OPTION_KEYS = ("seed", "trials", "shape", "method", "dtype", "rtol", "atol", "timeout")
+OPTION_KEYS = ("seed", "trials", "shape", "method", "dtype", "edges", "rtol", "atol", "timeout")
 CHECK_KEYS = ("spec", "name", "expect", "input", "target", *OPTION_KEYS)
 TOP_KEYS = ("version", "defaults", "plugins", "functions", "checks")
 CONVENTION_KEYS = ("derivative", "derivative_of_output", "jacobian", "vjp", "jvp", "backward",
@@ -172,6 +172,19 @@ def _matrix_text(reader: _Reader, value: Any, key: str) -> str:
                            f"[[1, 2], [3, 4]]; got {_type_name(value)} {value!r}")
 
 
+def _shape(reader: _Reader, value: Any, key: str) -> tuple[int, int]:
+    parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else value
+    if not (isinstance(parts, list) and len(parts) == 2):
+        raise reader.fail(key, f"expected [B, K], two positive integers; got {_type_name(value)} {value!r}")
+    try:
+        dims = [int(p) for p in parts]
+    except (TypeError, ValueError):
+        dims = [0]
+    if min(dims) < 1 or any(isinstance(p, bool | float) for p in parts):
+        raise reader.fail(key, f"expected [B, K], two positive integers; got {value!r}")
+    return (dims[0], dims[1])
+
+
 def _options(reader: _Reader, raw: dict[str, Any], key: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in raw.items():
@@ -181,19 +194,13 @@ def _options(reader: _Reader, raw: dict[str, Any], key: str) -> dict[str, Any]:
         elif k == "trials":
             out[k] = _int(reader, v, sub, 1)
         elif k == "shape":
-            if isinstance(v, str):
-                v = [p.strip() for p in v.split(",")]
-            if not (isinstance(v, list) and len(v) == 2):
-                raise reader.fail(sub, f"expected [B, K], two positive integers; got {_type_name(v)} {v!r}")
-            try:
-                dims = [int(p) for p in v]
-            except (TypeError, ValueError):
-                dims = [0]
-            if min(dims) < 1 or any(isinstance(p, bool | float) for p in v):
-                raise reader.fail(sub, f"expected [B, K], two positive integers; got {v!r}")
-            out[k] = (dims[0], dims[1])
+            out[k] = _shape(reader, v, sub)
         elif k == "method":
             out[k] = _str(reader, v, sub, METHODS)
+        elif k == "edges":
+            if not isinstance(v, bool):
+                raise reader.fail(sub, f"expected true or false; got {_type_name(v)} {v!r}")
+            out[k] = v
         elif k == "dtype":
             out[k] = _str(reader, v, sub, ("float64", "float32"))
         elif k in ("rtol", "atol"):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gradcheck_cli import floating
 from gradcheck_cli.registry import FunctionSpec
 
 Array = NDArray[np.float64]
@@ -22,6 +23,8 @@ Array = NDArray[np.float64]
 ELEMENTWISE = ("derivative", "derivative_of_output")
 # The dtype user code is called in (--dtype); set for the duration of a check by `in_dtype`.
 _DTYPE: list[Any] = [np.float64]
+# numpy warnings raised inside analytic derivatives since the caller last cleared it.
+FP_WARNINGS: list[str] = []
 
 
 @contextlib.contextmanager
@@ -44,7 +47,7 @@ def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False) 
     args = tuple(a.astype(_DTYPE[0]) if a.dtype.kind == "f" else a for a in args)
     copies = [a.copy() for a in args]
     try:
-        with np.errstate(all="ignore"):
+        with floating.recording(FP_WARNINGS):
             out = fn(*copies)
             if probe:
                 _unchanged(name, args, copies)

@@ -80,6 +80,8 @@ class Evidence:
     comparison: Comparison
     refeed: Callable[[], Array | None] | None = None
     refeed_text: str = ""
+    x: Array | None = None
+    fp_warnings: tuple[str, ...] = ()
 
     def matches(self, candidate: Array) -> bool:
         return compare(candidate, self.numeric, self.error, self.tolerance).passed
@@ -95,8 +97,15 @@ def diagnose(ev: Evidence) -> str:
     nonfinite = ~np.isfinite(a)
     if nonfinite.any():
         m, n = (int(v) for v in np.argwhere(nonfinite)[0])
-        return (f"the analytic derivative is {a[m, n]} at {lay.name((m, n))} "
-                f"(numeric {num[m, n]:.6g}): it overflows or divides by zero there")
+        where = ""
+        if ev.x is not None:
+            b, j = divmod(n, lay.k_in)
+            where = f" where x[{b},{j}] = {ev.x.ravel()[n]:.6g}"
+        why = (f"numpy reported {', '.join(repr(w) for w in ev.fp_warnings)} while computing it"
+               if ev.fp_warnings else "it overflows or divides by zero there")
+        return (f"the analytic derivative is {a[m, n]} at {lay.name((m, n))}{where} "
+                f"(numeric {num[m, n]:.6g}): {why}; rewrite it in a form that stays finite "
+                f"there (e.g. exp(-|x|) instead of exp(-x))")
     for check in (_elementwise, _batch_leak, _refeed, _transposed, _sign, _scale, _few):
         found = check(ev)
         if found:

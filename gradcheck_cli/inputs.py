@@ -142,3 +142,39 @@ def step_scale(x: Array, domain: str) -> Array:
     elif domain == "unit":
         scale = np.minimum(scale, np.minimum(x, 1.0 - x))
     return scale
+
+
+# --edges: inputs that break naive code. Each pattern is cycled along a row and rolled
+# from row to row, so every batch row sees every value.
+EDGE_PATTERNS: dict[str, tuple[tuple[str, tuple[float, ...]], ...]] = {
+    "real": (("logits of +-1000", (1000.0, -1000.0, 999.5, -999.5, 0.25, 1000.0)),
+             ("ties", (2.0, 2.0, 2.0, 2.0)),
+             ("saturated", (40.0, -40.0, 20.0, -20.0, 12.0, -12.0))),
+    "unit": (("probabilities near 0 and 1", (1e-12, 1.0 - 1e-12, 1e-8, 1.0 - 1e-8, 0.5)),
+             ("ties", (0.3, 0.3, 0.3, 0.3)),
+             ("probabilities of 1e-4", (1e-4, 1.0 - 1e-4, 1e-6, 1.0 - 1e-6, 0.25))),
+    "positive": (("1e-12 and 1e12", (1e-12, 1e12, 1e-6, 1e6, 1.0)),
+                 ("ties", (2.0, 2.0, 2.0, 2.0)),
+                 ("1e-3 and 1e3", (1e-3, 1e3, 1e-2, 1e2, 0.5))),
+}
+N_EDGES = 3
+EDGE_ROOM = 1024
+
+
+def edge_input(domain: str, shape: tuple[int, int], index: int, kinks: tuple[float, ...] = (),
+               dtype: str = "float64") -> tuple[str, Array]:
+    """The ``index``-th edge probe for ``domain``: its label and a (B, K) array.
+
+    Values are rounded to ``dtype`` and kept at least EDGE_ROOM ulps inside the domain, room
+    for the difference stencil: in float32, 1 - 1e-12 would round to 1, so it becomes
+    1 - 1024 ulps = 1 - 6.1e-5.
+    """
+    label, pattern = EDGE_PATTERNS.get(domain, EDGE_PATTERNS["real"])[index]
+    b, k = shape
+    row = np.resize(np.asarray(pattern), k)
+    x = np.stack([np.roll(row, i) for i in range(b)])
+    x = _away_from_kinks(x, kinks) if kinks else x
+    if domain == "unit":
+        room = EDGE_ROOM * float(np.finfo(np.dtype(dtype)).eps) / 2.0
+        x = np.minimum(x, 1.0 - room)
+    return label, x.astype(dtype).astype(np.float64)

@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from gradcheck_cli import floating
+
 Array = NDArray[np.float64]
 EPS = float(np.finfo(np.float64).eps)
 # Elements per evaluated chunk (inputs plus outputs): bounds memory at ~64 MB.
@@ -70,6 +72,7 @@ class Evaluator:
         self.tiny = float(np.finfo(self.dtype).smallest_subnormal)
         self.user_f = f
         self.x = x
+        self.warnings: list[str] = []
         self.y0 = self.call(x, probe=True)
         self.out_shape = self.y0.shape
         self.stacks = self._probe(scale)
@@ -87,7 +90,7 @@ class Evaluator:
         """``f(x)`` on a copy; with ``probe``, also check it leaves x alone and repeats."""
         seen = x.copy()
         try:
-            with np.errstate(all="ignore"):
+            with floating.recording(self.warnings):
                 y = np.asarray(self.f(seen))
                 again = np.asarray(self.f(x.copy())) if probe else y
         except Exception as exc:  # user code: any exception becomes a report

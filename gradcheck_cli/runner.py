@@ -42,14 +42,20 @@ class CheckOptions:
     rtol: float | None = None
     atol: float | None = None
     dtype: str = "float64"
+    edges: bool = False
 
     @property
     def tolerance(self) -> Tolerance:
         return Tolerance(self.rtol, self.atol, eps=float(np.finfo(np.dtype(self.dtype)).eps))
 
     @property
-    def n_trials(self) -> int:
+    def n_random(self) -> int:
+        """Sample points before the edge probes: the explicit input, or ``trials`` draws."""
         return 1 if self.input is not None else max(1, self.trials)
+
+    @property
+    def n_trials(self) -> int:
+        return self.n_random + (inputs.N_EDGES if self.edges else 0)
 
     @property
     def point_shape(self) -> tuple[int, int]:
@@ -114,6 +120,10 @@ class _Skip(Exception):
     """A component cannot run; the message becomes an ERROR row."""
 
 
+class _EdgeSkip(Exception):
+    """An edge probe that does not apply to this component (e.g. outside the loss domain)."""
+
+
 @dataclass
 class _Trial:
     """One trial's material for a component: analytic, numeric, and diagnosis hooks."""
@@ -125,6 +135,8 @@ class _Trial:
     refeed_text: str = ""
     kink: Callable[[], tuple[Array, Array, str] | None] | None = None
     notes: list[str] = field(default_factory=list)
+    x: Array | None = None
+    fp_warnings: tuple[str, ...] = ()
 
 
 def _forward_values(evaluator: Evaluator, who: str, x: Array) -> Array:
@@ -132,8 +144,12 @@ def _forward_values(evaluator: Evaluator, who: str, x: Array) -> Array:
     bad = ~np.isfinite(y)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0]) if y.ndim else ()
-        raise _Skip(f"{who} returned {y[idx] if y.ndim else y} at output {list(idx)} for a finite "
-                    f"input; check the forward for overflow (e.g. exp of a large value)")
+        where = ""
+        if y.ndim == x.ndim and y.shape[:-1] == x.shape[:-1]:
+            where = f" (input row {list(idx[:-1])}: {np.array2string(x[idx[:-1]], precision=4, threshold=8)})"
+        why = (f"; numpy reported: {', '.join(evaluator.warnings)}" if evaluator.warnings
+               else "; check it for overflow (e.g. exp of a large value)")
+        raise _Skip(f"{who} returned {y[idx] if y.ndim else y} at output {list(idx)}{where}{why}")
     return y
 
 
@@ -197,8 +213,14 @@ def _kink_verdict(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> str 
             f"subgradient); not a bug")
 
 
-def reproduce_command(check: str, options: CheckOptions) -> str:
+def reproduce_command(check: str, options: CheckOptions, spec: Spec | None = None) -> str:
+    """The ``gradcheck run`` command that repeats a check (same seed, shape, method)."""
     parts = ["gradcheck", "run", check, "--seed", str(options.seed)]
+    entries = [e for e in (spec.activation, spec.loss) if e is not None] if spec else []
+    for origin in dict.fromkeys(e.origin for e in entries):
+        # Plugins reload with --plugin; entries mapped in a config (file.yaml:LINE) need the config.
+        if origin not in ("builtin", "python") and not origin.rsplit(":", 1)[-1].isdigit():
+            parts += ["--plugin", origin]
     if options.input is not None:
         parts += ["--input", ";".join(",".join(f"{v:.17g}" for v in row) for row in options.input)]
         if options.target is not None:
@@ -209,21 +231,28 @@ def reproduce_command(check: str, options: CheckOptions) -> str:
         parts += ["--method", options.method]
     if options.dtype != "float64":
         parts += ["--dtype", options.dtype]
+    if options.edges:
+        parts += ["--edges"]
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _judge(check: str, component: str, convention: str, origin: str, options: CheckOptions,
+def _judge(spec: Spec, component: str, convention: str, origin: str, options: CheckOptions,
            trials: Callable[[int], _Trial]) -> CheckResult:
     """Run ``trials`` and make one row from the worst of them."""
-    base = CheckResult(check=check, component=component, verdict=Verdict.ERROR,
+    base = CheckResult(check=spec.text, component=component, verdict=Verdict.ERROR,
                        convention=convention, shape=options.point_shape, trials=options.n_trials,
                        method=options.method, seed=options.seed, origin=origin,
-                       reproduce=reproduce_command(check, options))
+                       reproduce=reproduce_command(spec.text, options, spec))
     worst: tuple[float, int, _Trial, Comparison] | None = None
     notes: list[str] = []
     for t in range(options.n_trials):
+        conventions.FP_WARNINGS.clear()
         try:
             trial = trials(t)
+            trial.fp_warnings = tuple(conventions.FP_WARNINGS)
+        except _EdgeSkip as why:
+            notes.append(str(why))
+            continue
         except _Skip as why:
             return replace(base, diagnosis=str(why), trial=t)
         except (ConventionError, EvaluationError) as why:
@@ -233,7 +262,8 @@ def _judge(check: str, component: str, convention: str, origin: str, options: Ch
         score = comp.max_ratio
         if worst is None or score > worst[0]:
             worst = (score, t, trial, comp)
-    assert worst is not None
+    if worst is None:
+        return replace(base, diagnosis="no sample point applies to this component", notes=tuple(notes))
     _, t, trial, comp = worst
     verdict, diagnosis = Verdict.PASS, ""
     if not comp.passed:
@@ -244,7 +274,7 @@ def _judge(check: str, component: str, convention: str, origin: str, options: Ch
             verdict = Verdict.FAIL
             diagnosis = diagnose(Evidence(trial.analytic, trial.estimate.value, trial.estimate.error,
                                           options.tolerance, trial.layout, convention, comp,
-                                          trial.refeed, trial.refeed_text))
+                                          trial.refeed, trial.refeed_text, trial.x, trial.fp_warnings))
     return replace(base, verdict=verdict, diagnosis=diagnosis, trial=t,
                    max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err,
                    tolerance=comp.worst.tolerance, ratio=comp.max_ratio,
@@ -282,9 +312,17 @@ class _Points:
         rng = np.random.default_rng([opts.seed, trial])
         first = act or loss
         assert first is not None
-        if opts.input is not None:
-            x: Array | None = opts.input.astype(np.float64)
-            assert x is not None
+        edge = trial - opts.n_random if trial >= opts.n_random else None
+        x: Array | None
+        label = ""
+        if edge is not None:
+            label, x = inputs.edge_input(first.domain, opts.point_shape, edge, first.kinks, opts.dtype)
+            if act is None:
+                assert loss is not None
+                target = inputs.sample_target(loss.target or "real", opts.point_shape, rng)
+                return x, (opts.target if opts.target is not None else target)
+        elif opts.input is not None:
+            x = opts.input.astype(np.float64)
             bad = inputs.outside_domain(x, first.domain)
             if bad is not None:
                 raise _Skip(f"--input value {x[bad]} at {list(bad)} is outside {first.name}'s domain "
@@ -300,6 +338,10 @@ class _Points:
             assert x is not None
             pred = _call_forward(act, x)
             bad = inputs.outside_domain(pred, loss.domain)
+            if bad is not None and edge is not None:
+                raise _EdgeSkip(f"edge probe '{label}' skipped for the loss side: {act.name} gives "
+                                f"{pred[bad]:.3g} there, outside {loss.name}'s domain "
+                                f"({inputs.DOMAIN_TEXT[loss.domain]})")
             if bad is not None:
                 raise _Skip(f"{act.name} outputs {pred[bad]:.6g} at {list(bad)}, outside {loss.name}'s "
                             f"prediction domain ({inputs.DOMAIN_TEXT[loss.domain]}); pair it with an "
@@ -348,9 +390,9 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
                     return None
 
             return _Trial(analytic, est, layout, refeed, refeed_text,
-                          _kink_hook(act, evaluator, x, x, est))
+                          _kink_hook(act, evaluator, x, x, est), x=x)
 
-        rows.append(_judge(spec.text, "jacobian", convention, act.origin, options, trial))
+        rows.append(_judge(spec, "jacobian", convention, act.origin, options, trial))
     return rows
 
 
@@ -366,9 +408,9 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOpt
                                   options, f"{loss.name} forward")
         analytic = conventions.analytic_gradient(loss, pred, target)
         return _Trial(analytic, est, Layout(pred.shape[0], 1, pred.shape[-1], scalar=True),
-                      kink=_kink_hook(loss, evaluator, pred, pred - target, est))
+                      kink=_kink_hook(loss, evaluator, pred, pred - target, est), x=pred)
 
-    return _judge(spec.text, "gradient", "gradient", loss.origin, options, trial)
+    return _judge(spec, "gradient", "gradient", loss.origin, options, trial)
 
 
 def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Points,
@@ -390,9 +432,9 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
         y = _call_forward(act, z)
         g = conventions.analytic_gradient(loss, y, target).reshape(y.shape)
         analytic = conventions.analytic_vjp(act, convention, z, g, y).reshape(1, -1)
-        return _Trial(analytic, est, Layout(z.shape[0], 1, z.shape[-1], scalar=True))
+        return _Trial(analytic, est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z)
 
-    rows = [_judge(spec.text, "chain", convention, act.origin, options, chain)]
+    rows = [_judge(spec, "chain", convention, act.origin, options, chain)]
     if rows[0].verdict is Verdict.FAIL:
         wrong = [name for name, ok in parts_ok.items() if not ok]
         if wrong:
@@ -409,9 +451,9 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
             z, target, est = composite(t)
             out = conventions.call_checked("fused gradient(z, t)", fused.gradient, (z, target), z.shape,
                                            "dL/dz, like z")
-            return _Trial(out.reshape(1, -1), est, Layout(z.shape[0], 1, z.shape[-1], scalar=True))
+            return _Trial(out.reshape(1, -1), est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z)
 
-        rows.append(_judge(spec.text, "fused", "fused", fused.origin, options, fused_trial))
+        rows.append(_judge(spec, "fused", "fused", fused.origin, options, fused_trial))
     return rows
 
 

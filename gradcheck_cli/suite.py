@@ -40,7 +40,7 @@ def _error_row(job: Job, message: str) -> CheckResult:
     entry = job.spec.activation or job.spec.loss
     return CheckResult(check=job.name, component="jacobian" if job.spec.activation else "gradient",
                        convention=entry.conventions[0] if entry else "",
-                       reproduce=reproduce_command(job.spec.text, job.options),
+                       reproduce=reproduce_command(job.spec.text, job.options, job.spec),
                        verdict=Verdict.ERROR, shape=job.options.point_shape,
                        trials=job.options.n_trials, method=job.options.method, seed=job.options.seed,
                        origin=entry.origin if entry else "", diagnosis=message)
@@ -192,7 +192,7 @@ def jobs_from_config(path: str, default_timeout: float) -> tuple[Registry, list[
             options = CheckOptions(
                 seed=merged.get("seed", 0), trials=merged.get("trials", 3),
                 shape=merged.get("shape", (4, 10)), method=merged.get("method", "central"),
-                dtype=merged.get("dtype", "float64"),
+                dtype=merged.get("dtype", "float64"), edges=merged.get("edges", False),
                 rtol=merged.get("rtol"), atol=merged.get("atol"),
                 input=inputs.parse_matrix(merged["input"], "input") if "input" in merged else None,
                 target=inputs.parse_matrix(merged["target"], "target") if "target" in merged else None,

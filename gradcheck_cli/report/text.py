@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 
 
@@ -17,6 +19,8 @@ def worst_text(row: CheckResult) -> str:
     """
     if row.analytic is None or row.numeric is None:
         return ""
+    if not math.isfinite(row.analytic):
+        return f"analytic {row.analytic} vs numeric {row.numeric:.6g} (method {row.method})"
     err = abs(row.analytic - row.numeric)
     parts = [f"analytic {row.analytic:.6g} vs numeric {row.numeric:.6g}"]
     if row.numeric != 0:

@@ -1,0 +1,27 @@
+"""Floating-point events in user code: record numpy's warnings instead of raising them.
+
+User code runs with ``np.errstate(all="warn")`` inside ``warnings.catch_warnings``, so an
+overflow in ``exp`` becomes a message ("overflow encountered in exp") that a report can
+quote next to the input where it happened, rather than an exception or silence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def recording(sink: list[str]) -> Iterator[None]:
+    """Run the block with numpy warnings recorded (deduplicated) into ``sink``."""
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="warn"):
+        warnings.simplefilter("always")
+        yield
+    for item in caught:
+        message = str(item.message)
+        # Underflow to 0 is how stable code (exp(-|x|)) works; it explains nothing.
+        if issubclass(item.category, RuntimeWarning) and "underflow" not in message and message not in sink:
+            sink.append(message)
