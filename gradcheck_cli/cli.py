@@ -122,7 +122,8 @@ def run(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="ACT+LOSS, ACT or LOSS, e.g. softmax+mse.")],
     seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", input: InputOpt = None,
     target: TargetOpt = None, method: Method = "central", dtype: Dtype = "float64", edges: Edges = False,
-    rtol: Rtol = None, atol: Atol = None, plugin: Plugins = None, json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1,
+    rtol: Rtol = None, atol: Atol = None, plugin: Plugins = None, json: JsonPath = None,
+    junit_xml: JunitPath = None, jobs: Jobs = 1,
     timeout: Timeout = DEFAULT_TIMEOUT, verbose: Verbose = False,
 ) -> None:
     """Check registry entries: the activation's Jacobian, the loss gradient, the chain rule."""

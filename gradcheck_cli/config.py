@@ -45,6 +45,11 @@ class FunctionConfig:
     formula: str
     kinks: tuple[float, ...]
     where: str
+    key_lines: Mapping[str, str] = field(default_factory=dict)
+
+    def at(self, key: str) -> str:
+        """``file:line: functions.NAME.key`` for a message about ``key``."""
+        return f"{self.key_lines.get(key, self.where)}: functions.{self.name}.{key}"
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,7 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
         formula=str(raw.get("formula", "")),
         kinks=tuple(_float_any(reader, v, f"{key}.kinks[{i}]") for i, v in enumerate(kinks)),
         where=f"{reader.path}:{reader.lines.get(key, 1)}",
+        key_lines={k: f"{reader.path}:{reader.lines.get(f'{key}.{k}', 1)}" for k in raw},
     )
 
 
@@ -296,7 +302,7 @@ def load_config(path: str | Path) -> Config:
     if node is None:
         raise ConfigError(f"{path}:1: the config is empty; it needs at least 'version: 1' and 'checks:'.")
     raw = _keys(reader, reader.value(node, ""), "", TOP_KEYS, "the config's top level")
-    if raw.get("version") != 1:
+    if raw.get("version") != 1 or isinstance(raw.get("version"), bool):
         got = raw.get("version", "nothing")
         raise reader.fail("version", f"expected 'version: 1'; got {got!r}. Put 'version: 1' at the top.")
     defaults = _options(reader, _keys(reader, raw.get("defaults", {}), "defaults", OPTION_KEYS,

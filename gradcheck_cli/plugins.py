@@ -155,8 +155,8 @@ def _load_file_module(path: Path) -> Any:
 _file_modules: dict[Path, Any] = {}
 
 
-def resolve_reference(ref: str, base: Path, where: str, init: dict[str, Any],
-                      instances: dict[type, Any]) -> tuple[Any, Callable[[], Any] | None]:
+def resolve_reference(ref: str, base: Path, where: str, init: dict[str, Any], instances: dict[type, Any],
+                      init_where: str | None = None) -> tuple[Any, Callable[[], Any] | None]:
     """Resolve ``module:qualname`` or ``path/file.py:qualname`` to an object.
 
     ``Class.method`` is bound to one instance of ``Class`` built with ``init`` (shared by
@@ -198,7 +198,7 @@ def resolve_reference(ref: str, base: Path, where: str, init: dict[str, Any],
                 try:
                     instances[cls] = cls(**init)
                 except Exception as exc:
-                    raise PluginError(f"{where}: building {cls.__name__}(**init) with init={init!r} "
+                    raise PluginError(f"{init_where or where}: building {cls.__name__}(**init) with init={init!r} "
                                       f"raised {_describe_exception(exc)}. Set 'init' to the "
                                       f"constructor's keyword arguments.") from exc
             factory = _factory(cls, init)
@@ -222,10 +222,11 @@ def register_functions(functions: Sequence[Any], base: Path, registry: Registry)
     for fn in functions:
         instances: dict[type, Any] = {}
         key = f"{fn.where}: functions.{fn.name}"
-        forward, factory = resolve_reference(fn.forward, base, f"{key}.forward", dict(fn.init), instances)
+        init_at = fn.at("init")
+        forward, factory = resolve_reference(fn.forward, base, fn.at("forward"), dict(fn.init), instances, init_at)
         conventions = {}
         for keyword, ref in fn.conventions.items():
-            conventions[keyword], _ = resolve_reference(ref, base, f"{key}.{keyword}", dict(fn.init), instances)
+            conventions[keyword], _ = resolve_reference(ref, base, fn.at(keyword), dict(fn.init), instances, init_at)
         extra: dict[str, Any] = {"formula": fn.formula, "domain": fn.domain, "kinks": fn.kinks}
         with registering(registry, fn.where):
             try:
