@@ -188,3 +188,10 @@ def analytic_vjp(spec: FunctionSpec, convention: str, x: Array, g: Array,
         return d * g
     jac = analytic_jacobian(spec, convention, x, y)
     return (jac.T @ g.ravel()).reshape(x.shape)
+
+
+def analytic_second(spec: FunctionSpec, x: Array) -> Array:
+    """The elementwise second derivative ``derivative2(x)`` as a (1, N) row."""
+    fn = spec.second["derivative2"]
+    d2 = _expect_shape("derivative2(x)", _call("derivative2(x)", fn, x, probe=True), x.shape, "f''(x), like x")
+    return d2.reshape(1, -1)

@@ -29,10 +29,13 @@ class Layout:
     k_out: int
     k_in: int
     scalar: bool = False
+    second: bool = False
 
     def name(self, index: tuple[int, int]) -> str:
         m, n = index
         bi, j = divmod(n, self.k_in)
+        if self.second:
+            return f"d2y/dx2[{bi},{j}]"
         if self.scalar:
             return f"dL/dx[{bi},{j}]"
         bo, i = divmod(m, self.k_out)

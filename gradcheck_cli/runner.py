@@ -393,6 +393,20 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
                           _kink_hook(act, evaluator, x, x, est), x=x)
 
         rows.append(_judge(spec, "jacobian", convention, act.origin, options, trial))
+    if "derivative2" in act.second:
+        def second(t: int) -> _Trial:
+            x = points.input_only(t)
+            scale = inputs.step_scale(x, act.domain)
+            try:
+                evaluator = Evaluator(act.forward, x, scale, options.dtype)
+                _forward_values(evaluator, f"{act.name} forward", x)
+                est = numdiff.second_diagonal(evaluator, x, scale)
+            except EvaluationError as exc:
+                raise _Skip(f"{act.name} forward {exc}") from exc
+            layout = Layout(x.shape[0], x.shape[-1], x.shape[-1], scalar=True, second=True)
+            return _Trial(conventions.analytic_second(act, x), est, layout, x=x)
+
+        rows.append(_judge(spec, "second_derivative", "derivative2", act.origin, options, second))
     return rows
 
 

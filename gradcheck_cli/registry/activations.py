@@ -122,7 +122,8 @@ def _step(x: Array, low: float, high: float, inside: float, outside: float = 0.0
     return np.where((x > low) & (x < high), inside, outside)
 
 
-register_activation("identity", forward=lambda x: 1.0 * x, derivative=_ones, formula="f'(x) = 1")
+register_activation("identity", forward=lambda x: 1.0 * x, derivative=_ones, formula="f'(x) = 1",
+                    derivative2=np.zeros_like)
 register_activation("sigmoid", forward=sigmoid, derivative_of_output=lambda y: y * (1.0 - y),
                     formula="y = 1/(1+e^-x); dy/dx = y(1 - y)",
                     derivative2=lambda x: sigmoid(x) * (1 - sigmoid(x)) * (1 - 2 * sigmoid(x)))
@@ -142,13 +143,16 @@ register_activation("selu", forward=lambda x: SELU_SCALE * _elu(x, SELU_ALPHA),
                     derivative=lambda x: SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0.0))),
                     formula="f'(x) = lambda if x > 0 else lambda*alpha*e^x", kinks=(0.0,))
 register_activation("gelu", forward=gelu, derivative=gelu_derivative,
-                    formula="f(x) = x Phi(x); f'(x) = Phi(x) + x phi(x)")
+                    formula="f(x) = x Phi(x); f'(x) = Phi(x) + x phi(x); f''(x) = phi(x)(2 - x^2)",
+                    derivative2=lambda x: np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi) * (2.0 - x * x))
 register_activation("gelu_tanh", forward=gelu_tanh, derivative=gelu_tanh_derivative,
                     formula="t = tanh(c(x + a x^3)); f'(x) = (1+t)/2 + x(1-t^2) c (1 + 3a x^2)/2")
 register_activation("softplus", forward=softplus, derivative=sigmoid,
-                    formula="f(x) = log(1 + e^x); f'(x) = sigmoid(x)")
+                    formula="f(x) = log(1 + e^x); f'(x) = sigmoid(x)",
+                    derivative2=lambda x: sigmoid(x) * (1.0 - sigmoid(x)))
 register_activation("silu", forward=silu, derivative=silu_derivative,
-                    formula="f(x) = x s(x); f'(x) = s(x)(1 + x(1 - s(x)))")
+                    formula="f(x) = x s(x); f'(x) = s(x)(1 + x(1 - s(x)))",
+                    derivative2=lambda x: sigmoid(x) * (1.0 - sigmoid(x)) * (2.0 + x * (1.0 - 2.0 * sigmoid(x))))
 register_activation("mish", forward=mish, derivative=mish_derivative,
                     formula="t = tanh(softplus(x)); f'(x) = t + x(1 - t^2) sigmoid(x)")
 register_activation("softsign", forward=lambda x: x / (1.0 + np.abs(x)),
