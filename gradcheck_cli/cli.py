@@ -47,7 +47,9 @@ JsonPath = Annotated[Optional[str], typer.Option("--json", help="Write a JSON re
 JunitPath = Annotated[Optional[str], typer.Option("--junit-xml", help="Write a JUnit XML report to PATH.")]  # noqa: UP045
 Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Checks to run at once, each in its own process.")]
 Timeout = Annotated[float, typer.Option(help="Seconds a single check may take before it is stopped.")]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show details for passing rows too.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Details, worst entries and heatmaps for every row.")]
+SaveFailures = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--save-failures", metavar="DIR", help="Write failing inputs as .npz files to DIR.")]
 
 
 @contextlib.contextmanager
@@ -79,7 +81,7 @@ def _options(seed: int, trials: int, shape: str, input_text: str | None, target_
 
 
 def _execute(jobs: list[Job], registry: Registry, workers: int, json_path: str | None,
-             junit_path: str | None, verbose: bool, start: float) -> RunResult:
+             junit_path: str | None, verbose: bool, start: float, save_failures: str | None = None) -> RunResult:
     """Run jobs isolated, with a progress bar on a terminal, and write every report."""
     from gradcheck_cli.report import terminal
     from gradcheck_cli.suite import run_jobs
@@ -100,8 +102,13 @@ def _execute(jobs: list[Job], registry: Registry, workers: int, json_path: str |
 
         junit.write(result, junit_path, elapsed)
     to_stderr = "-" in (json_path, junit_path)
-    terminal.render_run(result, terminal.console(sys.stderr if to_stderr else sys.stdout),
-                        verbose=verbose, elapsed=elapsed)
+    out = terminal.console(sys.stderr if to_stderr else sys.stdout)
+    terminal.render_run(result, out, verbose=verbose, elapsed=elapsed)
+    if save_failures is not None:
+        from gradcheck_cli.report import failures
+
+        written = failures.save(result, save_failures)
+        out.print(f"saved {len(written)} failing input(s) to {save_failures}/ (np.load(path)['input'])")
     return result
 
 
@@ -123,8 +130,8 @@ def run(
     seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", input: InputOpt = None,
     target: TargetOpt = None, method: Method = "central", dtype: Dtype = "float64", edges: Edges = False,
     rtol: Rtol = None, atol: Atol = None, plugin: Plugins = None, json: JsonPath = None,
-    junit_xml: JunitPath = None, jobs: Jobs = 1,
-    timeout: Timeout = DEFAULT_TIMEOUT, verbose: Verbose = False,
+    junit_xml: JunitPath = None, jobs: Jobs = 1, timeout: Timeout = DEFAULT_TIMEOUT,
+    save_failures: SaveFailures = None, verbose: Verbose = False,
 ) -> None:
     """Check registry entries: the activation's Jacobian, the loss gradient, the chain rule."""
     from gradcheck_cli.plugins import default_registry
@@ -134,7 +141,7 @@ def run(
         options = _options(seed, trials, shape, input, target, method, rtol, atol, dtype, edges)
         registry = default_registry(tuple(plugin or ()))
         job_list = _jobs_for(specs, options, registry, timeout)
-        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start)
+        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start, save_failures)
     raise typer.Exit(int(result.exit_code))
 
 
@@ -166,6 +173,8 @@ def explain(
     shape: Annotated[str, typer.Option(help="Random input shape B,K when no --input.")] = "2,4",
     method: Method = "central", dtype: Dtype = "float64", rtol: Rtol = None, atol: Atol = None,
     plugin: Plugins = None,
+    plot: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--plot", metavar="FILE.png", help="Also draw the Jacobians (needs matplotlib).")] = None,
 ) -> None:
     """For a small input: output, analytic and numerical Jacobian, difference, formula."""
     from gradcheck_cli.report import terminal
@@ -174,7 +183,13 @@ def explain(
     with user_errors():
         options = _options(seed, 1, shape, input, target, method, rtol, atol, dtype)
         exp = explain_entry(name, options, plugins=tuple(plugin or ()))
+        if plot is not None:
+            from gradcheck_cli.report import plot as plotting
+
+            plotting.draw(exp, plot)
     terminal.render_explanation(exp, terminal.console())
+    if plot is not None:
+        terminal.console().print(f"plot written to {plot}")
     raise typer.Exit(int(exp.rows.exit_code))
 
 
@@ -184,7 +199,7 @@ def check(
     seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", method: Method = "central",
     dtype: Dtype = "float64", edges: Edges = False, rtol: Rtol = None, atol: Atol = None,
     json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1, timeout: Timeout = DEFAULT_TIMEOUT,
-    verbose: Verbose = False,
+    save_failures: SaveFailures = None, verbose: Verbose = False,
 ) -> None:
     """Load a plugin and check every entry it registers."""
     from gradcheck_cli.errors import PluginError
@@ -199,7 +214,7 @@ def check(
                               f"register_activation(...) or register_loss(...) at import time.")
         options = _options(seed, trials, shape, None, None, method, rtol, atol, dtype, edges)
         job_list = _jobs_for(names, options, registry, timeout)
-        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start)
+        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start, save_failures)
     raise typer.Exit(int(result.exit_code))
 
 
@@ -208,7 +223,7 @@ def ci(
     config: Annotated[str, typer.Argument(metavar="CONFIG.yaml", help="Suite configuration (version: 1).")],
     json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1,
     timeout: Annotated[Optional[float], typer.Option(help="Default per-check timeout in seconds.")] = None,  # noqa: UP045
-    verbose: Verbose = False,
+    save_failures: SaveFailures = None, verbose: Verbose = False,
 ) -> None:
     """Run a configured suite: the CI gate. Exit 0 only when every check is as expected."""
     from gradcheck_cli.suite import jobs_from_config
@@ -216,7 +231,7 @@ def ci(
     start = time.perf_counter()
     with user_errors():
         registry, job_list = jobs_from_config(config, timeout or DEFAULT_TIMEOUT)
-        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start)
+        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start, save_failures)
     raise typer.Exit(int(result.exit_code))
 
 

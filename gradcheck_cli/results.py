@@ -35,7 +35,9 @@ class CheckResult:
     ``abs_err / tolerance`` over all entries (above 1 fails). ``worst_index`` is
     ``[b, i, b', j]`` for a Jacobian entry d y[b, i] / d x[b', j] and ``[b, k]`` for a
     gradient entry dL / d x[b, k]; ``analytic``, ``numeric`` and ``noise`` (the numerical
-    reference's own error bound) are the values at that entry.
+    reference's own error bound) are the values at that entry. FAIL rows also carry the
+    failing ``input`` and ``target`` (up to 100,000 values) and a ``heatmap`` of
+    |analytic - numeric| / tolerance over the worst batch block, pooled to 24 x 24.
     """
 
     check: str
@@ -59,6 +61,10 @@ class CheckResult:
     origin: str = "builtin"
     reproduce: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    input: tuple[tuple[float, ...], ...] | None = None
+    target: tuple[tuple[float, ...], ...] | None = None
+    heatmap: tuple[tuple[float, ...], ...] | None = None
+    worst_entries: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -70,6 +76,10 @@ class CheckResult:
         data["shape"] = list(self.shape)
         data["worst_index"] = list(self.worst_index) if self.worst_index is not None else None
         data["notes"] = list(self.notes)
+        data["worst_entries"] = list(self.worst_entries)
+        for key in ("input", "target", "heatmap"):
+            value = getattr(self, key)
+            data[key] = [list(r) for r in value] if value is not None else None
         return data
 
 

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from gradcheck_cli import conventions, inputs, numdiff
 from gradcheck_cli.compare import Comparison, Tolerance, compare
 from gradcheck_cli.conventions import ConventionError
-from gradcheck_cli.diagnose import Evidence, Layout, diagnose
+from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
 from gradcheck_cli.errors import UsageError
 from gradcheck_cli.numdiff import EvaluationError, Evaluator
 from gradcheck_cli.registry import FunctionSpec, Registry
@@ -27,6 +27,8 @@ from gradcheck_cli.results import CheckResult, RunResult, Verdict
 
 Array = NDArray[np.float64]
 DTYPES = ("float64", "float32")
+MAX_SAVED_INPUT = 100_000
+HEATMAP_SIZE = 24
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class _Trial:
     notes: list[str] = field(default_factory=list)
     x: Array | None = None
     fp_warnings: tuple[str, ...] = ()
+    target: Array | None = None
 
 
 def _forward_values(evaluator: Evaluator, who: str, x: Array) -> Array:
@@ -275,12 +278,43 @@ def _judge(spec: Spec, component: str, convention: str, origin: str, options: Ch
             diagnosis = diagnose(Evidence(trial.analytic, trial.estimate.value, trial.estimate.error,
                                           options.tolerance, trial.layout, convention, comp,
                                           trial.refeed, trial.refeed_text, trial.x, trial.fp_warnings))
+    failed = verdict is Verdict.FAIL
     return replace(base, verdict=verdict, diagnosis=diagnosis, trial=t,
+                   input=_nested(trial.x) if failed else None,
+                   target=_nested(trial.target) if failed else None,
+                   heatmap=_heatmap(trial, comp, options.tolerance) if failed else None,
+                   worst_entries=tuple(describe(e, trial.layout) for e in comp.bad) if failed else (),
                    max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err,
                    tolerance=comp.worst.tolerance, ratio=comp.max_ratio,
                    worst_index=trial.layout.worst_index(comp.worst.index),
                    analytic=comp.worst.analytic, numeric=comp.worst.numeric, noise=comp.worst.error,
                    method=trial.estimate.method, notes=tuple(notes))
+
+
+def _nested(values: Array | None) -> tuple[tuple[float, ...], ...] | None:
+    if values is None or values.size > MAX_SAVED_INPUT:
+        return None
+    return tuple(tuple(float(v) for v in row) for row in np.atleast_2d(values))
+
+
+def _heatmap(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> tuple[tuple[float, ...], ...]:
+    """|analytic - numeric| / tolerance over the worst batch block, max-pooled to <= 24 x 24."""
+    tol = tolerance.entries(trial.estimate.value, trial.estimate.error, trial.analytic)
+    with np.errstate(all="ignore"):
+        ratio = np.abs(trial.analytic - trial.estimate.value) / np.where(tol > 0, tol, np.inf)
+    ratio = np.where(np.isfinite(ratio), ratio, 1e300)
+    lay = trial.layout
+    if lay.scalar:
+        grid = ratio.reshape(lay.batch, lay.k_in)
+    else:
+        m, n = comp.worst.index
+        bo, bi = m // lay.k_out, n // lay.k_in
+        grid = ratio[bo * lay.k_out:(bo + 1) * lay.k_out, bi * lay.k_in:(bi + 1) * lay.k_in]
+    rows = -(-grid.shape[0] // HEATMAP_SIZE)
+    cols = -(-grid.shape[1] // HEATMAP_SIZE)
+    pooled = [[float(grid[i:i + rows, j:j + cols].max()) for j in range(0, grid.shape[1], cols)]
+              for i in range(0, grid.shape[0], rows)]
+    return tuple(tuple(r) for r in pooled)
 
 
 class _Points:
@@ -422,7 +456,7 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOpt
                                   options, f"{loss.name} forward")
         analytic = conventions.analytic_gradient(loss, pred, target)
         return _Trial(analytic, est, Layout(pred.shape[0], 1, pred.shape[-1], scalar=True),
-                      kink=_kink_hook(loss, evaluator, pred, pred - target, est), x=pred)
+                      kink=_kink_hook(loss, evaluator, pred, pred - target, est), x=pred, target=target)
 
     return _judge(spec, "gradient", "gradient", loss.origin, options, trial)
 
@@ -446,7 +480,7 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
         y = _call_forward(act, z)
         g = conventions.analytic_gradient(loss, y, target).reshape(y.shape)
         analytic = conventions.analytic_vjp(act, convention, z, g, y).reshape(1, -1)
-        return _Trial(analytic, est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z)
+        return _Trial(analytic, est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z, target=target)
 
     rows = [_judge(spec, "chain", convention, act.origin, options, chain)]
     if rows[0].verdict is Verdict.FAIL:
@@ -465,7 +499,8 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
             z, target, est = composite(t)
             out = conventions.call_checked("fused gradient(z, t)", fused.gradient, (z, target), z.shape,
                                            "dL/dz, like z")
-            return _Trial(out.reshape(1, -1), est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z)
+            return _Trial(out.reshape(1, -1), est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z,
+                          target=target)
 
         rows.append(_judge(spec, "fused", "fused", fused.origin, options, fused_trial))
     return rows

@@ -33,8 +33,9 @@ def console(stream: IO[str] | None = None) -> Console:
     stream = stream or sys.stdout
     tty = stream.isatty()
     width = None if tty else int(os.environ.get("COLUMNS", "140"))
+    # markup=False: messages quote user text ("gradcheck-cli[plot]", dy[0,1]) verbatim.
     return Console(file=stream, width=width, no_color=not tty or None, highlight=False,
-                   soft_wrap=False)
+                   soft_wrap=False, markup=False)
 
 
 def _num(value: float | None) -> str:
@@ -80,13 +81,27 @@ def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: 
             continue
         if row.verdict in (Verdict.PASS, Verdict.XFAIL) and not row.diagnosis and not row.notes:
             continue
-        _render_detail(row, out)
+        _render_detail(row, out, verbose)
     summary = ", ".join(f"{n} {SUMMARY_WORDS[v]}" for v, n in result.summary().items() if n)
     took = f" in {elapsed:.2f}s" if elapsed is not None else ""
     out.print(f"\n{summary or 'nothing checked'}{took}; exit code {int(result.exit_code)}")
 
 
-def _render_detail(row: CheckResult, out: Console) -> None:
+HEAT_LEVELS = ((1e-2, " ", "grey11"), (1.0, ".", "dark_green"), (1e3, "+", "orange3"), (float("inf"), "#", "red3"))
+
+
+def render_heatmap(grid: Any, out: Console, title: str) -> None:
+    """A character/colour map of error-to-tolerance ratios: ' ' <1e-2, '.' <=1, '+' <=1e3, '#' above."""
+    out.print(title + "  (' ' < 0.01, '.' <= 1 passes, '+' <= 1e3, '#' > 1e3)")
+    for line in grid:
+        text = Text("    ")
+        for value in line:
+            char, colour = next((c, col) for limit, c, col in HEAT_LEVELS if value <= limit)
+            text.append(char * 2, style=f"on {colour}")
+        out.print(text)
+
+
+def _render_detail(row: CheckResult, out: Console, verbose: bool = False) -> None:
     head = Text()
     head.append(f"\n{row.verdict.value} ", style=STYLES[row.verdict])
     head.append(f"{row.check} - {_component(row)}")
@@ -95,6 +110,13 @@ def _render_detail(row: CheckResult, out: Console) -> None:
         out.print(f"  {row.diagnosis}")
     if row.worst_index is not None and row.analytic is not None:
         out.print(f"  worst {_index(row)}: {worst_text(row)}")
+    if verbose and row.worst_entries:
+        out.print("  worst entries:")
+        for text in row.worst_entries:
+            out.print(f"    {text}")
+    if verbose and row.heatmap:
+        render_heatmap(row.heatmap, out, "  |analytic - numeric| / tolerance"
+                       + (" over the worst batch block" if row.worst_index and len(row.worst_index) == 4 else ""))
     for note in row.notes:
         out.print(f"  note: {note}", style="dim")
     if row.verdict in (Verdict.FAIL, Verdict.XPASS, Verdict.ERROR) and row.reproduce:
