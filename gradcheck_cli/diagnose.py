@@ -95,6 +95,11 @@ class Evidence:
 
 def diagnose(ev: Evidence) -> str:
     """One line naming the mistake, or the worst entries when no pattern fits."""
+    with np.errstate(all="ignore"):  # candidates divide by fitted factors; inf/nan just fail to match
+        return _diagnose(ev)
+
+
+def _diagnose(ev: Evidence) -> str:
     a, num, lay = ev.analytic, ev.numeric, ev.layout
     worst = describe(ev.comparison.worst, lay)
     nonfinite = ~np.isfinite(a)
@@ -109,7 +114,7 @@ def diagnose(ev: Evidence) -> str:
         return (f"the analytic derivative is {a[m, n]} at {lay.name((m, n))}{where} "
                 f"(numeric {num[m, n]:.6g}): {why}; rewrite it in a form that stays finite "
                 f"there (e.g. exp(-|x|) instead of exp(-x))")
-    for check in (_elementwise, _batch_leak, _refeed, _transposed, _sign, _scale, _few):
+    for check in (_elementwise, _batch_leak, _refeed, _transposed, _sign, _scale, _part_scaled, _few):
         found = check(ev)
         if found:
             return found
@@ -184,18 +189,54 @@ def _sign(ev: Evidence) -> str | None:
     return "sign flipped: the analytic derivative is exactly -1 times the numerical one"
 
 
+def _factor(ev: Evidence, part: NDArray[np.bool_]) -> float | None:
+    """The factor analytic / numeric over ``part``, from the best-resolved entries.
+
+    The median ratio over entries well above their tolerance: a least-squares fit would let
+    a few large, loosely known entries set a factor that misses the tightly known ones.
+    """
+    tol = ev.tolerance.entries(ev.numeric, ev.error)
+    resolved = part & (np.abs(ev.numeric) > 10.0 * tol) & np.isfinite(ev.analytic)
+    if not resolved.any():
+        return None
+    c = float(np.median(ev.analytic[resolved] / ev.numeric[resolved]))
+    return c if np.isfinite(c) and c != 0 else None
+
+
 def _scale(ev: Evidence) -> str | None:
     a, num = ev.analytic, ev.numeric
-    denom = float(np.sum(num * num))
-    if denom == 0:
-        return None
-    c = float(np.sum(a * num)) / denom
-    if not np.isfinite(c) or c == 0 or abs(c - 1.0) < 1e-9 or not ev.matches(a / c):
+    c = _factor(ev, np.ones(a.shape, dtype=bool))
+    if c is None or abs(c - 1.0) < 1e-9 or not ev.matches(a / c):
         return None
     name = _factor_name(c, ev.layout)
     if name:
         return f"off by a constant factor {name} (analytic = {c:.6g} x numeric)"
     return f"off by a constant factor: analytic = {c:.6g} x numeric everywhere"
+
+
+def _part_scaled(ev: Evidence) -> str | None:
+    """The diagonal right and the off-diagonal entries all off by one factor (or vice versa)."""
+    lay = ev.layout
+    if lay.scalar or lay.k_out != lay.k_in:
+        return None
+    rows = np.arange(ev.numeric.shape[0])
+    cols = np.arange(ev.numeric.shape[1])
+    same_row = (rows[:, None] // lay.k_out) == (cols[None, :] // lay.k_in)
+    diagonal = same_row & ((rows[:, None] % lay.k_out) == (cols[None, :] % lay.k_in))
+    for part, other, name, rest in ((same_row & ~diagonal, diagonal, "off-diagonal", "diagonal"),
+                                    (diagonal, same_row & ~diagonal, "diagonal", "off-diagonal")):
+        c = _factor(ev, part)
+        if c is None or abs(c - 1.0) < 1e-12:
+            continue
+        candidate = ev.analytic.copy()
+        candidate[part] = ev.analytic[part] / c
+        if not ev.matches(candidate):
+            continue
+        direction = "too large" if c > 1 else "too small"
+        return (f"the {name} entries are all {abs(c - 1):.2g} {direction} (relative: analytic = {c:.9g} x "
+                f"numeric) while the {rest} entries are right; a constant or term in the {name} "
+                f"formula is slightly off")
+    return None
 
 
 def _few(ev: Evidence) -> str | None:

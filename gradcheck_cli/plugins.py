@@ -70,8 +70,12 @@ def load_plugin(source: str, registry: Registry = REGISTRY) -> list[str]:
     ``source`` is a path to a ``.py`` file or a dotted module name. A plugin that fails
     to import raises :class:`PluginError` naming the source and the exception.
     """
-    before = set(registry.names())
     is_file = source.endswith(".py") or os.sep in source or "/" in source
+    key = str(Path(source).resolve()) if is_file else source
+    if key in registry.sources:
+        # Already loaded into this registry (an entry point named again): nothing new.
+        return list(registry.sources[key])
+    before = set(registry.names())
     try:
         if is_file:
             path = Path(source)
@@ -98,7 +102,9 @@ def load_plugin(source: str, registry: Registry = REGISTRY) -> list[str]:
             f"Plugin '{source}' raised while loading: {_describe_exception(exc)}. "
             f"Fix the plugin so that importing it only registers entries."
         ) from exc
-    return [n for n in registry.names() if n not in before]
+    names = [n for n in registry.names() if n not in before]
+    registry.sources[key] = names
+    return names
 
 
 def load_builtins(registry: Registry = REGISTRY) -> None:

@@ -475,12 +475,19 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
                                           act.domain, options, f"{loss.name}({act.name}(z))")
         return z, target, composite_cache[t][1]
 
+    def kink(t: int) -> Callable[[], tuple[Array, Array, str] | None] | None:
+        # The composite has the activation's kinks: there, accept any subgradient too.
+        z, _ = points(t)
+        evaluator, est = composite_cache[t]
+        return _kink_hook(act, evaluator, z, z, est)
+
     def chain(t: int) -> _Trial:
         z, target, est = composite(t)
         y = _call_forward(act, z)
         g = conventions.analytic_gradient(loss, y, target).reshape(y.shape)
         analytic = conventions.analytic_vjp(act, convention, z, g, y).reshape(1, -1)
-        return _Trial(analytic, est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z, target=target)
+        return _Trial(analytic, est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z, target=target,
+                      kink=kink(t))
 
     rows = [_judge(spec, "chain", convention, act.origin, options, chain)]
     if rows[0].verdict is Verdict.FAIL:
@@ -500,7 +507,7 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
             out = conventions.call_checked("fused gradient(z, t)", fused.gradient, (z, target), z.shape,
                                            "dL/dz, like z")
             return _Trial(out.reshape(1, -1), est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z,
-                          target=target)
+                          target=target, kink=kink(t))
 
         rows.append(_judge(spec, "fused", "fused", fused.origin, options, fused_trial))
     return rows

@@ -101,6 +101,8 @@ class Registry:
     def __init__(self) -> None:
         self._entries: dict[str, FunctionSpec] = {}
         self._fused: dict[tuple[str, str], FusedSpec] = {}
+        self.sources: dict[str, list[str]] = {}
+        """Plugin source (resolved file path or module) -> names it registered here."""
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -234,7 +236,7 @@ def _register(kind: str, name: str, forward: Callable[..., Any], conventions: di
         forward, first["backward"], notes = layers.pair_backward(
             name, origin, forward, first["backward"], factory, output_attr, grad_attr)
     elif output_attr is not None:
-        forward = layers.output_from_attr(forward, output_attr)
+        forward = layers.output_from_attr(name, origin, forward, output_attr)
     spec = FunctionSpec(name=name, kind=kind, forward=forward, derivatives=first, origin=origin,
                         second=second, notes=notes, **fields)
     registry.add(spec)

@@ -65,7 +65,13 @@ def pair_backward(name: str, origin: str, forward: Callable[..., Any], backward:
     if factory is None:
         obj = _instance_of(name, origin, "backward", backward)
         owner = getattr(forward, "__self__", None)
-        if owner is not None and owner is not obj:
+        if owner is None:
+            raise PluginError(
+                f"'{name}' (registered by {origin}): backward= is a method of a layer, so forward= "
+                f"must be a method of the same instance (layer.forward), not {forward!r}: each "
+                f"check builds a fresh copy of the layer and runs forward then backward on it."
+            )
+        if owner is not obj:
             raise PluginError(
                 f"'{name}' (registered by {origin}): forward= and backward= are methods of two "
                 f"different instances; backward(g) must run on the instance whose forward(x) "
@@ -105,9 +111,15 @@ def pair_backward(name: str, origin: str, forward: Callable[..., Any], backward:
     return fresh_forward, vjp, notes
 
 
-def output_from_attr(forward: Callable[..., Any], output_attr: str) -> Callable[..., Any]:
+def output_from_attr(name: str, origin: str, forward: Callable[..., Any], output_attr: str) -> Callable[..., Any]:
     """``forward`` whose output is read from an attribute of its instance after the call."""
     owner = getattr(forward, "__self__", None)
+    if owner is None or isinstance(owner, type):
+        raise PluginError(
+            f"'{name}' (registered by {origin}): output_attr='{output_attr}' reads the output from the "
+            f"layer after forward(x), so forward= must be a method of a layer instance (layer.forward); "
+            f"got {forward!r}."
+        )
 
     def read(x: Any) -> Any:
         forward(x)
