@@ -204,7 +204,7 @@ def _factor(ev: Evidence, part: NDArray[np.bool_]) -> float | None:
 
 
 def _scale(ev: Evidence) -> str | None:
-    a, num = ev.analytic, ev.numeric
+    a = ev.analytic
     c = _factor(ev, np.ones(a.shape, dtype=bool))
     if c is None or abs(c - 1.0) < 1e-9 or not ev.matches(a / c):
         return None
@@ -223,8 +223,8 @@ def _part_scaled(ev: Evidence) -> str | None:
     cols = np.arange(ev.numeric.shape[1])
     same_row = (rows[:, None] // lay.k_out) == (cols[None, :] // lay.k_in)
     diagonal = same_row & ((rows[:, None] % lay.k_out) == (cols[None, :] % lay.k_in))
-    for part, other, name, rest in ((same_row & ~diagonal, diagonal, "off-diagonal", "diagonal"),
-                                    (diagonal, same_row & ~diagonal, "diagonal", "off-diagonal")):
+    for part, name, rest in ((same_row & ~diagonal, "off-diagonal", "diagonal"),
+                             (diagonal, "diagonal", "off-diagonal")):
         c = _factor(ev, part)
         if c is None or abs(c - 1.0) < 1e-12:
             continue

@@ -130,14 +130,7 @@ def test_json_rows_carry_the_diagnosis(registry: Registry) -> None:
     assert len(row["worst_index"]) == 4
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(
-        reason="BUG: 'gradcheck explain softmax@batch_sum' uses the default one-row input (1,4), where a "
-               "whole-batch sum equals the row sum, so it shows PASS and exits 0 while printing 'what is "
-               "wrong': the shipped variant never shows its flag in explain",
-        strict=True)) if n == "softmax@batch_sum" else n for n in sorted(DIAGNOSES)],
-)
+@pytest.mark.parametrize("name", sorted(DIAGNOSES))
 def test_explain_with_defaults_shows_every_variant_flagged(registry: Registry, name: str) -> None:
     from gradcheck_cli.runner import explain
 

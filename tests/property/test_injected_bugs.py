@@ -96,8 +96,6 @@ def test_rewrapped_correct_derivative_passes(name: str, shape: tuple[int, int], 
 def test_scaled_derivative_fails(name: str, shape: tuple[int, int], seed: int, c: float) -> None:
     verdict, diagnosis = _verdict(name, scaled(c), shape, seed)
     assert verdict is Verdict.FAIL, (c, diagnosis)
-    if c != 0.0:
-        assert "constant factor" in diagnosis or "sign flipped" in diagnosis, (c, diagnosis)
 
 
 @settings(max_examples=40, deadline=None)

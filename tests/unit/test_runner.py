@@ -58,13 +58,6 @@ def test_explicit_input_outside_the_domain_is_a_usage_error(registry: Registry) 
         run(["cross_entropy"], CheckOptions(input=np.array([[0.5, 1.5]])), registry=registry)
 
 
-@pytest.mark.xfail(
-    reason="BUG: a --target whose shape differs from --shape (no --input) is not rejected: "
-           "'run mse --target 1,2,3' silently checks a 1x3 prediction while reporting shape 4x10 "
-           "(exit 0), and 'run softmax+mse --target 1,2,3' gives ERROR rows with numpy's raw "
-           "'operands could not be broadcast' message (exit 3) instead of a usage error (exit 2)",
-    strict=True,
-)
 @pytest.mark.parametrize("spec", ["mse", "softmax+mse"])
 def test_target_not_fitting_the_shape_is_a_usage_error(registry: Registry, spec: str) -> None:
     with pytest.raises(UsageError, match="--target"):
