@@ -280,6 +280,11 @@ def _check(reader: _Reader, index: int, raw: Any) -> CheckConfig:
     )
 
 
+def text_line(data: bytes, offset: int) -> int:
+    """1-based line number of byte ``offset``."""
+    return data.count(b"\n", 0, offset) + 1
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; any problem raises :class:`ConfigError`."""
     path = Path(path)
@@ -290,6 +295,10 @@ def load_config(path: str | Path) -> Config:
                           f"(see configs/example.yaml).") from None
     except OSError as exc:
         raise ConfigError(f"Cannot read config file '{path}': {exc.strerror}.") from None
+    except UnicodeDecodeError as exc:
+        bad_line = text_line(path.read_bytes(), exc.start)
+        raise ConfigError(f"{path}:{bad_line}: the config is not UTF-8 text (byte {exc.object[exc.start]:#x} at "
+                          f"offset {exc.start}); save it as UTF-8.") from None
     reader = _Reader(path)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)

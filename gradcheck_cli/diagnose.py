@@ -190,16 +190,19 @@ def _sign(ev: Evidence) -> str | None:
 
 
 def _factor(ev: Evidence, part: NDArray[np.bool_]) -> float | None:
-    """The factor analytic / numeric over ``part``, from the best-resolved entries.
+    """The factor analytic / numeric over ``part``, from its best-resolved entry.
 
-    The median ratio over entries well above their tolerance: a least-squares fit would let
-    a few large, loosely known entries set a factor that misses the tightly known ones.
+    The entry whose value is largest relative to its tolerance pins the factor most
+    tightly; a least-squares fit or a median would let loosely known entries set a factor
+    that then misses the tightly known ones.
     """
     tol = ev.tolerance.entries(ev.numeric, ev.error)
-    resolved = part & (np.abs(ev.numeric) > 10.0 * tol) & np.isfinite(ev.analytic)
-    if not resolved.any():
+    with np.errstate(all="ignore"):
+        resolution = np.where(part & np.isfinite(ev.analytic), np.abs(ev.numeric) / np.maximum(tol, 1e-300), 0.0)
+    best = np.unravel_index(int(np.argmax(resolution)), resolution.shape)
+    if resolution[best] <= 10.0:
         return None
-    c = float(np.median(ev.analytic[resolved] / ev.numeric[resolved]))
+    c = float(ev.analytic[best] / ev.numeric[best])
     return c if np.isfinite(c) and c != 0 else None
 
 

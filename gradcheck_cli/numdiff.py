@@ -36,6 +36,10 @@ CHUNK_ELEMENTS = 1 << 23
 ROUNDING_ULPS = 4.0
 TINY = float(np.finfo(np.float64).smallest_subnormal)
 MIN_STEP_ULPS = 64.0
+# Columns whose truncation estimate exceeds this fraction of their largest entry get a
+# smaller step (at most REFINEMENTS times, h / 8 each).
+NONASYMPTOTIC = 1e-2
+REFINEMENTS = 3
 # Rounding noise is measured along a few random directions with a tiny relative step.
 NOISE_DIRECTIONS = 3
 NOISE_POINTS = 8
@@ -76,7 +80,9 @@ class Evaluator:
         self.y0 = self.call(x, probe=True)
         self.out_shape = self.y0.shape
         self.stacks = self._probe(scale)
-        self.noise = self._noise(scale)
+        self.scale = scale
+        self._noise_by_span: dict[float, Array] = {}
+        self.noise = self.noise_at(1.0)
         self.row_scale = self._row_scale()
 
     def f(self, x: Any) -> Any:
@@ -126,6 +132,12 @@ class Evaluator:
         singles = np.stack([self.y0, *(self.call(a) for a in alts)])
         size = max(float(np.max(np.abs(singles), initial=0.0)), 1e-300)
         return bool(np.all(np.abs(ys - singles) <= 1e-12 * size))
+
+    def noise_at(self, span: float) -> Array:
+        """The rounding noise as a stencil with steps ``span`` x eps^(1/3) x scale sees it."""
+        if span not in self._noise_by_span:
+            self._noise_by_span[span] = self._noise(self.scale * span)
+        return self._noise_by_span[span]
 
     def _noise(self, scale: Array) -> Array:
         """Per-output rounding noise (standard deviation) of ``f`` near ``x``, shape (M,).
@@ -184,14 +196,14 @@ class Evaluator:
 
 
 def _shifted_outputs(evaluate: Evaluator, x: Array, h: Array,
-                     offsets: tuple[float, ...]) -> Callable[[slice], Array]:
+                     offsets: tuple[float, ...]) -> Callable[[Any], Array]:
     """Return a function giving f at ``x + o * h_j e_j`` for a slice of coordinates j.
 
     The result has shape ``(len(offsets), chunk, M)``.
     """
     flat = x.ravel()
 
-    def outputs(coords: slice) -> Array:
+    def outputs(coords: slice | NDArray[np.intp]) -> Array:
         idx = np.arange(flat.size)[coords]
         stack = np.repeat(flat[None, :], len(offsets) * idx.size, axis=0)
         rows = np.arange(stack.shape[0])
@@ -220,8 +232,9 @@ class _Stencil:
         spacing = np.spacing(np.abs(x).astype(evaluate.dtype)).astype(np.float64)
         return evaluate.exact_steps(x, np.maximum(scale * evaluate.eps**self.power, MIN_STEP_ULPS * spacing))
 
-    def combine(self, ys: Array, h: Array, evaluate: Evaluator) -> tuple[Array, Array]:
-        """Value and error bound for a chunk: ``ys`` (points, chunk, M), ``h`` (chunk, 1)."""
+    def combine(self, ys: Array, h: Array, evaluate: Evaluator,
+                noise: Array) -> tuple[Array, Array, Array]:
+        """Value, truncation and rounding bounds for a chunk: ``ys`` (points, chunk, M), ``h`` (chunk, 1)."""
         raise NotImplementedError
 
     def estimate(self, evaluate: Evaluator, x: Array, scale: Array) -> Estimate:
@@ -230,18 +243,54 @@ class _Stencil:
         n, m = x.size, int(np.prod(evaluate.out_shape, dtype=int))
         value = np.empty((m, n))
         error = np.empty((m, n))
+        trunc_ratio = np.empty(n)
         chunk = max(1, CHUNK_ELEMENTS // (len(self.offsets) * (n + m)))
         for start in range(0, n, chunk):
-            coords = slice(start, min(n, start + chunk))
+            coords = np.arange(start, min(n, start + chunk))
             ys = outputs(coords)
             with np.errstate(all="ignore"):  # overflow shows up as inf, reported downstream
-                v, e = self.combine(ys, h.ravel()[coords][:, None], evaluate)
-            value[:, coords] = v.T
-            error[:, coords] = e.T
-        return Estimate(value, error, h.ravel(), self.name)
+                v, t, r = self.combine(ys, h.ravel()[coords][:, None], evaluate, evaluate.noise)
+                value[:, coords] = v.T
+                error[:, coords] = (t + r).T
+                trunc_ratio[coords] = np.max(t, axis=1) / np.maximum(np.max(np.abs(v), axis=1), evaluate.tiny)
+        return self._refine(evaluate, x, h.ravel(), value, error, trunc_ratio, chunk)
+
+    def _refine(self, evaluate: Evaluator, x: Array, h: Array, value: Array, error: Array,
+                trunc_ratio: Array, chunk: int) -> Estimate:
+        """Shrink the step where it is too large for the function's curvature.
+
+        h = eps^p max(1, |x|) assumes the function varies on the scale of |x|. Softmax is
+        shift invariant: at logits of 1000 it varies on a scale of 1, and in float32 the
+        step (~5) leaves the asymptotic regime, where |D(h) - D(2h)| no longer measures
+        the error. Columns whose truncation estimate exceeds 1% of their largest entry are
+        recomputed with h / 8 (up to three times), keeping whichever bound is smaller.
+        """
+        h = h.copy()
+        for level in range(1, REFINEMENTS + 1):
+            # Over the original span the noise fit also sees the curvature: re-measure it at the new step.
+            noise = evaluate.noise_at(8.0**-level)
+            floor = MIN_STEP_ULPS * np.spacing(np.abs(x.ravel()).astype(evaluate.dtype)).astype(np.float64)
+            bad = np.flatnonzero((trunc_ratio > NONASYMPTOTIC) & (h / 8.0 > floor))
+            if bad.size == 0:
+                break
+            trial_h = h.copy()
+            trial_h[bad] = evaluate.exact_steps(x.ravel()[bad], h[bad] / 8.0)
+            outputs = _shifted_outputs(evaluate, x, trial_h.reshape(x.shape), self.offsets)
+            for start in range(0, bad.size, chunk):
+                cols = bad[start:start + chunk]
+                with np.errstate(all="ignore"):
+                    v, t, r = self.combine(outputs(cols), trial_h[cols][:, None], evaluate, noise)
+                    better = np.max(t + r, axis=1) < np.max(error[:, cols], axis=0)
+                    keep = cols[better]
+                    value[:, keep] = v[better].T
+                    error[:, keep] = (t + r)[better].T
+                    h[keep] = trial_h[keep]
+                    trunc_ratio[cols] = np.where(
+                        better, np.max(t, axis=1) / np.maximum(np.max(np.abs(v), axis=1), evaluate.tiny), 0.0)
+        return Estimate(value, error, h, self.name)
 
 
-def _rounding(ys: Array, h: Array, evaluate: Evaluator) -> Array:
+def _rounding(ys: Array, h: Array, evaluate: Evaluator, noise: Array) -> Array:
     """Rounding bound of f(x+h) - f(x-h), times h.
 
     The largest of: a few ulps of |f| (never below the subnormal spacing, where relative
@@ -259,7 +308,7 @@ def _rounding(ys: Array, h: Array, evaluate: Evaluator) -> Array:
     input_scale = h / eps ** (1.0 / 3.0)
     intermediates = np.maximum(evaluate.row_scale[None, :], input_scale)
     unresolved = np.where(flat, ROUNDING_ULPS * eps * intermediates, 0.0)
-    return np.maximum(np.maximum(base, NOISE_SIGMAS * evaluate.noise[None, :]), unresolved)
+    return np.maximum(np.maximum(base, NOISE_SIGMAS * noise[None, :]), unresolved)
 
 
 @dataclass(frozen=True)
@@ -270,12 +319,12 @@ class Central(_Stencil):
     power: ClassVar[float] = 1.0 / 3.0
     offsets: ClassVar[tuple[float, ...]] = (1.0, -1.0, 2.0, -2.0)
 
-    def combine(self, ys: Array, h: Array, evaluate: Evaluator) -> tuple[Array, Array]:
+    def combine(self, ys: Array, h: Array, evaluate: Evaluator, noise: Array) -> tuple[Array, Array, Array]:
         d1 = (ys[0] - ys[1]) / (2.0 * h)
         d2 = (ys[2] - ys[3]) / (4.0 * h)
         # D(2h) - D(h) ~ 3 c h^2, so |D(h) - D(2h)| / 3 estimates D(h)'s truncation error;
         # rounding in (f+ - f-) / 2h has standard deviation sigma / (sqrt(2) h).
-        return d1, np.abs(d1 - d2) / 3.0 + _rounding(ys, h, evaluate) / h
+        return d1, np.abs(d1 - d2) / 3.0, _rounding(ys, h, evaluate, noise) / h
 
 
 @dataclass(frozen=True)
@@ -286,14 +335,14 @@ class Richardson(_Stencil):
     power: ClassVar[float] = 1.0 / 5.0
     offsets: ClassVar[tuple[float, ...]] = (1.0, -1.0, 2.0, -2.0, 4.0, -4.0)
 
-    def combine(self, ys: Array, h: Array, evaluate: Evaluator) -> tuple[Array, Array]:
+    def combine(self, ys: Array, h: Array, evaluate: Evaluator, noise: Array) -> tuple[Array, Array, Array]:
         d1 = (ys[0] - ys[1]) / (2.0 * h)
         d2 = (ys[2] - ys[3]) / (4.0 * h)
         d4 = (ys[4] - ys[5]) / (8.0 * h)
         r1 = (4.0 * d1 - d2) / 3.0
         r2 = (4.0 * d2 - d4) / 3.0
         # R(2h) - R(h) ~ 15 c h^4; R's rounding is at most (4/3 + 1/6) that of D(h).
-        return r1, np.abs(r1 - r2) / 15.0 + 1.5 * _rounding(ys, h, evaluate) / h
+        return r1, np.abs(r1 - r2) / 15.0, 1.5 * _rounding(ys, h, evaluate, noise) / h
 
 
 @dataclass(frozen=True)

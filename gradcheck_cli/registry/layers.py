@@ -141,8 +141,8 @@ def class_decorator(register: Callable[..., Any], name: str, kind: str,
                 f"constructible with no arguments to be registered this way; {cls.__name__}() "
                 f"raised {type(exc).__name__}: {exc}"
             ) from exc
-        forward_name = next((m for m in FORWARD_METHODS if m in vars(cls) or m == "forward" and hasattr(cls, m)),
-                            None)
+        defined = {name for klass in cls.__mro__ if klass is not object for name in vars(klass)}
+        forward_name = next((m for m in FORWARD_METHODS if m in defined), None)
         if forward_name is None:
             raise PluginError(f"@register_{kind}('{name}') on class {cls.__name__}: no 'forward' "
                               f"or '__call__' method to check.")

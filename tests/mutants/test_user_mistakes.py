@@ -193,13 +193,6 @@ def test_scaled_jacobian_is_named_a_constant_factor(factor: float, x: list[list[
     assert f"{factor:.6g} x numeric" in row.diagnosis
 
 
-@pytest.mark.xfail(
-    reason="BUG: softmax's Jacobian times 2 at x = [[4.08183824, -5.11133006]] (S = [0.9999, 1.0e-4]) is "
-           "diagnosed '4 of 4 entries wrong' instead of 'off by a constant factor 2': diagnose._scale fits c "
-           "by unweighted least squares (c = 2.0000000258), and a/c misses the entries whose error bound is "
-           "4000x tighter (2.7e-14 vs 1.4e-10) now that rtol defaults to 0",
-    strict=True,
-)
 def test_scaled_jacobian_with_uneven_error_bounds_is_named() -> None:
     x = np.array([[4.08183824, -5.11133006]])
     (row,) = run(["scaled_softmax"], CheckOptions(input=x), registry=_scaled_softmax(2.0)).results

@@ -64,12 +64,6 @@ def test_kink_in_a_loss_residual() -> None:
     assert row.verdict in (Verdict.KINK, Verdict.PASS)
 
 
-@pytest.mark.xfail(
-    reason="BUG: 'relu+mse' at an explicit input with an entry at relu's kink (x = [[0, 2]], target "
-           "random): the jacobian row is KINK, but the chain row gets no kink handling and is FAIL "
-           "('the derivative mishandles the upstream gradient'), so correct code exits 1",
-    strict=True,
-)
 def test_chain_through_a_kink_is_not_flagged(reg: Registry) -> None:
     result = run(["relu+mse"], CheckOptions(input=np.array([[0.0, 2.0]])), registry=reg)
     assert [r.verdict for r in result.results if r.verdict is Verdict.FAIL] == []
