@@ -7,9 +7,12 @@ functions and hands plain results to :mod:`gradcheck_cli.report`.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -80,35 +83,79 @@ def _options(seed: int, trials: int, shape: str, input_text: str | None, target_
     return options
 
 
-def _execute(jobs: list[Job], registry: Registry, workers: int, json_path: str | None,
-             junit_path: str | None, verbose: bool, start: float, save_failures: str | None = None) -> RunResult:
-    """Run jobs isolated, with a progress bar on a terminal, and write every report."""
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run's reports go: --json, --junit-xml, --save-failures, and how verbose."""
+
+    json: str | None = None
+    junit: str | None = None
+    save_failures: str | None = None
+    verbose: bool = False
+
+    @property
+    def stdout_taken(self) -> bool:
+        return "-" in (self.json, self.junit)
+
+    def check(self) -> None:
+        """Refuse unwritable report paths before anything runs (exit 2 means nothing checked)."""
+        from gradcheck_cli.errors import UsageError
+
+        for option, path in (("JSON", self.json), ("JUnit", self.junit)):
+            if path is None or path == "-":
+                continue
+            folder = Path(path).parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK) or Path(path).is_dir():
+                raise UsageError(f"Cannot write the {option} report to '{path}': the folder '{folder}' does not "
+                                 f"exist or is not writable, or the path is a folder. Give a writable file "
+                                 f"path, or - for standard output.")
+
+    @contextlib.contextmanager
+    def reserve_stdout(self) -> Iterator[None]:
+        """With a report on stdout, send everything plugins print (even from forked children) to stderr."""
+        if not self.stdout_taken:
+            yield
+            return
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _execute(load: Callable[[], tuple[Registry, list[Job]]], workers: int, outputs: Outputs,
+             start: float) -> RunResult:
+    """Load, run jobs isolated (progress bar on a terminal), and write every report."""
+    from gradcheck_cli.errors import UsageError
     from gradcheck_cli.report import terminal
     from gradcheck_cli.suite import run_jobs
 
     if workers < 1:
-        from gradcheck_cli.errors import UsageError
-
         raise UsageError(f"--jobs must be at least 1; got {workers}.")
-    with terminal.progress(len(jobs)) as advance:
-        result = run_jobs(jobs, registry, workers=workers, isolate=True, progress=advance)
+    outputs.check()
+    with outputs.reserve_stdout():
+        registry, jobs = load()
+        with terminal.progress(len(jobs)) as advance:
+            result = run_jobs(jobs, registry, workers=workers, isolate=True, progress=advance)
     elapsed = time.perf_counter() - start
-    if json_path is not None:
+    if outputs.json is not None:
         from gradcheck_cli.report import json as json_report
 
-        json_report.write(result.to_dict(), json_path)
-    if junit_path is not None:
+        json_report.write(result.to_dict(), outputs.json)
+    if outputs.junit is not None:
         from gradcheck_cli.report import junit
 
-        junit.write(result, junit_path, elapsed)
-    to_stderr = "-" in (json_path, junit_path)
-    out = terminal.console(sys.stderr if to_stderr else sys.stdout)
-    terminal.render_run(result, out, verbose=verbose, elapsed=elapsed)
-    if save_failures is not None:
+        junit.write(result, outputs.junit, elapsed)
+    out = terminal.console(sys.stderr if outputs.stdout_taken else sys.stdout)
+    terminal.render_run(result, out, verbose=outputs.verbose, elapsed=elapsed)
+    if outputs.save_failures is not None:
         from gradcheck_cli.report import failures
 
-        written = failures.save(result, save_failures)
-        out.print(f"saved {len(written)} failing input(s) to {save_failures}/ (np.load(path)['input'])")
+        written = failures.save(result, outputs.save_failures)
+        out.print(f"saved {len(written)} failing input(s) to {outputs.save_failures}/ (np.load(path)['input'])")
     return result
 
 
@@ -139,9 +186,12 @@ def run(
     start = time.perf_counter()
     with user_errors():
         options = _options(seed, trials, shape, input, target, method, rtol, atol, dtype, edges)
-        registry = default_registry(tuple(plugin or ()))
-        job_list = _jobs_for(specs, options, registry, timeout)
-        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start, save_failures)
+
+        def load() -> tuple[Registry, list[Job]]:
+            registry = default_registry(tuple(plugin or ()))
+            return registry, _jobs_for(specs, options, registry, timeout)
+
+        result = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
     raise typer.Exit(int(result.exit_code))
 
 
@@ -207,14 +257,17 @@ def check(
 
     start = time.perf_counter()
     with user_errors():
-        registry = default_registry()
-        names = load_plugin(plugin_source, registry)
-        if not names:
-            raise PluginError(f"Plugin '{plugin_source}' loaded but registered nothing. Call "
-                              f"register_activation(...) or register_loss(...) at import time.")
         options = _options(seed, trials, shape, None, None, method, rtol, atol, dtype, edges)
-        job_list = _jobs_for(names, options, registry, timeout)
-        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start, save_failures)
+
+        def load() -> tuple[Registry, list[Job]]:
+            registry = default_registry()
+            names = load_plugin(plugin_source, registry)
+            if not names:
+                raise PluginError(f"Plugin '{plugin_source}' loaded but registered nothing. Call "
+                                  f"register_activation(...) or register_loss(...) at import time.")
+            return registry, _jobs_for(names, options, registry, timeout)
+
+        result = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
     raise typer.Exit(int(result.exit_code))
 
 
@@ -230,8 +283,8 @@ def ci(
 
     start = time.perf_counter()
     with user_errors():
-        registry, job_list = jobs_from_config(config, timeout or DEFAULT_TIMEOUT)
-        result = _execute(job_list, registry, jobs, json, junit_xml, verbose, start, save_failures)
+        result = _execute(lambda: jobs_from_config(config, timeout or DEFAULT_TIMEOUT), jobs,
+                          Outputs(json, junit_xml, save_failures, verbose), start)
     raise typer.Exit(int(result.exit_code))
 
 

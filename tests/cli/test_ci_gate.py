@@ -317,9 +317,6 @@ def test_python_tag_never_runs(suites: dict[str, Suite]) -> None:
     assert not (suites["python_tag"].folder / "pwned").exists()
 
 
-@pytest.mark.xfail(reason="BUG: an unwritable --junit-xml path is only noticed after every check has run: "
-                          "the suite runs, --json is written with exit_code 0, then the command exits 2, "
-                          "which PRODUCT reserves for 'usage error, nothing checked'", strict=True)
 def test_unwritable_report_path_is_a_usage_error_before_anything_runs(suites: dict[str, Suite]) -> None:
     run = suites["unwritable"]
     assert run.proc.returncode == 2

@@ -752,6 +752,7 @@ def test_function_named_like_a_builtin_is_refused(tmp_path: Path, library: str) 
 
 
 def test_config_that_is_not_utf8(tmp_path: Path) -> None:
+    """Regression: this raised UnicodeDecodeError, so 'gradcheck ci' printed a traceback and exited 1."""
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"version: 1\nchecks: [softmax]\n# caf\xe9\n")
     try:

@@ -516,6 +516,8 @@ def test_assert_gradients_rejects_a_misspelt_convention() -> None:
 # --- layers handed over in other natural shapes ------------------------------------------
 
 def test_class_decorator_finds_an_inherited_call(reg: Registry) -> None:
+    """Regression: PluginError "no 'forward' or '__call__' method to check" (only vars(cls) was searched)."""
+
     class Base:
         def __call__(self, x: np.ndarray) -> np.ndarray:
             return softmax(x)
