@@ -331,11 +331,6 @@ def test_chatty_plugin_does_not_corrupt_json_on_stdout(side_runs: dict[str, Back
     assert [r["verdict"] for r in report["results"]] == ["PASS"]
 
 
-@pytest.mark.xfail(reason="BUG: a diagnosis carrying control characters from plugin code (an exception "
-                          "message with ANSI colour codes \\x1b[31m..., or a NUL) is written raw into "
-                          "--junit-xml, so the report is not well-formed XML ('not well-formed (invalid "
-                          "token)') and CI cannot read any result; the JSON report escapes them fine",
-                   strict=True)
 def test_control_characters_in_a_diagnosis_keep_the_junit_readable(side_runs: dict[str, Background]) -> None:
     run = side_runs["colourful"]
     proc, _ = run.result()
