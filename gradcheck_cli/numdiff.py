@@ -40,11 +40,22 @@ MIN_STEP_ULPS = 64.0
 # smaller step (at most REFINEMENTS times, h / 8 each).
 NONASYMPTOTIC = 1e-2
 REFINEMENTS = 3
+
 # Rounding noise is measured along a few random directions with a tiny relative step.
 NOISE_DIRECTIONS = 3
 NOISE_POINTS = 8
 # A difference quotient's noise bound, in measured standard deviations of f over h.
 NOISE_SIGMAS = 3.0
+
+
+def _noise_design() -> tuple[Array, Array]:
+    """Fixed random offsets in [-1, 1] and the projector onto residuals of a cubic fit."""
+    t = np.sort(np.random.default_rng(2024).uniform(-1.0, 1.0, NOISE_POINTS))
+    vander = np.vander(t, 4)
+    return t, np.eye(NOISE_POINTS) - vander @ np.linalg.pinv(vander)
+
+
+_NOISE_OFFSETS, _NOISE_RESIDUAL = _noise_design()
 
 
 class EvaluationError(Exception):
@@ -149,19 +160,15 @@ class Evaluator:
         noise as the stencil sees it: over a span this wide, a forward that rounds like a
         staircase (``1 + tanh(u)`` for u << 0 is a few ulps of 1) shows its steps, which a
         narrower span would miss. The offsets are random, not a lattice, because rounding
-        errors sampled at equal spacing can line up and hide the noise. Code with cancellation (1 + erf(x)
-        near x = -6, 1 + tanh(u) for u << 0) is far noisier than eps * |f|; measuring it
-        keeps such correct code from being flagged.
+        errors sampled at equal spacing can line up and hide the noise. Code with
+        cancellation (1 + erf(x) near x = -6, 1 + tanh(u) for u << 0) is far noisier than
+        eps * |f|; measuring it keeps such correct code from being flagged.
         """
-        rng = np.random.default_rng(2024)
-        t = np.sort(rng.uniform(-1.0, 1.0, NOISE_POINTS))
-        vander = np.vander(t, 4)
-        residual_maker = np.eye(NOISE_POINTS) - vander @ np.linalg.pinv(vander)
-        stacks = []
-        for _ in range(NOISE_DIRECTIONS):
-            step = self.eps ** (1.0 / 3.0) * scale * rng.choice([-1.0, 1.0], self.x.shape)
-            stacks += [self.x + tk * step for tk in t]
-        ys = self(np.stack(stacks)).reshape(NOISE_DIRECTIONS, NOISE_POINTS, -1)
+        t, residual_maker = _NOISE_OFFSETS, _NOISE_RESIDUAL
+        signs = np.random.default_rng(2024).choice([-1.0, 1.0], (NOISE_DIRECTIONS, *self.x.shape))
+        steps = self.eps ** (1.0 / 3.0) * scale * signs  # (directions, B, K)
+        stack = self.x[None, None] + t[None, :, None, None] * steps[:, None]
+        ys = self(stack.reshape(-1, *self.x.shape)).reshape(NOISE_DIRECTIONS, NOISE_POINTS, -1)
         residuals = np.einsum("pq,dqm->dpm", residual_maker, ys)
         sigma = np.sqrt(np.sum(residuals**2, axis=(0, 1)) / (NOISE_DIRECTIONS * (NOISE_POINTS - 4)))
         return np.where(np.isfinite(sigma), sigma, 0.0)
@@ -267,12 +274,12 @@ class _Stencil:
         """
         h = h.copy()
         for level in range(1, REFINEMENTS + 1):
-            # Over the original span the noise fit also sees the curvature: re-measure it at the new step.
-            noise = evaluate.noise_at(8.0**-level)
             floor = MIN_STEP_ULPS * np.spacing(np.abs(x.ravel()).astype(evaluate.dtype)).astype(np.float64)
             bad = np.flatnonzero((trunc_ratio > NONASYMPTOTIC) & (h / 8.0 > floor))
             if bad.size == 0:
                 break
+            # Over the original span the noise fit also sees the curvature: re-measure it at the new step.
+            noise = evaluate.noise_at(8.0**-level)
             trial_h = h.copy()
             trial_h[bad] = evaluate.exact_steps(x.ravel()[bad], h[bad] / 8.0)
             outputs = _shifted_outputs(evaluate, x, trial_h.reshape(x.shape), self.offsets)

@@ -16,7 +16,6 @@ from pathlib import Path
 from gradcheck_cli.errors import UsageError
 from gradcheck_cli.results import RunResult, Verdict
 
-
 # ANSI colour codes, then anything XML 1.0 cannot hold (NUL, other C0 controls, surrogates).
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _NOT_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
