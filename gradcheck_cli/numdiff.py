@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gradcheck_cli import floating
+from gradcheck_cli.structure import GENERAL, Pattern
 
 Array = NDArray[np.float64]
 EPS = float(np.finfo(np.float64).eps)
@@ -202,20 +203,20 @@ class Evaluator:
         return ys.reshape(len(stack), -1)
 
 
-def _shifted_outputs(evaluate: Evaluator, x: Array, h: Array,
-                     offsets: tuple[float, ...]) -> Callable[[Any], Array]:
-    """Return a function giving f at ``x + o * h_j e_j`` for a slice of coordinates j.
+def _shifted_outputs(evaluate: Evaluator, x: Array, h: Array, offsets: tuple[float, ...],
+                     pattern: Pattern | None = None) -> Callable[[Any], Array]:
+    """Return a function giving f at ``x + o * delta_g`` for a set of groups g.
 
-    The result has shape ``(len(offsets), chunk, M)``.
+    Without a pattern every coordinate is its own group. The result has shape
+    ``(len(offsets), len(groups), M)``.
     """
     flat = x.ravel()
+    pattern = pattern or Pattern(GENERAL, (x.shape[0], x.size // max(x.shape[0], 1)), 0)
 
-    def outputs(coords: slice | NDArray[np.intp]) -> Array:
-        idx = np.arange(flat.size)[coords]
-        stack = np.repeat(flat[None, :], len(offsets) * idx.size, axis=0)
-        rows = np.arange(stack.shape[0])
-        cols = np.tile(idx, len(offsets))
-        stack[rows, cols] += np.repeat(np.asarray(offsets), idx.size) * h.ravel()[cols]
+    def outputs(groups: slice | NDArray[np.intp]) -> Array:
+        idx = np.arange(pattern.n_groups)[groups]
+        deltas = pattern.deltas(h, idx)  # (g, N)
+        stack = flat[None, None, :] + np.asarray(offsets)[:, None, None] * deltas[None]
         ys = evaluate(stack.reshape(-1, *x.shape))
         return ys.reshape(len(offsets), idx.size, -1)
 
@@ -245,25 +246,32 @@ class _Stencil:
         raise NotImplementedError
 
     def estimate(self, evaluate: Evaluator, x: Array, scale: Array) -> Estimate:
-        h = self.steps(x, scale, evaluate)
-        outputs = _shifted_outputs(evaluate, x, h, self.offsets)
-        n, m = x.size, int(np.prod(evaluate.out_shape, dtype=int))
-        value = np.empty((m, n))
-        error = np.empty((m, n))
+        """The dense Jacobian (M, N): every coordinate its own group."""
+        m = int(np.prod(evaluate.out_shape, dtype=int))
+        value, error, h = self.groups(evaluate, x, scale, Pattern(GENERAL, (x.shape[0], x.size // x.shape[0]), m))
+        return Estimate(value.T, error.T, h, self.name)
+
+    def groups(self, evaluate: Evaluator, x: Array, scale: Array, pattern: Pattern) -> tuple[Array, Array, Array]:
+        """Group-major difference quotients (groups, M), their error bounds, and the steps (N,)."""
+        h = self.steps(x, scale, evaluate).ravel()
+        outputs = _shifted_outputs(evaluate, x, h, self.offsets, pattern)
+        n, m = pattern.n_groups, pattern.m
+        value = np.empty((n, m))
+        error = np.empty((n, m))
         trunc_ratio = np.empty(n)
-        chunk = max(1, CHUNK_ELEMENTS // (len(self.offsets) * (n + m)))
+        chunk = max(1, CHUNK_ELEMENTS // (len(self.offsets) * (x.size + m)))
         for start in range(0, n, chunk):
-            coords = np.arange(start, min(n, start + chunk))
-            ys = outputs(coords)
+            groups = np.arange(start, min(n, start + chunk))
+            ys = outputs(groups)
             with np.errstate(all="ignore"):  # overflow shows up as inf, reported downstream
-                v, t, r = self.combine(ys, h.ravel()[coords][:, None], evaluate, evaluate.noise)
-                value[:, coords] = v.T
-                error[:, coords] = (t + r).T
-                trunc_ratio[coords] = np.max(t, axis=1) / np.maximum(np.max(np.abs(v), axis=1), evaluate.tiny)
-        return self._refine(evaluate, x, h.ravel(), value, error, trunc_ratio, chunk)
+                v, t, r = self.combine(ys, pattern.out_steps(h, groups), evaluate, evaluate.noise)
+                value[groups] = v
+                error[groups] = t + r
+                trunc_ratio[groups] = np.max(t, axis=1) / np.maximum(np.max(np.abs(v), axis=1), evaluate.tiny)
+        return self._refine(evaluate, x, h, value, error, trunc_ratio, chunk, pattern)
 
     def _refine(self, evaluate: Evaluator, x: Array, h: Array, value: Array, error: Array,
-                trunc_ratio: Array, chunk: int) -> Estimate:
+                trunc_ratio: Array, chunk: int, pattern: Pattern) -> tuple[Array, Array, Array]:
         """Shrink the step where it is too large for the function's curvature.
 
         h = eps^p max(1, |x|) assumes the function varies on the scale of |x|. Softmax is
@@ -273,28 +281,32 @@ class _Stencil:
         recomputed with h / 8 (up to three times), keeping whichever bound is smaller.
         """
         h = h.copy()
+        flat_x = x.ravel()
+        floor = MIN_STEP_ULPS * np.spacing(np.abs(flat_x).astype(evaluate.dtype)).astype(np.float64)
         for level in range(1, REFINEMENTS + 1):
-            floor = MIN_STEP_ULPS * np.spacing(np.abs(x.ravel()).astype(evaluate.dtype)).astype(np.float64)
-            bad = np.flatnonzero((trunc_ratio > NONASYMPTOTIC) & (h / 8.0 > floor))
+            can_shrink = np.array([np.all(h[pattern.members(np.array([g]))] / 8.0 > floor[pattern.members(np.array([g]))])
+                                   for g in range(pattern.n_groups)]) if pattern.kind != GENERAL else h / 8.0 > floor
+            bad = np.flatnonzero((trunc_ratio > NONASYMPTOTIC) & can_shrink)
             if bad.size == 0:
                 break
             # Over the original span the noise fit also sees the curvature: re-measure it at the new step.
             noise = evaluate.noise_at(8.0**-level)
             trial_h = h.copy()
-            trial_h[bad] = evaluate.exact_steps(x.ravel()[bad], h[bad] / 8.0)
-            outputs = _shifted_outputs(evaluate, x, trial_h.reshape(x.shape), self.offsets)
+            moved = pattern.members(bad)
+            trial_h[moved] = evaluate.exact_steps(flat_x[moved], h[moved] / 8.0)
+            outputs = _shifted_outputs(evaluate, x, trial_h, self.offsets, pattern)
             for start in range(0, bad.size, chunk):
-                cols = bad[start:start + chunk]
+                groups = bad[start:start + chunk]
                 with np.errstate(all="ignore"):
-                    v, t, r = self.combine(outputs(cols), trial_h[cols][:, None], evaluate, noise)
-                    better = np.max(t + r, axis=1) < np.max(error[:, cols], axis=0)
-                    keep = cols[better]
-                    value[:, keep] = v[better].T
-                    error[:, keep] = (t + r)[better].T
-                    h[keep] = trial_h[keep]
-                    trunc_ratio[cols] = np.where(
+                    v, t, r = self.combine(outputs(groups), pattern.out_steps(trial_h, groups), evaluate, noise)
+                    better = np.max(t + r, axis=1) < np.max(error[groups], axis=1)
+                    keep = groups[better]
+                    value[keep] = v[better]
+                    error[keep] = (t + r)[better]
+                    h[pattern.members(keep)] = trial_h[pattern.members(keep)]
+                    trunc_ratio[groups] = np.where(
                         better, np.max(t, axis=1) / np.maximum(np.max(np.abs(v), axis=1), evaluate.tiny), 0.0)
-        return Estimate(value, error, h, self.name)
+        return value, error, h
 
 
 def _rounding(ys: Array, h: Array, evaluate: Evaluator, noise: Array) -> Array:

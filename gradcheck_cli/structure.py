@@ -1,0 +1,139 @@
+"""The shape of a Jacobian: elementwise, row-wise (block diagonal over the batch), general.
+
+Structure decides how many evaluations the numerical Jacobian needs: an elementwise
+function needs a handful (every coordinate perturbed at once), a row-wise function on
+(B, K) needs O(K) (column j perturbed in every row at once), a general one O(B*K). It is
+never assumed: :func:`detect` perturbs single rows and columns and requires every other
+output to stay bit-for-bit the same, and the runner then checks one random directional
+derivative against the structured estimate before trusting it.
+
+A :class:`Pattern` names which coordinates move together (a *group*) and which input
+coordinate each output's difference quotient belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.float64]
+Index = NDArray[np.intp]
+
+ELEMENTWISE = "elementwise"
+ROWWISE = "rowwise"
+GENERAL = "general"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Groups of input coordinates perturbed together.
+
+    ``kind`` is elementwise (one group: all coordinates), rowwise (group j: column j of
+    every row) or general (group j: coordinate j). ``shape`` is the input (B, K) and
+    ``m`` the number of outputs.
+    """
+
+    kind: str
+    shape: tuple[int, int]
+    m: int
+
+    @property
+    def n_groups(self) -> int:
+        b, k = self.shape
+        return {ELEMENTWISE: 1, ROWWISE: k}.get(self.kind, b * k)
+
+    def deltas(self, h: Array, groups: Index) -> Array:
+        """Perturbation vectors (len(groups), N): the steps of each group's coordinates."""
+        b, k = self.shape
+        n = b * k
+        out = np.zeros((groups.size, n))
+        if self.kind == ELEMENTWISE:
+            out[:] = h.ravel()
+        elif self.kind == ROWWISE:
+            cols = (np.arange(b)[None, :] * k + groups[:, None])  # (g, B)
+            out[np.arange(groups.size)[:, None], cols] = h.ravel()[cols]
+        else:
+            out[np.arange(groups.size), groups] = h.ravel()[groups]
+        return out
+
+    def out_steps(self, h: Array, groups: Index) -> Array:
+        """(len(groups), M): the step of the coordinate whose quotient each output gives."""
+        b, k = self.shape
+        flat = h.ravel()
+        if self.kind == ELEMENTWISE:
+            return np.broadcast_to(flat[None, :], (groups.size, self.m))
+        if self.kind == ROWWISE:
+            k_out = self.m // b
+            rows = np.arange(self.m) // k_out
+            steps: Array = flat[rows[None, :] * k + groups[:, None]]
+            return steps
+        return np.broadcast_to(flat[groups][:, None], (groups.size, self.m))
+
+    def members(self, groups: Index) -> Index:
+        """Flat input coordinates moved by ``groups``."""
+        b, k = self.shape
+        if self.kind == ELEMENTWISE:
+            return np.arange(b * k)
+        if self.kind == ROWWISE:
+            return (np.arange(b)[None, :] * k + groups[:, None]).ravel()
+        return groups
+
+
+def to_blocks(kind: str, value: Array, shape: tuple[int, int], k_out: int) -> Array:
+    """Group-major estimates (groups, M) -> blocks (B * K_out, K): row b*K_out + i, column j."""
+    b, k = shape
+    if kind == ROWWISE:
+        return value.reshape(k, b, k_out).transpose(1, 2, 0).reshape(b * k_out, k)
+    if kind == ELEMENTWISE:
+        return diagonal_to_blocks(value.reshape(b, k))
+    raise ValueError(kind)
+
+
+def diagonal_to_blocks(diag: Array) -> Array:
+    """(B, K) diagonal entries -> (B * K, K) blocks with zeros off the diagonal."""
+    b, k = diag.shape
+    blocks = np.zeros((b, k, k))
+    blocks[:, np.arange(k), np.arange(k)] = diag
+    return blocks.reshape(b * k, k)
+
+
+def blocks_to_dense(blocks: Array, batch: int) -> Array:
+    """(B * K_out, K) blocks -> the (B * K_out, B * K) block-diagonal matrix."""
+    k_out = blocks.shape[0] // batch
+    k = blocks.shape[1]
+    dense = np.zeros((batch * k_out, batch * k))
+    for b in range(batch):
+        dense[b * k_out:(b + 1) * k_out, b * k:(b + 1) * k] = blocks[b * k_out:(b + 1) * k_out]
+    return dense
+
+
+def detect(evaluate: object, x: Array, y0: Array, scale: Array) -> str:
+    """Elementwise, rowwise or general, from single-row and single-column perturbations.
+
+    ``evaluate`` maps a stack of inputs to flattened outputs (n, M). A row perturbation
+    must leave every other row's outputs bit-for-bit unchanged (rowwise); a column
+    perturbation must also leave every other column unchanged (elementwise).
+    """
+    if y0.ndim != 2 or x.ndim != 2 or y0.shape[0] != x.shape[0]:
+        return GENERAL
+    b, k = x.shape
+    k_out = y0.shape[1]
+    rng = np.random.default_rng(7)
+    bump = 1e-3 * scale * rng.uniform(0.5, 1.0, x.shape)
+    rows = np.repeat(x[None], b, axis=0)
+    rows[np.arange(b), np.arange(b)] += bump
+    cols = np.repeat(x[None], k, axis=0)
+    cols[np.arange(k), :, np.arange(k)] += bump.T
+    ys = evaluate(np.concatenate([rows, cols]))  # type: ignore[operator]
+    base = y0.ravel()
+    by_row = ys[:b].reshape(b, b, k_out) != base.reshape(b, k_out)[None]
+    others = ~np.eye(b, dtype=bool)
+    if by_row[others].any():
+        return GENERAL
+    if k_out != k:
+        return ROWWISE
+    by_col = ys[b:].reshape(k, b, k) != base.reshape(b, k)[None]
+    other_cols = ~np.eye(k, dtype=bool)[:, None, :]
+    return ROWWISE if (by_col & other_cols).any() else ELEMENTWISE
