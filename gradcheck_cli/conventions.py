@@ -195,3 +195,62 @@ def analytic_second(spec: FunctionSpec, x: Array) -> Array:
     fn = spec.second["derivative2"]
     d2 = _expect_shape("derivative2(x)", _call("derivative2(x)", fn, x, probe=True), x.shape, "f''(x), like x")
     return d2.reshape(1, -1)
+
+
+def analytic_form(spec: FunctionSpec, convention: str, x: Array, y: Array, structure: str,
+                  fed: Array | None = None) -> tuple[str, Array]:
+    """The analytic Jacobian in the cheapest form: ``diagonal``, ``blocks`` or ``dense``.
+
+    Elementwise conventions give the diagonal; ``jacobian`` gives blocks. A ``vjp``,
+    ``backward`` or ``jvp`` on a row-wise function is read with one basis vector per
+    column, placed in every batch row at once (K calls instead of B*K), and accepted
+    only if a random upstream vector agrees with it; otherwise (a derivative that mixes
+    rows of the batch) the full dense matrix is built so that the leak can be shown.
+    """
+    b, k = x.shape
+    if convention in ELEMENTWISE and y.shape == x.shape:
+        arg = (x if convention == "derivative" else y) if fed is None else fed
+        name = f"{convention}({'x' if convention == 'derivative' else 'y'})"
+        d = _expect_shape(name, _call(name, spec.derivatives[convention], arg, probe=True), x.shape, "like x")
+        return "diagonal", d
+    if convention == "jacobian" and y.ndim == 2 and y.shape[0] == b:
+        jac = _call("jacobian(x)", spec.derivatives["jacobian"], x if fed is None else fed, probe=True)
+        k_out = y.shape[1]
+        if jac.shape == (k_out, k) and b == 1:
+            jac = jac[None]
+        jac = _expect_shape("jacobian(x)", jac, (b, k_out, k), "J[b, i, j] = dy[b, i] / dx[b, j]")
+        return "blocks", jac.reshape(b * k_out, k)
+    if convention in ("vjp", "backward", "jvp") and structure != "general" and y.ndim == 2 and y.shape[0] == b:
+        blocks = _rowwise_products(spec, convention, x, y, fed)
+        if blocks is not None:
+            return "blocks", blocks
+    return "dense", analytic_jacobian(spec, convention, x, y, fed)
+
+
+def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
+                      fed: Array | None) -> Array | None:
+    b, k = x.shape
+    k_out = y.shape[1]
+    fn = spec.derivatives[convention]
+    arg = x if fed is None else fed
+    blocks = np.empty((b, k_out, k))
+    name = {"jvp": "jvp(x, v)", "vjp": "vjp(x, g)"}.get(convention, "forward(x) then backward(g)")
+    count = k if convention == "jvp" else k_out
+    for i in range(count):
+        basis = np.zeros((b, k if convention == "jvp" else k_out))
+        basis[:, i] = 1.0
+        out = _call(name, fn, arg, basis, probe=i == 0)
+        if convention == "jvp":
+            blocks[:, :, i] = _expect_shape(name, out, y.shape, "J v, like y")
+        else:
+            blocks[:, i, :] = _expect_shape(name, out, x.shape, "J^T g, like x")
+    # One random vector must agree with the blocks, or rows of the batch interact.
+    probe = np.random.default_rng(5).normal(size=(b, k if convention == "jvp" else k_out))
+    got = _call(name, fn, arg, probe)
+    expected = (np.einsum("bij,bj->bi", blocks, probe) if convention == "jvp"
+                else np.einsum("bij,bi->bj", blocks, probe))
+    scale = np.einsum("bij,bj->bi", np.abs(blocks), np.abs(probe)) if convention == "jvp" else \
+        np.einsum("bij,bi->bj", np.abs(blocks), np.abs(probe))
+    if got.shape != expected.shape or not np.all(np.abs(got - expected) <= 1e-10 * (scale + np.abs(expected)) + 1e-300):
+        return None
+    return blocks.reshape(b * k_out, k)

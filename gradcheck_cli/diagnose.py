@@ -30,24 +30,33 @@ class Layout:
     k_in: int
     scalar: bool = False
     second: bool = False
+    form: str = "dense"
+    """How matrix indices map to entries: dense (M, N), blocks (B*K_out, K) or diagonal (B, K)."""
+
+    def entry(self, index: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(b_out, i, b_in, j) of the Jacobian entry at a matrix index of this form."""
+        m, n = index
+        if self.form == "blocks":
+            b, i = divmod(m, self.k_out)
+            return b, i, b, n
+        if self.form == "diagonal":
+            return m, n, m, n
+        bo, i = divmod(m, self.k_out)
+        bi, j = divmod(n, self.k_in)
+        return bo, i, bi, j
 
     def name(self, index: tuple[int, int]) -> str:
+        if not (self.scalar or self.second):
+            bo, i, bi, j = self.entry(index)
+            return f"dy[{bo},{i}]/dx[{bi},{j}]"
         m, n = index
         bi, j = divmod(n, self.k_in)
-        if self.second:
-            return f"d2y/dx2[{bi},{j}]"
-        if self.scalar:
-            return f"dL/dx[{bi},{j}]"
-        bo, i = divmod(m, self.k_out)
-        return f"dy[{bo},{i}]/dx[{bi},{j}]"
+        return f"d2y/dx2[{bi},{j}]" if self.second else f"dL/dx[{bi},{j}]"
 
     def worst_index(self, index: tuple[int, int]) -> tuple[int, ...]:
-        m, n = index
-        bi, j = divmod(n, self.k_in)
         if self.scalar:
-            return (bi, j)
-        bo, i = divmod(m, self.k_out)
-        return (bo, i, bi, j)
+            return divmod(index[1], self.k_in)
+        return self.entry(index)
 
 
 def describe(entry: Entry, layout: Layout) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli import conventions, inputs, numdiff
+from gradcheck_cli import conventions, inputs, numdiff, structure
 from gradcheck_cli.compare import Comparison, Tolerance, compare
 from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
@@ -28,6 +28,7 @@ from gradcheck_cli.results import CheckResult, RunResult, Verdict
 Array = NDArray[np.float64]
 DTYPES = ("float64", "float32")
 MAX_SAVED_INPUT = 100_000
+DENSE_LIMIT = 4_000_000  # entries; a larger failing Jacobian is diagnosed on its worst batch row
 HEATMAP_SIZE = 24
 
 
@@ -131,7 +132,7 @@ class _Trial:
     """One trial's material for a component: analytic, numeric, and diagnosis hooks."""
 
     analytic: Array
-    estimate: numdiff.Estimate
+    estimate: numdiff.Estimate | numdiff.StructuredEstimate
     layout: Layout
     refeed: Callable[[], Array | None] | None = None
     refeed_text: str = ""
@@ -173,8 +174,26 @@ def _numeric(f: Callable[[Array], Array], x: Array, domain: str, options: CheckO
     return evaluator, est
 
 
+def _numeric_structured(act: FunctionSpec, x: Array,
+                        options: CheckOptions) -> tuple[Evaluator, numdiff.StructuredEstimate]:
+    """The activation's numerical Jacobian, in the form its verified structure allows."""
+    who = f"{act.name} forward"
+    scale = inputs.step_scale(x, act.domain)
+    try:
+        evaluator = Evaluator(act.forward, x, scale, options.dtype)
+        _forward_values(evaluator, who, x)
+        est = numdiff.estimate_structured(evaluator, x, scale, options.method)
+    except EvaluationError as exc:
+        raise _Skip(f"{who} {exc}") from exc
+    if not np.all(np.isfinite(est.value)):
+        raise _Skip(f"finite differences of {who} are not finite: the function is not finite within a "
+                    f"step of the input")
+    return evaluator, est
+
+
 def _kink_hook(spec: FunctionSpec, evaluator: Evaluator, x: Array, residual: Array,
-               est: numdiff.Estimate) -> Callable[[], tuple[Array, Array, str] | None] | None:
+               est: numdiff.Estimate | numdiff.StructuredEstimate
+               ) -> Callable[[], tuple[Array, Array, str] | None] | None:
     """One-sided derivatives, for points whose stencil reaches a declared kink."""
     if not spec.kinks:
         return None
@@ -270,14 +289,17 @@ def _judge(spec: Spec, component: str, convention: str, origin: str, options: Ch
     _, t, trial, comp = worst
     verdict, diagnosis = Verdict.PASS, ""
     if not comp.passed:
-        kink = _kink_verdict(trial, comp, options.tolerance)
+        dense = _densify(trial, comp)
+        dense_comp = comp if dense is trial else compare(dense.analytic, dense.estimate.value, dense.estimate.error,
+                                                         options.tolerance)
+        kink = _kink_verdict(dense, dense_comp, options.tolerance) if dense.layout.batch == trial.layout.batch else None
         if kink:
             verdict, diagnosis = Verdict.KINK, kink
         else:
             verdict = Verdict.FAIL
-            diagnosis = diagnose(Evidence(trial.analytic, trial.estimate.value, trial.estimate.error,
-                                          options.tolerance, trial.layout, convention, comp,
-                                          trial.refeed, trial.refeed_text, trial.x, trial.fp_warnings))
+            diagnosis = diagnose(Evidence(dense.analytic, dense.estimate.value, dense.estimate.error,
+                                          options.tolerance, dense.layout, convention, dense_comp,
+                                          dense.refeed, dense.refeed_text, dense.x, dense.fp_warnings))
     failed = verdict is Verdict.FAIL
     return replace(base, verdict=verdict, diagnosis=diagnosis, trial=t,
                    input=_nested(trial.x) if failed else None,
@@ -289,6 +311,36 @@ def _judge(spec: Spec, component: str, convention: str, origin: str, options: Ch
                    worst_index=trial.layout.worst_index(comp.worst.index),
                    analytic=comp.worst.analytic, numeric=comp.worst.numeric, noise=comp.worst.error,
                    method=trial.estimate.method, notes=tuple(notes))
+
+
+def _densify(trial: _Trial, comp: Comparison) -> _Trial:
+    """The trial as a dense Jacobian for diagnosis: whole when small, else the worst batch row."""
+    lay = trial.layout
+    if lay.form == "dense":
+        return trial
+    batch = lay.batch
+    full = batch * lay.k_out * batch * lay.k_in <= DENSE_LIMIT
+    b = 0 if full else lay.entry(comp.worst.index)[0]
+
+    def dense(array: Array) -> Array:
+        if full:
+            return structure.convert(lay.form, "dense", array, batch)
+        if lay.form == "blocks":
+            return array[b * lay.k_out:(b + 1) * lay.k_out]
+        return structure.diagonal_to_blocks(array[b:b + 1])
+
+    refeed = trial.refeed
+
+    def dense_refeed() -> Array | None:
+        got = refeed() if refeed is not None else None
+        return dense(got) if got is not None else None
+
+    est = trial.estimate
+    dense_est = replace(est, value=dense(est.value), error=dense(est.error))  # type: ignore[type-var]
+    return replace(trial, analytic=dense(trial.analytic), estimate=dense_est,
+                   layout=replace(lay, form="dense", batch=batch if full else 1),
+                   refeed=dense_refeed if refeed is not None else None,
+                   x=trial.x if full or trial.x is None else trial.x[b:b + 1])
 
 
 def _nested(values: Array | None) -> tuple[tuple[float, ...], ...] | None:
@@ -306,6 +358,11 @@ def _heatmap(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> tuple[tup
     lay = trial.layout
     if lay.scalar:
         grid = ratio.reshape(lay.batch, lay.k_in)
+    elif lay.form == "diagonal":
+        grid = ratio
+    elif lay.form == "blocks":
+        b = lay.entry(comp.worst.index)[0]
+        grid = ratio[b * lay.k_out:(b + 1) * lay.k_out]
     else:
         m, n = comp.worst.index
         bo, bi = m // lay.k_out, n // lay.k_in
@@ -402,10 +459,16 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
     for convention in act.conventions:
         def trial(t: int, convention: str = convention) -> _Trial:
             x = points.input_only(t)
-            evaluator, est = _numeric(act.forward, x, act.domain, options, f"{act.name} forward")
+            evaluator, est = _numeric_structured(act, x, options)
             y = evaluator.y0
-            layout = Layout(x.shape[0], y.shape[-1] if y.ndim else 1, x.shape[-1])
-            analytic = conventions.analytic_jacobian(act, convention, x, y)
+            analytic_form, analytic = conventions.analytic_form(act, convention, x, y, est.structure)
+            form = structure.common_form(analytic_form, est.form)
+            analytic = structure.convert(analytic_form, form, analytic, x.shape[0])
+            est = replace(est, form=form, value=structure.convert(est.form, form, est.value, x.shape[0]),
+                          error=structure.convert_error(est.form, form, est.error, x.shape[0], y,
+                                                        inputs.step_scale(x, act.domain), evaluator.eps,
+                                                        evaluator.tiny))
+            layout = Layout(x.shape[0], y.shape[-1] if y.ndim else 1, x.shape[-1], form=form)
             if convention == "derivative_of_output":
                 refeed_text = ("written for the input x but declared derivative_of_output: it "
                                "matches once fed x instead of y = f(x)")
@@ -419,9 +482,11 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
                 if feed.shape != x.shape:
                     return None
                 try:
-                    return conventions.analytic_jacobian(act, convention, x, y, fed=feed)
+                    fed_form, fed = conventions.analytic_form(act, convention, x, y, est.structure, fed=feed)
                 except ConventionError:
                     return None
+                target = structure.common_form(fed_form, form)
+                return structure.convert(fed_form, target, fed, x.shape[0]) if target == form else None
 
             return _Trial(analytic, est, layout, refeed, refeed_text,
                           _kink_hook(act, evaluator, x, x, est), x=x)

@@ -21,6 +21,8 @@ from numpy.typing import NDArray
 Array = NDArray[np.float64]
 Index = NDArray[np.intp]
 
+# Structure probes move a row or column by at least this much (times the step scale).
+PROBE_STEP = 5e-4
 ELEMENTWISE = "elementwise"
 ROWWISE = "rowwise"
 GENERAL = "general"
@@ -121,7 +123,7 @@ def detect(evaluate: object, x: Array, y0: Array, scale: Array) -> str:
     b, k = x.shape
     k_out = y0.shape[1]
     rng = np.random.default_rng(7)
-    bump = 1e-3 * scale * rng.uniform(0.5, 1.0, x.shape)
+    bump = PROBE_STEP * scale * rng.uniform(1.0, 2.0, x.shape)
     rows = np.repeat(x[None], b, axis=0)
     rows[np.arange(b), np.arange(b)] += bump
     cols = np.repeat(x[None], k, axis=0)
@@ -137,3 +139,57 @@ def detect(evaluate: object, x: Array, y0: Array, scale: Array) -> str:
     by_col = ys[b:].reshape(k, b, k) != base.reshape(b, k)[None]
     other_cols = ~np.eye(k, dtype=bool)[:, None, :]
     return ROWWISE if (by_col & other_cols).any() else ELEMENTWISE
+
+
+FORMS = ("diagonal", "blocks", "dense")
+
+
+def convert(form: str, target: str, array: Array, batch: int) -> Array:
+    """Re-express a Jacobian given in ``form`` in the (no coarser) ``target`` form."""
+    if form == target:
+        return array
+    if form == "diagonal":
+        array, form = diagonal_to_blocks(array), "blocks"
+    if form == target:
+        return array
+    return blocks_to_dense(array, batch)
+
+
+def common_form(*forms: str) -> str:
+    """The finest form that can hold all of ``forms`` (diagonal < blocks < dense)."""
+    return max(forms, key=FORMS.index)
+
+
+def convert_error(form: str, target: str, error: Array, batch: int, y: Array, scale: Array,
+                  eps: float, tiny: float) -> Array:
+    """Like :func:`convert`, for error bounds: entries that structure made zero get the bound
+    of the probe that found them zero, not 0.
+
+    An output that did not change, bit for bit, when an input moved by PROBE_STEP * scale can
+    still depend on it by up to a few ulps of the output over that move (a softmax output
+    of 4e-322 hides its dependence below the subnormal spacing).
+    """
+    if form == target:
+        return error
+    floor = 4.0 * np.maximum(eps * np.abs(y.ravel()), tiny)  # (M,)
+    inverse = 1.0 / (PROBE_STEP * scale)  # (B, K)
+    b, k = scale.shape
+    k_out = floor.size // b
+    if target == "blocks" or form == "diagonal":
+        implied = (floor.reshape(b, k_out, 1) * inverse.reshape(b, 1, k)).reshape(b * k_out, k)
+        blocks = convert(form, "blocks", error, batch)
+        blocks = np.where(implied_mask(form, b, k_out, k), implied, blocks)
+        if target == "blocks":
+            return blocks
+        error, form = blocks, "blocks"
+    dense = floor[:, None] * inverse.ravel()[None, :]
+    for r in range(b):
+        dense[r * k_out:(r + 1) * k_out, r * k:(r + 1) * k] = error[r * k_out:(r + 1) * k_out]
+    return dense
+
+
+def implied_mask(form: str, b: int, k_out: int, k: int) -> NDArray[np.bool_]:
+    """Entries of the (B*K_out, K) blocks that the structure of ``form`` leaves implicit."""
+    if form != "diagonal":
+        return np.zeros((b * k_out, k), dtype=bool)
+    return np.tile(~np.eye(k_out, k, dtype=bool), (b, 1))
