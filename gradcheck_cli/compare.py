@@ -41,9 +41,16 @@ class Tolerance:
     def entries(self, numeric: Array, error: Array, analytic: Array | None = None) -> Array:
         rtol = DEFAULT_RTOL if self.rtol is None else self.rtol
         atol = DEFAULT_ATOL if self.atol is None else self.atol
-        tol = atol + rtol * np.abs(numeric) + self.safety * error
+        tol = self.safety * error
+        if rtol:
+            tol += rtol * np.abs(numeric)
+        if atol:
+            tol += atol
         if analytic is not None:
-            tol = tol + ANALYTIC_ULPS * self.eps * np.where(np.isfinite(analytic), np.abs(analytic), 0.0)
+            allowance = np.abs(analytic)
+            allowance[~np.isfinite(allowance)] = 0.0
+            allowance *= ANALYTIC_ULPS * self.eps
+            tol += allowance
         return tol
 
 
@@ -75,13 +82,16 @@ class Comparison:
     """Largest ``abs_err / tolerance`` over all entries: above 1 fails."""
 
 
-def relative_errors(analytic: Array, numeric: Array, error: Array) -> Array:
-    """``|a - n| / max(|a|, |n|, error)``: relative where the entry is resolvable."""
-    denom = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), error)
-    diff = np.abs(analytic - numeric)
+def relative_errors(analytic: Array, numeric: Array, error: Array, diff: Array | None = None) -> Array:
+    """``|a - n| / max(|a|, |n|, error)``: relative where the entry is resolvable (0/0 is 0)."""
+    denom = np.maximum(np.abs(analytic), np.abs(numeric))
+    np.maximum(denom, error, out=denom)
+    if diff is None:
+        diff = np.abs(analytic - numeric)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(denom > 0, diff / np.where(denom > 0, denom, 1.0), 0.0)
-    return np.where(np.isfinite(diff), rel, np.inf)
+        rel = np.divide(diff, denom, out=np.zeros_like(diff), where=denom > 0)
+    rel[~np.isfinite(diff)] = np.inf
+    return rel
 
 
 def compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance | None = None,
@@ -99,8 +109,9 @@ def compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance 
 def _compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance | None,
              keep: int) -> Comparison:
     tol = (tolerance or Tolerance()).entries(numeric, error, analytic)
-    diff = np.abs(analytic - numeric)
-    diff = np.where(np.isfinite(diff), diff, np.inf)
+    diff = np.subtract(analytic, numeric)
+    np.abs(diff, out=diff)
+    diff[np.isnan(diff)] = np.inf
     bad_mask = diff > tol
     n_bad = int(bad_mask.sum())
     ranked = np.where(bad_mask, diff, -1.0) if n_bad else diff
@@ -115,8 +126,8 @@ def _compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance
         return Entry((int(i), int(j)), float(analytic[i, j]), float(numeric[i, j]),
                      float(diff[i, j]), float(tol[i, j]), float(error[i, j]))
 
-    ratio = np.where(tol > 0, diff / np.where(tol > 0, tol, 1.0), np.where(diff > 0, np.inf, 0.0))
-    rel = relative_errors(analytic, numeric, error)
+    ratio = np.divide(diff, tol, out=np.where(diff > 0, np.inf, 0.0), where=tol > 0)
+    rel = relative_errors(analytic, numeric, error, diff)
     return Comparison(
         passed=n_bad == 0,
         max_abs_err=float(diff.max(initial=0.0)),

@@ -227,6 +227,24 @@ def analytic_form(spec: FunctionSpec, convention: str, x: Array, y: Array, struc
     return "dense", analytic_jacobian(spec, convention, x, y, fed)
 
 
+STACK_CHUNK = 256
+
+
+def _broadcasts(name: str, fn: Callable[..., Any], arg: Array, bases: Array, singles: list[Array]) -> bool:
+    """Does ``fn`` accept a leading stack axis and give the same numbers as one call per item?"""
+    if len(singles) < 2:
+        return False
+    try:
+        stacked = _call(name, fn, np.broadcast_to(arg, (len(singles), *arg.shape)).copy(), bases)
+    except ConventionError:
+        return False
+    expected = np.stack(singles)
+    if stacked.shape != expected.shape:
+        return False
+    size = max(float(np.max(np.abs(expected), initial=0.0)), 1e-300)
+    return bool(np.all(np.abs(stacked - expected) <= 1e-12 * size))
+
+
 def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
                       fed: Array | None) -> Array | None:
     b, k = x.shape
@@ -236,14 +254,35 @@ def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
     blocks = np.empty((b, k_out, k))
     name = {"jvp": "jvp(x, v)", "vjp": "vjp(x, g)"}.get(convention, "forward(x) then backward(g)")
     count = k if convention == "jvp" else k_out
-    for i in range(count):
-        basis = np.zeros((b, k if convention == "jvp" else k_out))
-        basis[:, i] = 1.0
-        out = _call(name, fn, arg, basis, probe=i == 0)
+    width = k if convention == "jvp" else k_out
+    out_shape, meaning = (y.shape, "J v, like y") if convention == "jvp" else (x.shape, "J^T g, like x")
+
+    def basis(columns: range) -> Array:
+        stack = np.zeros((len(columns), b, width))
+        stack[np.arange(len(columns)), :, np.array(columns)] = 1.0
+        return stack
+
+    def store(i: int, out: Array) -> None:
         if convention == "jvp":
-            blocks[:, :, i] = _expect_shape(name, out, y.shape, "J v, like y")
+            blocks[:, :, i] = out
         else:
-            blocks[:, i, :] = _expect_shape(name, out, x.shape, "J^T g, like x")
+            blocks[:, i, :] = out
+
+    first = [_expect_shape(name, _call(name, fn, arg, basis(range(i, i + 1))[0], probe=i == 0), out_shape, meaning)
+             for i in range(min(2, count))]
+    for i, out in enumerate(first):
+        store(i, out)
+    stacked = _broadcasts(name, fn, arg, basis(range(min(2, count))), first)
+    start = len(first)
+    while start < count:
+        columns = range(start, min(count, start + (STACK_CHUNK if stacked else 1)))
+        if stacked:
+            outs = _call(name, fn, np.broadcast_to(arg, (len(columns), *arg.shape)).copy(), basis(columns))
+            for offset, i in enumerate(columns):
+                store(i, outs[offset])
+        else:
+            store(start, _expect_shape(name, _call(name, fn, arg, basis(columns)[0]), out_shape, meaning))
+        start = columns.stop
     # One random vector must agree with the blocks, or rows of the batch interact.
     probe = np.random.default_rng(5).normal(size=(b, k if convention == "jvp" else k_out))
     got = _call(name, fn, arg, probe)

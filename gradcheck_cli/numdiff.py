@@ -334,13 +334,16 @@ def _rounding(ys: Array, h: Array, evaluate: Evaluator, noise: Array) -> Array:
     is 0; such entries resolve derivatives down to about eps^(2/3), no further.
     """
     eps = evaluate.eps
-    size: Array = np.max(np.abs(ys), axis=0)
-    base = ROUNDING_ULPS * np.maximum(eps * size, evaluate.tiny)
-    flat = np.all(ys == ys[:1], axis=0)
-    input_scale = h / eps ** (1.0 / 3.0)
-    intermediates = np.maximum(evaluate.row_scale[None, :], input_scale)
-    unresolved = np.where(flat, ROUNDING_ULPS * eps * intermediates, 0.0)
-    return np.maximum(np.maximum(base, NOISE_SIGMAS * noise[None, :]), unresolved)
+    base: Array = np.maximum(np.abs(ys[0]), np.abs(ys[1]))
+    base *= ROUNDING_ULPS * eps
+    np.maximum(base, ROUNDING_ULPS * evaluate.tiny, out=base)
+    np.maximum(base, NOISE_SIGMAS * noise[None, :], out=base)
+    flat = (ys[0] == ys[1]) & (ys[len(ys) - 2] == ys[len(ys) - 1]) & (ys[0] == ys[len(ys) - 1])
+    if flat.any():
+        input_scale = np.broadcast_to(h / eps ** (1.0 / 3.0), base.shape)
+        intermediates = np.maximum(np.broadcast_to(evaluate.row_scale[None, :], base.shape)[flat], input_scale[flat])
+        base[flat] = np.maximum(base[flat], ROUNDING_ULPS * eps * intermediates)
+    return base
 
 
 @dataclass(frozen=True)
@@ -476,11 +479,12 @@ def second_diagonal(evaluate: Evaluator, x: Array, scale: Array) -> Estimate:
     """
     h = evaluate.exact_steps(x, np.maximum(scale * evaluate.eps**0.25, MIN_STEP_ULPS * np.spacing(np.abs(x))))
     n = x.size
-    ys = _shifted_outputs(evaluate, x, h, (1.0, -1.0, 2.0, -2.0))(slice(None))
-    if ys.shape[2] != n:
-        raise EvaluationError(f"returned {ys.shape[2]} outputs for {n} inputs; a second derivative "
-                              f"given elementwise (derivative2) needs an elementwise function")
-    diag = ys[:, np.arange(n), np.arange(n)]  # (4, N): output j under a step in x_j
+    if evaluate.y0.shape != x.shape or detect(evaluate, x, evaluate.y0, scale) != ELEMENTWISE:
+        raise EvaluationError("is not elementwise (an output depends on another input), but derivative2 "
+                              "gives f''(x) elementwise; check it through a jacobian instead")
+    # Elementwise: every coordinate moves at once, 4 evaluations in all.
+    pattern = Pattern(ELEMENTWISE, (x.shape[0], x.shape[1]), n)
+    diag = _shifted_outputs(evaluate, x, h, (1.0, -1.0, 2.0, -2.0), pattern)(slice(None))[:, 0, :]
     y0 = evaluate.y0.ravel()
     hh = h.ravel()
     with np.errstate(all="ignore"):

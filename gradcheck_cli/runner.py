@@ -456,10 +456,13 @@ def _call_forward(spec: FunctionSpec, x: Array) -> Array:
 
 def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions) -> list[CheckResult]:
     rows = []
+    numeric: dict[int, tuple[Evaluator, numdiff.StructuredEstimate]] = {}  # shared by every convention
     for convention in act.conventions:
         def trial(t: int, convention: str = convention) -> _Trial:
             x = points.input_only(t)
-            evaluator, est = _numeric_structured(act, x, options)
+            if t not in numeric:
+                numeric[t] = _numeric_structured(act, x, options)
+            evaluator, est = numeric[t]
             y = evaluator.y0
             analytic_form, analytic = conventions.analytic_form(act, convention, x, y, est.structure)
             form = structure.common_form(analytic_form, est.form)
