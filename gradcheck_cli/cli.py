@@ -42,6 +42,7 @@ InputOpt = Annotated[Optional[str], typer.Option("--input", help="Explicit input
 TargetOpt = Annotated[Optional[str], typer.Option("--target", help="Explicit loss target, same layout as --input.")]  # noqa: UP045
 Method = Annotated[str, typer.Option(help="Finite-difference method: central, richardson or complex.")]
 Dtype = Annotated[str, typer.Option(help="Dtype the checked code runs in: float64 or float32.")]
+Fast = Annotated[bool, typer.Option("--fast", help="Check seeded random projections u^T J d, not every entry.")]
 Edges = Annotated[bool, typer.Option("--edges", help="Add edge probes: +-1000 logits, ties, saturation, p near 0/1.")]
 Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance (overrides the default floor).")]  # noqa: UP045
 Atol = Annotated[Optional[float], typer.Option(help="Absolute tolerance added to every entry.")]  # noqa: UP045
@@ -69,7 +70,7 @@ def user_errors() -> Iterator[None]:
 
 def _options(seed: int, trials: int, shape: str, input_text: str | None, target_text: str | None,
              method: str, rtol: float | None, atol: float | None, dtype: str = "float64",
-             edges: bool = False) -> CheckOptions:
+             edges: bool = False, fast: bool = False) -> CheckOptions:
     from gradcheck_cli import inputs
     from gradcheck_cli.runner import CheckOptions
 
@@ -77,7 +78,7 @@ def _options(seed: int, trials: int, shape: str, input_text: str | None, target_
         seed=seed, trials=trials, shape=inputs.parse_shape(shape),
         input=inputs.parse_matrix(input_text, "--input") if input_text is not None else None,
         target=inputs.parse_matrix(target_text, "--target") if target_text is not None else None,
-        method=method, rtol=rtol, atol=atol, dtype=dtype, edges=edges,
+        method=method, rtol=rtol, atol=atol, dtype=dtype, edges=edges, fast=fast,
     )
     options.validate()
     return options
@@ -176,7 +177,7 @@ def run(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="ACT+LOSS, ACT or LOSS, e.g. softmax+mse.")],
     seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", input: InputOpt = None,
     target: TargetOpt = None, method: Method = "central", dtype: Dtype = "float64", edges: Edges = False,
-    rtol: Rtol = None, atol: Atol = None, plugin: Plugins = None, json: JsonPath = None,
+    fast: Fast = False, rtol: Rtol = None, atol: Atol = None, plugin: Plugins = None, json: JsonPath = None,
     junit_xml: JunitPath = None, jobs: Jobs = 1, timeout: Timeout = DEFAULT_TIMEOUT,
     save_failures: SaveFailures = None, verbose: Verbose = False,
 ) -> None:
@@ -185,7 +186,7 @@ def run(
 
     start = time.perf_counter()
     with user_errors():
-        options = _options(seed, trials, shape, input, target, method, rtol, atol, dtype, edges)
+        options = _options(seed, trials, shape, input, target, method, rtol, atol, dtype, edges, fast)
 
         def load() -> tuple[Registry, list[Job]]:
             registry = default_registry(tuple(plugin or ()))
@@ -247,7 +248,7 @@ def explain(
 def check(
     plugin_source: Annotated[str, typer.Argument(metavar="PLUGIN", help="Plugin file path or module.")],
     seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", method: Method = "central",
-    dtype: Dtype = "float64", edges: Edges = False, rtol: Rtol = None, atol: Atol = None,
+    dtype: Dtype = "float64", edges: Edges = False, fast: Fast = False, rtol: Rtol = None, atol: Atol = None,
     json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1, timeout: Timeout = DEFAULT_TIMEOUT,
     save_failures: SaveFailures = None, verbose: Verbose = False,
 ) -> None:
@@ -257,7 +258,7 @@ def check(
 
     start = time.perf_counter()
     with user_errors():
-        options = _options(seed, trials, shape, None, None, method, rtol, atol, dtype, edges)
+        options = _options(seed, trials, shape, None, None, method, rtol, atol, dtype, edges, fast)
 
         def load() -> tuple[Registry, list[Job]]:
             registry = default_registry()
@@ -277,14 +278,21 @@ def ci(
     json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1,
     timeout: Annotated[Optional[float], typer.Option(help="Default per-check timeout in seconds.")] = None,  # noqa: UP045
     save_failures: SaveFailures = None, verbose: Verbose = False,
+    shard: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        metavar="I/N", help="Run only shard I of N (checks I, I+N, ...): spread a suite over N CI jobs.")] = None,
 ) -> None:
     """Run a configured suite: the CI gate. Exit 0 only when every check is as expected."""
-    from gradcheck_cli.suite import jobs_from_config
+    from gradcheck_cli.suite import jobs_from_config, parse_shard, select_shard
 
     start = time.perf_counter()
     with user_errors():
-        result = _execute(lambda: jobs_from_config(config, timeout or DEFAULT_TIMEOUT), jobs,
-                          Outputs(json, junit_xml, save_failures, verbose), start)
+        part = parse_shard(shard) if shard is not None else None
+
+        def load() -> tuple[Registry, list[Job]]:
+            registry, job_list = jobs_from_config(config, timeout or DEFAULT_TIMEOUT)
+            return registry, select_shard(job_list, part)
+
+        result = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
     raise typer.Exit(int(result.exit_code))
 
 

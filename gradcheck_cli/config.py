@@ -19,7 +19,7 @@ import yaml
 from gradcheck_cli.errors import ConfigError, suggest
 
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
-OPTION_KEYS = ("seed", "trials", "shape", "method", "dtype", "edges", "rtol", "atol", "timeout")
+OPTION_KEYS = ("seed", "trials", "shape", "method", "dtype", "edges", "fast", "rtol", "atol", "timeout")
 CHECK_KEYS = ("spec", "name", "expect", "input", "target", *OPTION_KEYS)
 TOP_KEYS = ("version", "defaults", "plugins", "functions", "checks")
 CONVENTION_KEYS = ("derivative", "derivative_of_output", "jacobian", "vjp", "jvp", "backward",
@@ -202,7 +202,7 @@ def _options(reader: _Reader, raw: dict[str, Any], key: str) -> dict[str, Any]:
             out[k] = _shape(reader, v, sub)
         elif k == "method":
             out[k] = _str(reader, v, sub, METHODS)
-        elif k == "edges":
+        elif k in ("edges", "fast"):
             if not isinstance(v, bool):
                 raise reader.fail(sub, f"expected true or false; got {_type_name(v)} {v!r}")
             out[k] = v

@@ -293,3 +293,25 @@ def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
     if got.shape != expected.shape or not np.all(np.abs(got - expected) <= 1e-10 * (scale + np.abs(expected)) + 1e-300):
         return None
     return blocks.reshape(b * k_out, k)
+
+
+def analytic_projections(spec: FunctionSpec, convention: str, x: Array, y: Array, u: Array,
+                         d: Array) -> Array:
+    """u_k^T J d_k for each projection k, from the analytic derivative, without forming J."""
+    out = np.empty(len(u))
+    fn = spec.derivatives[convention]
+    for k in range(len(u)):
+        uk, dk = u[k].reshape(y.shape), d[k].reshape(x.shape)
+        if convention in ELEMENTWISE:
+            arg = x if convention == "derivative" else y
+            deriv = _expect_shape(convention, _call(convention, fn, arg, probe=k == 0), x.shape, "like x")
+            out[k] = float(np.sum(uk * deriv * dk))
+        elif convention in ("vjp", "backward"):
+            out[k] = float(np.sum(_expect_shape(convention, _call(convention, fn, x, uk, probe=k == 0), x.shape,
+                                                "J^T g, like x") * dk))
+        elif convention == "jvp":
+            out[k] = float(np.sum(uk * _expect_shape("jvp(x, v)", _call("jvp(x, v)", fn, x, dk, probe=k == 0),
+                                                     y.shape, "J v, like y")))
+        else:
+            out[k] = float(uk.ravel() @ (analytic_jacobian(spec, convention, x, y) @ dk.ravel()))
+    return out

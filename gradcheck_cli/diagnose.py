@@ -31,6 +31,7 @@ class Layout:
     scalar: bool = False
     second: bool = False
     form: str = "dense"
+    projection: bool = False
     """How matrix indices map to entries: dense (M, N), blocks (B*K_out, K) or diagonal (B, K)."""
 
     def entry(self, index: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -46,6 +47,8 @@ class Layout:
         return bo, i, bi, j
 
     def name(self, index: tuple[int, int]) -> str:
+        if self.projection:
+            return f"projection {index[1]} (u^T J d)"
         if not (self.scalar or self.second):
             bo, i, bi, j = self.entry(index)
             return f"dy[{bo},{i}]/dx[{bi},{j}]"
@@ -54,6 +57,8 @@ class Layout:
         return f"d2y/dx2[{bi},{j}]" if self.second else f"dL/dx[{bi},{j}]"
 
     def worst_index(self, index: tuple[int, int]) -> tuple[int, ...]:
+        if self.projection:
+            return (index[1],)
         if self.scalar:
             return divmod(index[1], self.k_in)
         return self.entry(index)
@@ -104,6 +109,11 @@ class Evidence:
 
 def diagnose(ev: Evidence) -> str:
     """One line naming the mistake, or the worst entries when no pattern fits."""
+    if ev.layout.projection:
+        worst = ev.comparison.worst
+        return (f"random projection {worst.index[1]}: u^T J d is {worst.analytic:.6g} from the analytic "
+                f"derivative but {worst.numeric:.6g} numerically; --fast checks projections, not entries: "
+                f"run without --fast (at a smaller --shape) to see which entries are wrong")
     with np.errstate(all="ignore"):  # candidates divide by fitted factors; inf/nan just fail to match
         return _diagnose(ev)
 

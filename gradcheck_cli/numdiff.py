@@ -45,18 +45,19 @@ REFINEMENTS = 3
 # Rounding noise is measured along a few random directions with a tiny relative step.
 NOISE_DIRECTIONS = 3
 NOISE_POINTS = 8
+LIGHT_NOISE_POINTS = 6  # --fast: one direction, two degrees of freedom over the cubic
 # A difference quotient's noise bound, in measured standard deviations of f over h.
 NOISE_SIGMAS = 3.0
 
 
-def _noise_design() -> tuple[Array, Array]:
+def _noise_design(points: int) -> tuple[Array, Array]:
     """Fixed random offsets in [-1, 1] and the projector onto residuals of a cubic fit."""
-    t = np.sort(np.random.default_rng(2024).uniform(-1.0, 1.0, NOISE_POINTS))
+    t = np.sort(np.random.default_rng(2024).uniform(-1.0, 1.0, points))
     vander = np.vander(t, 4)
-    return t, np.eye(NOISE_POINTS) - vander @ np.linalg.pinv(vander)
+    return t, np.eye(points) - vander @ np.linalg.pinv(vander)
 
 
-_NOISE_OFFSETS, _NOISE_RESIDUAL = _noise_design()
+_NOISE_DESIGNS = {points: _noise_design(points) for points in (NOISE_POINTS, LIGHT_NOISE_POINTS)}
 
 
 class EvaluationError(Exception):
@@ -82,7 +83,11 @@ class Evaluator:
     gives different numbers and is then evaluated point by point.
     """
 
-    def __init__(self, f: Callable[[Any], Any], x: Array, scale: Array, dtype: str = "float64") -> None:
+    def __init__(self, f: Callable[[Any], Any], x: Array, scale: Array, dtype: str = "float64",
+                 light: bool = False) -> None:
+        # light (--fast): no stacking probe, noise from one direction; a few evaluations in all.
+        self.directions = 1 if light else NOISE_DIRECTIONS
+        self.noise_points = LIGHT_NOISE_POINTS if light else NOISE_POINTS
         self.dtype = np.dtype(dtype)
         self.eps = float(np.finfo(self.dtype).eps)
         self.tiny = float(np.finfo(self.dtype).smallest_subnormal)
@@ -91,7 +96,7 @@ class Evaluator:
         self.warnings: list[str] = []
         self.y0 = self.call(x, probe=True)
         self.out_shape = self.y0.shape
-        self.stacks = self._probe(scale)
+        self.stacks = False if light else self._probe(scale)
         self.scale = scale
         self._noise_by_span: dict[float, Array] = {}
         self.noise = self.noise_at(1.0)
@@ -165,13 +170,14 @@ class Evaluator:
         cancellation (1 + erf(x) near x = -6, 1 + tanh(u) for u << 0) is far noisier than
         eps * |f|; measuring it keeps such correct code from being flagged.
         """
-        t, residual_maker = _NOISE_OFFSETS, _NOISE_RESIDUAL
-        signs = np.random.default_rng(2024).choice([-1.0, 1.0], (NOISE_DIRECTIONS, *self.x.shape))
+        points = self.noise_points
+        t, residual_maker = _NOISE_DESIGNS[points]
+        signs = np.random.default_rng(2024).integers(0, 2, (self.directions, *self.x.shape)) * 2.0 - 1.0
         steps = self.eps ** (1.0 / 3.0) * scale * signs  # (directions, B, K)
         stack = self.x[None, None] + t[None, :, None, None] * steps[:, None]
-        ys = self(stack.reshape(-1, *self.x.shape)).reshape(NOISE_DIRECTIONS, NOISE_POINTS, -1)
-        residuals = np.einsum("pq,dqm->dpm", residual_maker, ys)
-        sigma = np.sqrt(np.sum(residuals**2, axis=(0, 1)) / (NOISE_DIRECTIONS * (NOISE_POINTS - 4)))
+        ys = self(stack.reshape(-1, *self.x.shape)).reshape(self.directions, points, -1)
+        residuals = np.matmul(residual_maker[None], ys)  # (directions, points, M)
+        sigma = np.sqrt(np.sum(residuals**2, axis=(0, 1)) / (self.directions * (points - 4)))
         return np.where(np.isfinite(sigma), sigma, 0.0)
 
     def representable(self, x: Array) -> Array:
@@ -570,3 +576,33 @@ def _directional_agrees(evaluate: Evaluator, x: Array, h: Array, form: str, valu
         predicted = apply_form(form, value, d)
         ok = np.abs(predicted - d1) <= 8.0 * bound + 1e-9 * np.abs(d1)
     return bool(np.all(ok | ~np.isfinite(d1)))
+
+
+def projections(evaluate: Evaluator, x: Array, scale: Array, count: int, seed: int) -> tuple[Array, Array, Array, Array]:
+    """``--fast``: seeded random projections u_k^T J d_k, without forming J.
+
+    Each direction d_k has entries +-eps^(1/3) * scale (Rademacher signs), each u_k standard
+    normal over the outputs. The central difference of f along d_k gives J d_k with
+    truncation error |D(d) - D(2d)| / 3; its rounding is bounded by the forward's noise,
+    measured once along one direction and combined over u_k as independent errors.
+    Returns (u (count, M), d (count, N), values (count,), errors (count,)).
+    """
+    rng = np.random.default_rng([seed, 424242])
+    m = int(evaluate.y0.size)
+    d = evaluate.eps ** (1.0 / 3.0) * scale.ravel() * (rng.integers(0, 2, (count, x.size)) * 2.0 - 1.0)
+    u = rng.standard_normal((count, m))
+    values = np.empty(count)
+    errors = np.empty(count)
+    size = np.abs(evaluate.y0.ravel())
+    for k in range(count):
+        step = evaluate.exact_steps(x, d[k].reshape(x.shape))
+        d[k] = step.ravel()
+        ys = evaluate(np.stack([x + step, x - step, x + 2 * step, x - 2 * step]))
+        with np.errstate(all="ignore"):
+            d1 = u[k] @ ((ys[0] - ys[1]) / 2.0)
+            d2 = u[k] @ ((ys[2] - ys[3]) / 4.0)
+            noise = np.sqrt(np.sum((u[k] * np.maximum(NOISE_SIGMAS * evaluate.noise, ROUNDING_ULPS * evaluate.eps * size))
+                                   ** 2))
+        values[k] = d1
+        errors[k] = abs(d1 - d2) / 3.0 + noise
+    return u, d, values, errors

@@ -193,6 +193,7 @@ def jobs_from_config(path: str, default_timeout: float) -> tuple[Registry, list[
                 seed=merged.get("seed", 0), trials=merged.get("trials", 3),
                 shape=merged.get("shape", (4, 10)), method=merged.get("method", "central"),
                 dtype=merged.get("dtype", "float64"), edges=merged.get("edges", False),
+                fast=merged.get("fast", False),
                 rtol=merged.get("rtol"), atol=merged.get("atol"),
                 input=inputs.parse_matrix(merged["input"], "input") if "input" in merged else None,
                 target=inputs.parse_matrix(merged["target"], "target") if "target" in merged else None,
@@ -204,3 +205,26 @@ def jobs_from_config(path: str, default_timeout: float) -> tuple[Registry, list[
             raise ConfigError(f"{config.where(key)}: {exc.message}") from exc
         jobs.append(Job(check.name, spec, options, check.expect, merged.get("timeout", default_timeout)))
     return registry, jobs
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> (2, 4); anything else is a usage error."""
+    from gradcheck_cli.errors import UsageError
+
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index = count = 0
+    if not 1 <= index <= count:
+        raise UsageError(f"--shard expects I/N with 1 <= I <= N (e.g. --shard 2/4 for the second of four CI "
+                         f"jobs); got {text!r}.")
+    return index, count
+
+
+def select_shard(jobs: list[Job], part: tuple[int, int] | None) -> list[Job]:
+    """Checks I, I+N, I+2N, ... (1-based) of the suite: deterministic, and the N shards together
+    run every check exactly once."""
+    if part is None:
+        return jobs
+    index, count = part
+    return jobs[index - 1::count]

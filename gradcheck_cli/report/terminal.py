@@ -56,6 +56,8 @@ def _index(row: CheckResult) -> str:
         return "-"
     if len(idx) == 4:
         return f"dy[{idx[0]},{idx[1]}]/dx[{idx[2]},{idx[3]}]"
+    if len(idx) == 1:
+        return f"projection {idx[0]} (u^T J d)"
     return f"dL/dx[{idx[0]},{idx[1]}]"
 
 
