@@ -578,7 +578,8 @@ def _directional_agrees(evaluate: Evaluator, x: Array, h: Array, form: str, valu
     return bool(np.all(ok | ~np.isfinite(d1)))
 
 
-def projections(evaluate: Evaluator, x: Array, scale: Array, count: int, seed: int) -> tuple[Array, Array, Array, Array]:
+def projections(evaluate: Evaluator, x: Array, scale: Array, count: int,
+                seed: int) -> tuple[Array, Array, Array, Array]:
     """``--fast``: seeded random projections u_k^T J d_k, without forming J.
 
     Each direction d_k has entries +-eps^(1/3) * scale (Rademacher signs), each u_k standard
@@ -593,7 +594,7 @@ def projections(evaluate: Evaluator, x: Array, scale: Array, count: int, seed: i
     u = rng.standard_normal((count, m))
     values = np.empty(count)
     errors = np.empty(count)
-    size = np.abs(evaluate.y0.ravel())
+    per_output = np.maximum(NOISE_SIGMAS * evaluate.noise, ROUNDING_ULPS * evaluate.eps * np.abs(evaluate.y0.ravel()))
     for k in range(count):
         step = evaluate.exact_steps(x, d[k].reshape(x.shape))
         d[k] = step.ravel()
@@ -601,8 +602,7 @@ def projections(evaluate: Evaluator, x: Array, scale: Array, count: int, seed: i
         with np.errstate(all="ignore"):
             d1 = u[k] @ ((ys[0] - ys[1]) / 2.0)
             d2 = u[k] @ ((ys[2] - ys[3]) / 4.0)
-            noise = np.sqrt(np.sum((u[k] * np.maximum(NOISE_SIGMAS * evaluate.noise, ROUNDING_ULPS * evaluate.eps * size))
-                                   ** 2))
+            noise = np.sqrt(np.sum((u[k] * per_output) ** 2))
         values[k] = d1
         errors[k] = abs(d1 - d2) / 3.0 + noise
     return u, d, values, errors
