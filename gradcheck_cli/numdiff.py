@@ -290,9 +290,7 @@ class _Stencil:
         flat_x = x.ravel()
         floor = MIN_STEP_ULPS * np.spacing(np.abs(flat_x).astype(evaluate.dtype)).astype(np.float64)
         for level in range(1, REFINEMENTS + 1):
-            shrinkable = h / 8.0 > floor
-            can_shrink = shrinkable if pattern.kind == GENERAL else np.array(
-                [np.all(shrinkable[pattern.members(np.array([g]))]) for g in range(pattern.n_groups)])
+            can_shrink = pattern.all_members(h / 8.0 > floor)
             bad = np.flatnonzero((trunc_ratio > NONASYMPTOTIC) & can_shrink)
             if bad.size == 0:
                 break
