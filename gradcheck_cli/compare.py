@@ -114,12 +114,13 @@ def _compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance
     diff[np.isnan(diff)] = np.inf
     bad_mask = diff > tol
     n_bad = int(bad_mask.sum())
-    ranked = np.where(bad_mask, diff, -1.0) if n_bad else diff
-    flat = ranked.ravel()
+    # Only the top few entries are reported: a partial sort keeps this O(size). Among failing
+    # entries when there are any (a selection over a few indices, not over many ties).
+    candidates = np.flatnonzero(bad_mask) if n_bad else np.arange(diff.size)
+    flat = diff.ravel()[candidates]
     k = min(max(keep, 1), flat.size)
-    # Only the top few entries are reported: a partial sort keeps this O(size).
-    order = np.argpartition(flat, flat.size - k)[flat.size - k:]
-    order = order[np.argsort(flat[order])[::-1]]
+    top = np.argpartition(flat, flat.size - k)[flat.size - k:]
+    order = candidates[top[np.argsort(flat[top])[::-1]]]
 
     def entry(index: int) -> Entry:
         i, j = np.unravel_index(index, analytic.shape)

@@ -232,8 +232,14 @@ def _scale(ev: Evidence) -> str | None:
         return None
     name = _factor_name(c, ev.layout)
     if name:
-        return f"off by a constant factor {name} (analytic = {c:.6g} x numeric)"
-    return f"off by a constant factor: analytic = {c:.6g} x numeric everywhere"
+        return f"off by a constant factor {name} (analytic = {_factor_text(c)} x numeric)"
+    return f"off by a constant factor: analytic = {_factor_text(c)} x numeric everywhere"
+
+
+def _factor_text(c: float) -> str:
+    """Enough digits that a factor near 1 does not print as 1 (1.000001, not 1)."""
+    digits = 6 if abs(c - 1.0) > 1e-4 else 12
+    return f"{c:.{digits}g}"
 
 
 def _part_scaled(ev: Evidence) -> str | None:

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gradcheck_cli import floating
-from gradcheck_cli.structure import ELEMENTWISE, GENERAL, Pattern, detect, to_blocks
+from gradcheck_cli.structure import ELEMENTWISE, GENERAL, ROWWISE, Pattern, detect, to_blocks
 
 Array = NDArray[np.float64]
 EPS = float(np.finfo(np.float64).eps)
@@ -251,33 +251,60 @@ class _Stencil:
         """Value, truncation and rounding bounds for a chunk: ``ys`` (points, chunk, M), ``h`` (chunk, 1)."""
         raise NotImplementedError
 
-    def estimate(self, evaluate: Evaluator, x: Array, scale: Array) -> Estimate:
+    def estimate(self, evaluate: Evaluator, x: Array, scale: Array, quick: bool = False) -> Estimate:
         """The dense Jacobian (M, N): every coordinate its own group."""
         m = int(np.prod(evaluate.out_shape, dtype=int))
-        value, error, h = self.groups(evaluate, x, scale, Pattern(GENERAL, (x.shape[0], x.size // x.shape[0]), m))
+        value, error, h = self.groups(evaluate, x, scale, Pattern(GENERAL, (x.shape[0], x.size // x.shape[0]), m),
+                                      quick)
         return Estimate(value.T, error.T, h, self.name)
 
-    def groups(self, evaluate: Evaluator, x: Array, scale: Array, pattern: Pattern) -> tuple[Array, Array, Array]:
-        """Group-major difference quotients (groups, M), their error bounds, and the steps (N,)."""
+    def groups(self, evaluate: Evaluator, x: Array, scale: Array, pattern: Pattern,
+               quick: bool = False, subset: NDArray[np.intp] | None = None) -> tuple[Array, Array, Array]:
+        """Group-major difference quotients (groups, M), their error bounds, and the steps (N,).
+
+        ``quick`` (central differences only) evaluates f(x +- h) alone and bounds only the
+        rounding error: a first pass whose tolerance is, if anything, too tight. Whatever
+        fails it is recomputed in full, so a correct derivative costs two evaluations per
+        column instead of four and a wrong one is judged exactly as before.
+        """
         h = self.steps(x, scale, evaluate).ravel()
+        if quick and isinstance(self, Central) and subset is None:
+            return self._quick(evaluate, x, h, pattern)
+        ids = np.arange(pattern.n_groups) if subset is None else subset
         outputs = _shifted_outputs(evaluate, x, h, self.offsets, pattern)
-        n, m = pattern.n_groups, pattern.m
+        n, m = ids.size, pattern.m
         value = np.empty((n, m))
         error = np.empty((n, m))
         trunc_ratio = np.empty(n)
         chunk = max(1, CHUNK_ELEMENTS // (len(self.offsets) * (x.size + m)))
         for start in range(0, n, chunk):
+            local = np.arange(start, min(n, start + chunk))
+            ys = outputs(ids[local])
+            with np.errstate(all="ignore"):  # overflow shows up as inf, reported downstream
+                v, t, r = self.combine(ys, pattern.out_steps(h, ids[local]), evaluate, evaluate.noise)
+                value[local] = v
+                error[local] = t + r
+                trunc_ratio[local] = _truncation_ratio(t, v, pattern, evaluate.tiny)
+        return self._refine(evaluate, x, h, value, error, trunc_ratio, chunk, pattern, ids)
+
+    def _quick(self, evaluate: Evaluator, x: Array, h: Array, pattern: Pattern) -> tuple[Array, Array, Array]:
+        outputs = _shifted_outputs(evaluate, x, h, (1.0, -1.0), pattern)
+        n, m = pattern.n_groups, pattern.m
+        value = np.empty((n, m))
+        error = np.empty((n, m))
+        chunk = max(1, CHUNK_ELEMENTS // (2 * (x.size + m)))
+        for start in range(0, n, chunk):
             groups = np.arange(start, min(n, start + chunk))
             ys = outputs(groups)
-            with np.errstate(all="ignore"):  # overflow shows up as inf, reported downstream
-                v, t, r = self.combine(ys, pattern.out_steps(h, groups), evaluate, evaluate.noise)
-                value[groups] = v
-                error[groups] = t + r
-                trunc_ratio[groups] = _truncation_ratio(t, v, pattern, evaluate.tiny)
-        return self._refine(evaluate, x, h, value, error, trunc_ratio, chunk, pattern)
+            steps = pattern.out_steps(h, groups)
+            with np.errstate(all="ignore"):
+                value[groups] = (ys[0] - ys[1]) / (2.0 * steps)
+                error[groups] = _rounding(ys, steps, evaluate, evaluate.noise) / steps
+        return value, error, h
 
     def _refine(self, evaluate: Evaluator, x: Array, h: Array, value: Array, error: Array,
-                trunc_ratio: Array, chunk: int, pattern: Pattern) -> tuple[Array, Array, Array]:
+                trunc_ratio: Array, chunk: int, pattern: Pattern,
+                ids: NDArray[np.intp]) -> tuple[Array, Array, Array]:
         """Shrink the step where it is too large for the function's curvature.
 
         h = eps^p max(1, |x|) assumes the function varies on the scale of |x|. Softmax is
@@ -290,26 +317,27 @@ class _Stencil:
         flat_x = x.ravel()
         floor = MIN_STEP_ULPS * np.spacing(np.abs(flat_x).astype(evaluate.dtype)).astype(np.float64)
         for level in range(1, REFINEMENTS + 1):
-            can_shrink = pattern.all_members(h / 8.0 > floor)
-            bad = np.flatnonzero((trunc_ratio > NONASYMPTOTIC) & can_shrink)
+            can_shrink = pattern.all_members(h / 8.0 > floor)[ids]
+            bad = np.flatnonzero((trunc_ratio > NONASYMPTOTIC) & can_shrink)  # local positions
             if bad.size == 0:
                 break
             # Over the original span the noise fit also sees the curvature: re-measure it at the new step.
             noise = evaluate.noise_at(8.0**-level)
             trial_h = h.copy()
-            moved = pattern.members(bad)
+            moved = pattern.members(ids[bad])
             trial_h[moved] = evaluate.exact_steps(flat_x[moved], h[moved] / 8.0)
             outputs = _shifted_outputs(evaluate, x, trial_h, self.offsets, pattern)
             for start in range(0, bad.size, chunk):
-                groups = bad[start:start + chunk]
+                local = bad[start:start + chunk]
+                groups = ids[local]
                 with np.errstate(all="ignore"):
                     v, t, r = self.combine(outputs(groups), pattern.out_steps(trial_h, groups), evaluate, noise)
-                    better = np.max(t + r, axis=1) < np.max(error[groups], axis=1)
-                    keep = groups[better]
+                    better = np.max(t + r, axis=1) < np.max(error[local], axis=1)
+                    keep = local[better]
                     value[keep] = v[better]
                     error[keep] = (t + r)[better]
-                    h[pattern.members(keep)] = trial_h[pattern.members(keep)]
-                    trunc_ratio[groups] = np.where(better, _truncation_ratio(t, v, pattern, evaluate.tiny), 0.0)
+                    h[pattern.members(ids[keep])] = trial_h[pattern.members(ids[keep])]
+                    trunc_ratio[local] = np.where(better, _truncation_ratio(t, v, pattern, evaluate.tiny), 0.0)
         return value, error, h
 
 
@@ -428,8 +456,8 @@ METHODS: dict[str, Central | Richardson | ComplexStep] = {
 }
 
 
-def estimate(f: Callable[[Array], Any], x: Array, scale: Array,
-             method: str = "central", evaluator: Evaluator | None = None, dtype: str = "float64") -> Estimate:
+def estimate(f: Callable[[Array], Any], x: Array, scale: Array, method: str = "central",
+             evaluator: Evaluator | None = None, dtype: str = "float64", quick: bool = False) -> Estimate:
     """Numerical Jacobian of ``f`` at ``x``, shape ``(f(x).size, x.size)``, with error bounds.
 
     Parameters
@@ -461,7 +489,7 @@ def estimate(f: Callable[[Array], Any], x: Array, scale: Array,
                     "differences instead")
             return Estimate(central.value, central.error, central.step, "central", note)
         return result
-    return chosen.estimate(evaluate, x, scale)
+    return chosen.estimate(evaluate, x, scale, quick)
 
 
 def one_sided(evaluate: Evaluator, x: Array, h: Array) -> tuple[Array, Array]:
@@ -517,7 +545,8 @@ class StructuredEstimate:
     note: str = ""
 
 
-def estimate_structured(evaluate: Evaluator, x: Array, scale: Array, method: str = "central") -> StructuredEstimate:
+def estimate_structured(evaluate: Evaluator, x: Array, scale: Array, method: str = "central",
+                        quick: bool = False, kind: str | None = None) -> StructuredEstimate:
     """Numerical Jacobian using the function's structure, confirmed twice.
 
     :func:`gradcheck_cli.structure.detect` proposes a structure from bit-exact row and
@@ -525,13 +554,17 @@ def estimate_structured(evaluate: Evaluator, x: Array, scale: Array, method: str
     directional derivative. A function whose rows (or entries) turn out to interact falls
     back to the general path, and the note says so.
     """
-    kind = GENERAL if method == "complex" else detect(evaluate, x, evaluate.y0, scale)
     note = ""
+    if kind is None:
+        kind = GENERAL if method == "complex" else detect(evaluate, x, evaluate.y0, scale)
+        if kind == GENERAL and method != "complex" and x.shape[0] > 1:
+            note = ("rows of the batch interact (moving one input row changes other output rows), so every "
+                    "entry of the full (B*K) x (B*K) Jacobian was checked on the general path")
     if kind != GENERAL:
         stencil = METHODS[method]
         assert isinstance(stencil, _Stencil)
         m = int(evaluate.y0.size)
-        value, error, h = stencil.groups(evaluate, x, scale, Pattern(kind, (x.shape[0], x.shape[1]), m))
+        value, error, h = stencil.groups(evaluate, x, scale, Pattern(kind, (x.shape[0], x.shape[1]), m), quick)
         k_out = m // x.shape[0]
         if kind == ELEMENTWISE:
             form, value, error = "diagonal", value.reshape(x.shape), error.reshape(x.shape)
@@ -542,7 +575,7 @@ def estimate_structured(evaluate: Evaluator, x: Array, scale: Array, method: str
             return StructuredEstimate(form, value, error, h, stencil.name, kind)
         note = (f"{kind} structure proposed by single-row/column probes failed the directional check "
                 f"(outputs depend on other inputs in a way the probes missed); used the general path")
-    est = estimate(evaluate.user_f, x, scale, method, evaluate)
+    est = estimate(evaluate.user_f, x, scale, method, evaluate, quick=quick)
     return StructuredEstimate("dense", est.value, est.error, est.step, est.method, GENERAL, est.note or note)
 
 
@@ -604,3 +637,34 @@ def projections(evaluate: Evaluator, x: Array, scale: Array, count: int,
         values[k] = d1
         errors[k] = abs(d1 - d2) / 3.0 + noise
     return u, d, values, errors
+
+
+def group_of(kind: str, coords: NDArray[np.intp], k: int) -> NDArray[np.intp]:
+    """The groups (under ``kind``) that move the flat input coordinates ``coords``."""
+    if kind == ELEMENTWISE:
+        return np.zeros(1, dtype=np.intp)
+    if kind == ROWWISE:
+        return np.unique(coords % k)
+    return np.unique(coords)
+
+
+def complete(evaluate: Evaluator, x: Array, scale: Array, method: str, kind: str, form: str,
+             value: Array, error: Array, coords: NDArray[np.intp]) -> tuple[Array, Array]:
+    """Recompute, with the full stencil and its truncation bound, the columns of a quick
+    estimate that move input ``coords``; return the patched (value, error) in ``form``.
+
+    Column j of a blocks or dense form is group j's outputs, so a group's full estimate
+    replaces exactly that column; an elementwise (diagonal) estimate is one group.
+    """
+    stencil = METHODS[method]
+    assert isinstance(stencil, _Stencil)
+    b, k = x.shape
+    m = int(evaluate.y0.size)
+    ids = group_of(kind, coords, k)
+    v, e, _ = stencil.groups(evaluate, x, scale, Pattern(kind, (b, k), m), subset=ids)
+    value, error = value.copy(), error.copy()
+    if form == "diagonal":
+        return v.reshape(x.shape), e.reshape(x.shape)
+    value[:, ids] = v.T
+    error[:, ids] = e.T
+    return value, error

@@ -26,6 +26,7 @@ from gradcheck_cli.registry import FunctionSpec, Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 
 Array = NDArray[np.float64]
+Index = NDArray[np.intp]
 DTYPES = ("float64", "float32")
 MAX_SAVED_INPUT = 100_000
 DENSE_LIMIT = 4_000_000  # entries; a larger failing Jacobian is diagnosed on its worst batch row
@@ -159,13 +160,13 @@ def _forward_values(evaluator: Evaluator, who: str, x: Array) -> Array:
 
 
 def _numeric(f: Callable[[Array], Array], x: Array, domain: str, options: CheckOptions,
-             who: str) -> tuple[Evaluator, numdiff.Estimate]:
+             who: str, quick: bool = False) -> tuple[Evaluator, numdiff.Estimate]:
     method = options.method
     scale = inputs.step_scale(x, domain)
     try:
         evaluator = Evaluator(f, x, scale, options.dtype)
         _forward_values(evaluator, who, x)
-        est = numdiff.estimate(f, x, scale, method, evaluator)
+        est = numdiff.estimate(f, x, scale, method, evaluator, quick=quick)
     except EvaluationError as exc:
         raise _Skip(f"{who} {exc}") from exc
     if not np.all(np.isfinite(est.value)):
@@ -196,15 +197,20 @@ def _fast_trial(f: Callable[[Array], Array], x: Array, domain: str, options: Che
     return _Trial(analytic(evaluator.y0, u, d)[None, :], est, layout, x=x, target=target)
 
 
-def _numeric_structured(act: FunctionSpec, x: Array,
-                        options: CheckOptions) -> tuple[Evaluator, numdiff.StructuredEstimate]:
-    """The activation's numerical Jacobian, in the form its verified structure allows."""
+def _numeric_structured(act: FunctionSpec, x: Array, options: CheckOptions, quick: bool = False,
+                        prior: tuple[Evaluator, numdiff.StructuredEstimate] | None = None
+                        ) -> tuple[Evaluator, numdiff.StructuredEstimate]:
+    """The activation's numerical Jacobian, in the form its verified structure allows.
+
+    ``prior`` is the quick pass for the same point: its evaluator and structure are reused.
+    """
     who = f"{act.name} forward"
     scale = inputs.step_scale(x, act.domain)
     try:
-        evaluator = Evaluator(act.forward, x, scale, options.dtype)
+        evaluator = prior[0] if prior else Evaluator(act.forward, x, scale, options.dtype)
         _forward_values(evaluator, who, x)
-        est = numdiff.estimate_structured(evaluator, x, scale, options.method)
+        est = numdiff.estimate_structured(evaluator, x, scale, options.method, quick,
+                                          prior[1].structure if prior else None)
     except EvaluationError as exc:
         raise _Skip(f"{who} {exc}") from exc
     if not np.all(np.isfinite(est.value)):
@@ -283,7 +289,7 @@ def reproduce_command(check: str, options: CheckOptions, spec: Spec | None = Non
 
 
 def _judge(spec: Spec, component: str, convention: str, origin: str, options: CheckOptions,
-           trials: Callable[[int], _Trial]) -> CheckResult:
+           trials: Callable[[int, Index | None], _Trial]) -> CheckResult:
     """Run ``trials`` and make one row from the worst of them."""
     base = CheckResult(check=spec.text, component=component, verdict=Verdict.ERROR,
                        convention=convention, shape=options.point_shape, trials=options.n_trials,
@@ -294,7 +300,14 @@ def _judge(spec: Spec, component: str, convention: str, origin: str, options: Ch
     for t in range(options.n_trials):
         conventions.FP_WARNINGS.clear()
         try:
-            trial = trials(t)
+            # A quick pass (rounding bound only, two evaluations per column) is exact about
+            # passing; only what fails it is judged on the full estimate with its truncation bound.
+            trial = trials(t, None)
+            failing = _failing_coords(trial, options.tolerance)
+            if failing.size:
+                conventions.FP_WARNINGS.clear()
+                trial = trials(t, failing)
+            comp = compare(trial.analytic, trial.estimate.value, trial.estimate.error, options.tolerance)
             trial.fp_warnings = tuple(conventions.FP_WARNINGS)
         except _EdgeSkip as why:
             notes.append(str(why))
@@ -304,7 +317,6 @@ def _judge(spec: Spec, component: str, convention: str, origin: str, options: Ch
         except (ConventionError, EvaluationError) as why:
             return replace(base, diagnosis=str(why), trial=t)
         notes += [n for n in trial.notes + [trial.estimate.note] if n and n not in notes]
-        comp = compare(trial.analytic, trial.estimate.value, trial.estimate.error, options.tolerance)
         score = comp.max_ratio
         if worst is None or score > worst[0]:
             worst = (score, t, trial, comp)
@@ -335,6 +347,30 @@ def _judge(spec: Spec, component: str, convention: str, origin: str, options: Ch
                    worst_index=trial.layout.worst_index(comp.worst.index),
                    analytic=comp.worst.analytic, numeric=comp.worst.numeric, noise=comp.worst.error,
                    method=trial.estimate.method, notes=tuple(notes))
+
+
+def _failing_coords(trial: _Trial, tolerance: Tolerance) -> Index:
+    """Flat input coordinates whose columns hold an entry that fails the comparison."""
+    est = trial.estimate
+    bad = np.abs(trial.analytic - est.value) > tolerance.entries(est.value, est.error, trial.analytic)
+    bad |= ~np.isfinite(trial.analytic)
+    rows, cols = np.nonzero(bad)
+    lay = trial.layout
+    if lay.form == "blocks" and not lay.scalar:
+        return np.unique((rows // lay.k_out) * lay.k_in + cols)
+    if lay.form == "diagonal":
+        return np.unique(rows * lay.k_in + cols)
+    return np.unique(cols)
+
+
+def _complete(evaluator: Evaluator, x: Array, scale: Array, options: CheckOptions, kind: str,
+              est: numdiff.Estimate | numdiff.StructuredEstimate, form: str,
+              failing: Index | None) -> numdiff.Estimate | numdiff.StructuredEstimate:
+    """The quick estimate with the columns of ``failing`` recomputed in full (central only)."""
+    if failing is None or options.method != "central":
+        return est
+    value, error = numdiff.complete(evaluator, x, scale, options.method, kind, form, est.value, est.error, failing)
+    return replace(est, value=value, error=error)  # type: ignore[type-var]
 
 
 def _densify(trial: _Trial, comp: Comparison) -> _Trial:
@@ -480,23 +516,32 @@ def _call_forward(spec: FunctionSpec, x: Array) -> Array:
 
 def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions) -> list[CheckResult]:
     rows = []
-    numeric: dict[int, tuple[Evaluator, numdiff.StructuredEstimate]] = {}  # shared by every convention
+    # trial -> quick numerical Jacobian, shared by every convention of the entry
+    numeric: dict[int, tuple[Evaluator, numdiff.StructuredEstimate]] = {}
+    analytic_cache: dict[tuple[int, str], tuple[str, Array]] = {}
     b, k = options.point_shape
     checked = [c for c in act.conventions
                if not (c == "jacobian" and len(act.conventions) > 1 and b * k * k > JACOBIAN_LIMIT)]
     skipped = [c for c in act.conventions if c not in checked]
     for convention in checked:
-        def trial(t: int, convention: str = convention) -> _Trial:
+        def trial(t: int, failing: Index | None, convention: str = convention) -> _Trial:
             x = points.input_only(t)
             if options.fast:
                 return _fast_trial(act.forward, x, act.domain, options, f"{act.name} forward",
                                    lambda y, u, d: conventions.analytic_projections(act, convention, x, y, u, d),
                                    options.seed * 1000 + t)
             if t not in numeric:
-                numeric[t] = _numeric_structured(act, x, options)
+                numeric[t] = _numeric_structured(act, x, options, quick=True)
             evaluator, est = numeric[t]
+            if (t, convention) not in analytic_cache:
+                analytic_cache[t, convention] = conventions.analytic_form(act, convention, x, evaluator.y0,
+                                                                          est.structure)
+            if failing is not None:
+                scale = inputs.step_scale(x, act.domain)
+                est = _complete(evaluator, x, scale, options, est.structure, est, est.form,  # type: ignore[assignment]
+                                failing)
             y = evaluator.y0
-            analytic_form, analytic = conventions.analytic_form(act, convention, x, y, est.structure)
+            analytic_form, analytic = analytic_cache[t, convention]
             form = structure.common_form(analytic_form, est.form)
             analytic = structure.convert(analytic_form, form, analytic, x.shape[0])
             est = replace(est, form=form, value=structure.convert(est.form, form, est.value, x.shape[0]),
@@ -532,7 +577,7 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
                 f"({b * k * k * 8 / 2**30:.1f} GiB); this row checks the same derivative")
         rows = [replace(r, notes=(*r.notes, note)) for r in rows]
     if "derivative2" in act.second and not options.fast:
-        def second(t: int) -> _Trial:
+        def second(t: int, failing: Index | None) -> _Trial:
             x = points.input_only(t)
             scale = inputs.step_scale(x, act.domain)
             try:
@@ -551,7 +596,9 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
 def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOptions) -> CheckResult:
     act = spec.activation
 
-    def trial(t: int) -> _Trial:
+    quick: dict[int, tuple[Evaluator, numdiff.Estimate]] = {}
+
+    def trial(t: int, failing: Index | None) -> _Trial:
         x, target = points(t)
         assert target is not None
         pred = _call_forward(act, x) if act is not None else x
@@ -561,8 +608,12 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOpt
             return _fast_trial(lambda p: loss.forward(p, target_in), pred, loss.domain, options,
                                f"{loss.name} forward", lambda y, u, d: u[:, 0] * (d @ gradient),
                                options.seed * 1000 + t, target)
-        evaluator, est = _numeric(lambda p: loss.forward(p, target_in), pred, loss.domain,
-                                  options, f"{loss.name} forward")
+        if t not in quick:
+            quick[t] = _numeric(lambda p: loss.forward(p, target_in), pred, loss.domain,
+                                options, f"{loss.name} forward", quick=True)
+        evaluator, est = quick[t]
+        est = _complete(evaluator, pred, inputs.step_scale(pred, loss.domain), options, "general", est,  # type: ignore[assignment]
+                        "dense", failing)
         analytic = conventions.analytic_gradient(loss, pred, target)
         return _Trial(analytic, est, Layout(pred.shape[0], 1, pred.shape[-1], scalar=True),
                       kink=_kink_hook(loss, evaluator, pred, pred - target, est), x=pred, target=target)
@@ -575,14 +626,17 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
     convention = act.conventions[0]
     composite_cache: dict[int, tuple[Evaluator, numdiff.Estimate]] = {}
 
-    def composite(t: int) -> tuple[Array, Array, numdiff.Estimate]:
+    def composite(t: int, failing: Index | None) -> tuple[Array, Array, numdiff.Estimate]:
         z, target = points(t)
         assert target is not None
         if t not in composite_cache:
             target_in = target.astype(options.dtype)
             composite_cache[t] = _numeric(lambda v: loss.forward(act.forward(v), target_in), z,
-                                          act.domain, options, f"{loss.name}({act.name}(z))")
-        return z, target, composite_cache[t][1]
+                                          act.domain, options, f"{loss.name}({act.name}(z))", quick=True)
+        evaluator, est = composite_cache[t]
+        est = _complete(evaluator, z, inputs.step_scale(z, act.domain), options, "general", est,  # type: ignore[assignment]
+                        "dense", failing)
+        return z, target, est
 
     def kink(t: int) -> Callable[[], tuple[Array, Array, str] | None] | None:
         # The composite has the activation's kinks: there, accept any subgradient too.
@@ -604,10 +658,10 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
         g = conventions.analytic_gradient(loss, y, target).reshape(y.shape)
         return conventions.analytic_vjp(act, convention, z, g, y)
 
-    def chain(t: int) -> _Trial:
+    def chain(t: int, failing: Index | None) -> _Trial:
         if options.fast:
             return fast(t, chain_gradient)
-        z, target, est = composite(t)
+        z, target, est = composite(t, failing)
         analytic = chain_gradient(z, target).reshape(1, -1)
         return _Trial(analytic, est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z, target=target,
                       kink=kink(t))
@@ -629,10 +683,10 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
             return conventions.call_checked("fused gradient(z, t)", fused.gradient, (z, target), z.shape,
                                             "dL/dz, like z")
 
-        def fused_trial(t: int) -> _Trial:
+        def fused_trial(t: int, failing: Index | None) -> _Trial:
             if options.fast:
                 return fast(t, fused_gradient)
-            z, target, est = composite(t)
+            z, target, est = composite(t, failing)
             out = fused_gradient(z, target)
             return _Trial(out.reshape(1, -1), est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z,
                           target=target, kink=kink(t))
