@@ -197,6 +197,13 @@ def _fast_trial(f: Callable[[Array], Array], x: Array, domain: str, options: Che
     return _Trial(analytic(evaluator.y0, u, d)[None, :], est, layout, x=x, target=target)
 
 
+def _checked_conventions(act: FunctionSpec, options: CheckOptions) -> list[str]:
+    """The activation's conventions, minus a `jacobian` too large to build beside another one."""
+    b, k = options.point_shape
+    return [c for c in act.conventions
+            if not (c == "jacobian" and len(act.conventions) > 1 and b * k * k > JACOBIAN_LIMIT)]
+
+
 def _numeric_structured(act: FunctionSpec, x: Array, options: CheckOptions, quick: bool = False,
                         prior: tuple[Evaluator, numdiff.StructuredEstimate] | None = None
                         ) -> tuple[Evaluator, numdiff.StructuredEstimate]:
@@ -520,8 +527,7 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
     numeric: dict[int, tuple[Evaluator, numdiff.StructuredEstimate]] = {}
     analytic_cache: dict[tuple[int, str], tuple[str, Array]] = {}
     b, k = options.point_shape
-    checked = [c for c in act.conventions
-               if not (c == "jacobian" and len(act.conventions) > 1 and b * k * k > JACOBIAN_LIMIT)]
+    checked = _checked_conventions(act, options)
     skipped = [c for c in act.conventions if c not in checked]
     for convention in checked:
         def trial(t: int, failing: Index | None, convention: str = convention) -> _Trial:
@@ -623,7 +629,7 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOpt
 
 def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Points,
                options: CheckOptions, registry: Registry, parts_ok: dict[str, bool]) -> list[CheckResult]:
-    convention = act.conventions[0]
+    convention = _checked_conventions(act, options)[0]
     composite_cache: dict[int, tuple[Evaluator, numdiff.Estimate]] = {}
 
     def composite(t: int, failing: Index | None) -> tuple[Array, Array, numdiff.Estimate]:

@@ -138,7 +138,8 @@ register_activation("leaky_relu", forward=lambda x: np.where(x > 0, x, LEAKY_SLO
                     formula=f"f'(x) = 1 if x > 0 else {LEAKY_SLOPE}", kinks=(0.0,))
 register_activation("elu", forward=lambda x: _elu(x, 1.0),
                     derivative=lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0))),
-                    formula="f(x) = x if x > 0 else e^x - 1; f'(x) = 1 if x > 0 else e^x")
+                    formula="f(x) = x if x > 0 else e^x - 1; f'(x) = 1 if x > 0 else e^x",
+                    kinks=(0.0,))  # f'' jumps at 0: keep random stencils off it
 register_activation("selu", forward=lambda x: SELU_SCALE * _elu(x, SELU_ALPHA),
                     derivative=lambda x: SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0.0))),
                     formula="f'(x) = lambda if x > 0 else lambda*alpha*e^x", kinks=(0.0,))
@@ -157,7 +158,7 @@ register_activation("mish", forward=mish, derivative=mish_derivative,
                     formula="t = tanh(softplus(x)); f'(x) = t + x(1 - t^2) sigmoid(x)")
 register_activation("softsign", forward=lambda x: x / (1.0 + np.abs(x)),
                     derivative=lambda x: 1.0 / (1.0 + np.abs(x)) ** 2,
-                    formula="f(x) = x/(1+|x|); f'(x) = 1/(1+|x|)^2")
+                    formula="f(x) = x/(1+|x|); f'(x) = 1/(1+|x|)^2", kinks=(0.0,))
 register_activation("hard_tanh", forward=lambda x: np.clip(x, -1.0, 1.0),
                     derivative=lambda x: _step(x, -1.0, 1.0, 1.0),
                     formula="f'(x) = 1 if -1 < x < 1 else 0", kinks=(-1.0, 1.0))
