@@ -278,8 +278,10 @@ def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
         columns = range(start, min(count, start + (STACK_CHUNK if stacked else 1)))
         if stacked:
             outs = _call(name, fn, np.broadcast_to(arg, (len(columns), *arg.shape)).copy(), basis(columns))
-            for offset, i in enumerate(columns):
-                store(i, outs[offset])
+            if convention == "jvp":
+                blocks[:, :, columns.start:columns.stop] = outs.transpose(1, 2, 0)
+            else:
+                blocks[:, columns.start:columns.stop, :] = outs.transpose(1, 0, 2)
         else:
             store(start, _expect_shape(name, _call(name, fn, arg, basis(columns)[0]), out_shape, meaning))
         start = columns.stop
