@@ -229,22 +229,32 @@ def _numeric_structured(act: FunctionSpec, x: Array, options: CheckOptions, quic
 def _kink_hook(spec: FunctionSpec, evaluator: Evaluator, x: Array, residual: Array,
                est: numdiff.Estimate | numdiff.StructuredEstimate
                ) -> Callable[[], tuple[Array, Array, str] | None] | None:
-    """One-sided derivatives, for points whose stencil reaches a declared kink."""
-    if not spec.kinks:
-        return None
+    """One-sided derivatives, for points whose stencil reaches a kink.
+
+    Declared kinks (relu at 0) are looked for where the stencil reaches them. Code whose
+    kinks are not declared (a library's relu mapped in a config) is probed everywhere,
+    and :func:`_kink_verdict` then demands a real jump between the one-sided derivatives.
+    """
     h = est.step.reshape(x.shape)
+    if est.step.size != x.size:
+        return None
     near = np.zeros(x.shape, dtype=bool)
     for k in spec.kinks:
         near |= np.abs(residual - k) <= 2.0 * h
-    if not near.any():
+    if spec.kinks and not near.any():
         return None
+    declared = bool(spec.kinks)
 
     def hook() -> tuple[Array, Array, str] | None:
         left, right = numdiff.one_sided(evaluator, x, h)
-        idx = tuple(int(i) for i in np.argwhere(near)[0])
+        if declared:
+            idx = tuple(int(i) for i in np.argwhere(near)[0])
+        else:
+            jump = np.max(np.abs(left - right), axis=0).reshape(x.shape)
+            idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(jump)), x.shape))
         where = f"x[{idx[0]},{idx[1]}] = {x[idx]:.6g}" if residual is x else \
             f"pred - target at [{idx[0]},{idx[1]}] = {residual[idx]:.3g}"
-        return left, right, f"{where} is a kink of {spec.name}"
+        return left, right, f"{where} is a kink of {spec.name}" + ("" if declared else " (not declared)")
 
     return hook
 
@@ -264,6 +274,13 @@ def _kink_verdict(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> str 
     bad = np.abs(trial.analytic - trial.estimate.value) > tol
     if not np.all(inside[bad]):
         return None
+    if where.endswith("(not declared)"):
+        # Without a declared kink, demand a real jump at every failing entry, far above the
+        # one-sided differences' own O(h) error, so a subtly wrong derivative is not excused.
+        jump = np.abs(left - right)
+        floor = 1e-6 * float(np.max(np.abs(trial.estimate.value), initial=0.0))
+        if not np.all(jump[bad] > 1e-2 * (np.abs(left) + np.abs(right))[bad] + floor):
+            return None
     m, n = comp.worst.index
     return (f"{where}: one-sided derivatives {left[m, n]:.6g} and {right[m, n]:.6g} differ, "
             f"and the analytic {trial.analytic[m, n]:.6g} lies between them (a valid "
