@@ -271,8 +271,10 @@ def _kink_verdict(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> str 
     tol = tolerance.entries(trial.estimate.value, trial.estimate.error, trial.analytic)
     slack = tol + 1e-4 * (np.abs(left) + np.abs(right))
     inside = (trial.analytic >= low - slack) & (trial.analytic <= high + slack)
+    if not np.all(np.isfinite(trial.analytic)):
+        return None  # nan/inf is never a subgradient
     bad = np.abs(trial.analytic - trial.estimate.value) > tol
-    if not np.all(inside[bad]):
+    if not bad.any() or not np.all(inside[bad]):
         return None
     if where.endswith("(not declared)"):
         # Without a declared kink, demand a real jump at every failing entry, far above the
