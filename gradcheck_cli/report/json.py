@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 from typing import Any
 
-from gradcheck_cli.errors import UsageError
+from gradcheck_cli.report import write_text
 
 
 def _finite(value: Any) -> Any:
@@ -36,13 +34,4 @@ def dumps(data: dict[str, Any]) -> str:
 
 def write(data: dict[str, Any], path: str) -> None:
     """Write ``data`` to ``path``; ``-`` means standard output."""
-    text = dumps(data)
-    if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"Cannot write the JSON report to '{path}': {exc.strerror}. "
-                         f"Give a writable file path, or - for standard output.") from exc
+    write_text(dumps(data), path, "JSON")

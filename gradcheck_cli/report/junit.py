@@ -9,11 +9,9 @@ test reporters read: ``<testsuites><testsuite><testcase classname name time>`` w
 from __future__ import annotations
 
 import re
-import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
-from gradcheck_cli.errors import UsageError
+from gradcheck_cli.report import write_text
 from gradcheck_cli.results import RunResult, Verdict
 
 # ANSI colour codes, then anything XML 1.0 cannot hold (NUL, other C0 controls, surrogates).
@@ -65,12 +63,4 @@ def render(result: RunResult, suite_name: str = "gradcheck", elapsed: float = 0.
 
 def write(result: RunResult, path: str, elapsed: float = 0.0) -> None:
     """Write the JUnit XML to ``path``; ``-`` means standard output."""
-    text = render(result, elapsed=elapsed)
-    if path == "-":
-        sys.stdout.write(text)
-        return
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"Cannot write the JUnit report to '{path}': {exc.strerror}. Give a "
-                         f"writable file path, or - for standard output.") from exc
+    write_text(render(result, elapsed=elapsed), path, "JUnit")
