@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli import conventions, inputs, numdiff, structure
+from gradcheck_cli import conventions, inputs, numdiff, stream, structure
 from gradcheck_cli.compare import Comparison, Tolerance, compare
 from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
@@ -195,6 +195,71 @@ def _fast_trial(f: Callable[[Array], Array], x: Array, domain: str, options: Che
                            f"--fast: {FAST_PROJECTIONS} seeded random projections u^T J d, not every entry")
     layout = Layout(1, 1, FAST_PROJECTIONS, scalar=True, projection=True)
     return _Trial(analytic(evaluator.y0, u, d)[None, :], est, layout, x=x, target=target)
+
+
+def _output_width(act: FunctionSpec, points: _Points, options: CheckOptions) -> int | None:
+    """K_out of the activation's output rows, for deciding whether to stream (None if unusual)."""
+    b, k = options.point_shape
+    if b * k * k <= stream.STREAM_LIMIT:
+        return k  # small either way; the exact width does not matter
+    try:
+        y = _call_forward(act, points.input_only(0))
+    except _Skip:
+        return None
+    return int(y.shape[-1]) if y.ndim == 2 and y.shape[0] == b else None
+
+
+def _streamed_row(spec: Spec, act: FunctionSpec, convention: str, points: _Points,
+                  options: CheckOptions) -> CheckResult:
+    """One row for a Jacobian too large to hold: compared column chunk by column chunk."""
+    base = CheckResult(check=spec.text, component="jacobian", verdict=Verdict.ERROR, convention=convention,
+                       shape=options.point_shape, trials=options.n_trials, method=options.method,
+                       seed=options.seed, origin=act.origin, reproduce=reproduce_command(spec.text, options, spec))
+    worst: tuple[int, stream.Streamed, Layout] | None = None
+    verdict_note = ""
+    for t in range(options.n_trials):
+        try:
+            x = points.input_only(t)
+            scale = inputs.step_scale(x, act.domain)
+            evaluator = Evaluator(act.forward, x, scale, options.dtype)
+            _forward_values(evaluator, f"{act.name} forward", x)
+            structure_kind = stream_structure(evaluator, x, scale)
+            result = stream.compare_streamed(act, convention, x, evaluator, scale, options.method,
+                                             options.tolerance, structure_kind)
+            ok, why = (stream.projection_agrees(act, convention, x, evaluator, scale, options.tolerance)
+                       if result.comparison.passed else (True, ""))
+        except (_Skip, _EdgeSkip, ConventionError, EvaluationError) as exc:
+            return replace(base, diagnosis=str(exc), trial=t)
+        y = evaluator.y0
+        layout = Layout(x.shape[0], y.shape[-1], x.shape[-1],
+                        form="blocks" if result.structure == "rowwise" else "dense")
+        if not ok:
+            verdict_note = why
+        if worst is None or result.comparison.max_ratio > worst[1].comparison.max_ratio or not ok:
+            worst = (t, result, layout)
+    assert worst is not None
+    t, result, layout = worst
+    comp = result.comparison
+    failed = not comp.passed or bool(verdict_note)
+    diagnosis = ""
+    if not comp.passed:
+        listed = "; ".join(describe(e, layout) for e in comp.bad[:3])
+        diagnosis = f"{comp.n_bad} of {comp.n_total} entries wrong (compared in column chunks); worst {listed}"
+    elif verdict_note:
+        diagnosis = verdict_note
+    note = (f"{comp.n_total:,} entries compared in column chunks ({result.structure} structure) to bound "
+            f"memory; diagnosis beyond the worst entries needs a smaller --shape")
+    return replace(base, verdict=Verdict.FAIL if failed else Verdict.PASS, diagnosis=diagnosis, trial=t,
+                   max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err, tolerance=comp.worst.tolerance,
+                   ratio=comp.max_ratio, worst_index=layout.worst_index(comp.worst.index),
+                   analytic=comp.worst.analytic, numeric=comp.worst.numeric, noise=comp.worst.error,
+                   notes=(note,), worst_entries=tuple(describe(e, layout) for e in comp.bad) if failed else ())
+
+
+def stream_structure(evaluator: Evaluator, x: Array, scale: Array) -> str:
+    """Row-wise or general, from the bit-exact probes (elementwise streams as row-wise)."""
+    kind = structure.detect(evaluator, x, evaluator.y0, scale)
+    return "general" if kind == "general" else "rowwise"
 
 
 def _checked_conventions(act: FunctionSpec, options: CheckOptions) -> list[str]:
@@ -549,6 +614,11 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
     checked = _checked_conventions(act, options)
     skipped = [c for c in act.conventions if c not in checked]
     for convention in checked:
+        k_out = _output_width(act, points, options)
+        if not options.fast and k_out is not None and stream.needed(b, k, k_out, convention):
+            rows.append(_streamed_row(spec, act, convention, points, options))
+            continue
+
         def trial(t: int, failing: Index | None, convention: str = convention) -> _Trial:
             x = points.input_only(t)
             if options.fast:
