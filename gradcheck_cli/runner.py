@@ -672,20 +672,26 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
                 f"({b * k * k * 8 / 2**30:.1f} GiB); this row checks the same derivative")
         rows = [replace(r, notes=(*r.notes, note)) for r in rows]
     if "derivative2" in act.second and not options.fast:
-        def second(t: int, failing: Index | None) -> _Trial:
-            x = points.input_only(t)
-            scale = inputs.step_scale(x, act.domain)
-            try:
-                evaluator = Evaluator(act.forward, x, scale, options.dtype)
-                _forward_values(evaluator, f"{act.name} forward", x)
-                est = numdiff.second_diagonal(evaluator, x, scale)
-            except EvaluationError as exc:
-                raise _Skip(f"{act.name} forward {exc}") from exc
-            layout = Layout(x.shape[0], x.shape[-1], x.shape[-1], scalar=True, second=True)
-            return _Trial(conventions.analytic_second(act, x), est, layout, x=x)
-
-        rows.append(_judge(spec, "second_derivative", "derivative2", act.origin, options, second))
+        rows.append(_second_row(spec, act, points, options))
     return rows
+
+
+def _second_row(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions) -> CheckResult:
+    """The elementwise second derivative against second differences."""
+
+    def second(t: int, failing: Index | None) -> _Trial:
+        x = points.input_only(t)
+        scale = inputs.step_scale(x, act.domain)
+        try:
+            evaluator = Evaluator(act.forward, x, scale, options.dtype)
+            _forward_values(evaluator, f"{act.name} forward", x)
+            est = numdiff.second_diagonal(evaluator, x, scale)
+        except EvaluationError as exc:
+            raise _Skip(f"{act.name} forward {exc}") from exc
+        layout = Layout(x.shape[0], x.shape[-1], x.shape[-1], scalar=True, second=True)
+        return _Trial(conventions.analytic_second(act, x), est, layout, x=x)
+
+    return _judge(spec, "second_derivative", "derivative2", act.origin, options, second)
 
 
 def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOptions) -> CheckResult:

@@ -49,7 +49,6 @@ def compare_streamed(spec: FunctionSpec, convention: str, x: Array, evaluator: E
     b, k = x.shape
     y = evaluator.y0
     m = int(y.size)
-    k_out = m // b
     kind = GENERAL if structure == ELEMENTWISE else structure
     n_groups = k if kind == ROWWISE else b * k
     pattern = Pattern(kind, (b, k), m)
@@ -126,6 +125,16 @@ def _analytic_columns(spec: FunctionSpec, convention: str, x: Array, y: Array,
 
         return jvp_columns
 
+    return _vjp_columns(spec, convention, x, y, kind)
+
+
+def _vjp_columns(spec: FunctionSpec, convention: str, x: Array, y: Array,
+                 kind: str) -> Callable[[NDArray[np.intp]], Array]:
+    """VJP entries of a set of groups: VJP gives rows, so every row again, cut to the groups."""
+    b, k = x.shape
+    m = y.size
+    k_out = m // b
+    fn = spec.derivatives[convention]
     name = "vjp(x, g)" if convention == "vjp" else "forward(x) then backward(g)"
 
     def basis(rows: range) -> Array:
