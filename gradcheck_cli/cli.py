@@ -44,7 +44,7 @@ Method = Annotated[str, typer.Option(help="Finite-difference method: central, ri
 Dtype = Annotated[str, typer.Option(help="Dtype the checked code runs in: float64 or float32.")]
 Fast = Annotated[bool, typer.Option("--fast", help="Check seeded random projections u^T J d, not every entry.")]
 Edges = Annotated[bool, typer.Option("--edges", help="Add edge probes: +-1000 logits, ties, saturation, p near 0/1.")]
-Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance (overrides the default floor).")]  # noqa: UP045
+Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance added to every entry's bound (default 0).")]  # noqa: UP045
 Atol = Annotated[Optional[float], typer.Option(help="Absolute tolerance added to every entry.")]  # noqa: UP045
 Plugins = Annotated[Optional[list[str]], typer.Option("--plugin", help="Plugin file or module to load (repeatable).")]  # noqa: UP045
 JsonPath = Annotated[Optional[str], typer.Option("--json", help="Write a JSON report to PATH ('-' for stdout).")]  # noqa: UP045
