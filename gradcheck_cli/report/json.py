@@ -3,9 +3,11 @@
 ``{"schema": 1, "results": [row, ...], "summary": {verdict: count}, "exit_code": int}``;
 each row has ``check``, ``component``, ``convention``, ``verdict``, ``max_abs_error``,
 ``max_rel_error``, ``tolerance`` (at the worst entry), ``ratio`` (largest
-abs_err / tolerance), ``worst_index``, ``analytic`` and ``numeric`` at the worst entry,
-``diagnosis``, ``method``, ``seed``, ``shape``, ``trials``, ``origin``, ``reproduce``
-and ``notes``. Non-finite numbers are written as strings ("inf", "nan").
+abs_err / tolerance), ``worst_index``, ``analytic``, ``numeric`` and ``noise`` at the
+worst entry, ``diagnosis``, ``method``, ``seed``, ``trial``, ``shape``, ``trials``,
+``origin``, ``reproduce``, ``notes``, and for FAIL rows ``input``, ``target``,
+``heatmap`` and ``worst_entries`` (null or empty otherwise). Non-finite numbers are
+written as strings ("inf", "nan").
 """
 
 from __future__ import annotations
