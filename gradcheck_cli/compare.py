@@ -15,7 +15,7 @@ to 0 and are there for users who want a looser gate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -80,6 +80,8 @@ class Comparison:
     bad: tuple[Entry, ...]
     max_ratio: float
     """Largest ``abs_err / tolerance`` over all entries: above 1 fails."""
+    bad_mask: NDArray[np.bool_] | None = field(default=None, repr=False, compare=False)
+    """Which entries fail (for recomputing just their columns)."""
 
 
 def relative_errors(analytic: Array, numeric: Array, error: Array, diff: Array | None = None) -> Array:
@@ -138,4 +140,5 @@ def _compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance
         n_total=int(diff.size),
         bad=tuple(entry(int(f)) for f in order[:min(k, n_bad)]),
         max_ratio=float(ratio.max(initial=0.0)),
+        bad_mask=bad_mask if n_bad else None,
     )

@@ -394,11 +394,12 @@ def _judge(spec: Spec, component: str, convention: str, origin: str, options: Ch
             # A quick pass (rounding bound only, two evaluations per column) is exact about
             # passing; only what fails it is judged on the full estimate with its truncation bound.
             trial = trials(t, None)
-            failing = _failing_coords(trial, options.tolerance)
+            comp = compare(trial.analytic, trial.estimate.value, trial.estimate.error, options.tolerance)
+            failing = _failing_coords(trial, comp)
             if failing.size:
                 conventions.FP_WARNINGS.clear()
                 trial = trials(t, failing)
-            comp = compare(trial.analytic, trial.estimate.value, trial.estimate.error, options.tolerance)
+                comp = compare(trial.analytic, trial.estimate.value, trial.estimate.error, options.tolerance)
             trial.fp_warnings = tuple(conventions.FP_WARNINGS)
         except _EdgeSkip as why:
             notes.append(str(why))
@@ -440,12 +441,11 @@ def _judge(spec: Spec, component: str, convention: str, origin: str, options: Ch
                    method=trial.estimate.method, notes=tuple(notes))
 
 
-def _failing_coords(trial: _Trial, tolerance: Tolerance) -> Index:
+def _failing_coords(trial: _Trial, comp: Comparison) -> Index:
     """Flat input coordinates whose columns hold an entry that fails the comparison."""
-    est = trial.estimate
-    bad = np.abs(trial.analytic - est.value) > tolerance.entries(est.value, est.error, trial.analytic)
-    bad |= ~np.isfinite(trial.analytic)
-    rows, cols = np.nonzero(bad)
+    if comp.bad_mask is None:
+        return np.zeros(0, dtype=np.intp)
+    rows, cols = np.nonzero(comp.bad_mask)
     lay = trial.layout
     if lay.form == "blocks" and not lay.scalar:
         return np.unique((rows // lay.k_out) * lay.k_in + cols)
