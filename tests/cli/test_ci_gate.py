@@ -13,23 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import samples
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "GRADCHECK_DISABLE_PLUGIN_AUTOLOAD": "1"}
 ENV.pop("FORCE_COLOR", None)
 
-LAYERS = '''\
+LAYERS = ('''\
 import numpy as np
-
-
-def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def softmax_vjp(x, g):
-    y = softmax(x)
-    return y * (g - (y * g).sum(axis=-1, keepdims=True))
+''' + samples.SOFTMAX + '''\
 
 
 def softmax_vjp_diagonal(x, g):
@@ -46,7 +38,7 @@ class Scaled:
 
     def derivative(self, x):
         return self.scale * (1.0 - np.tanh(x) ** 2)
-'''
+''')
 
 
 class Suite:

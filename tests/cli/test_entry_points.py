@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import samples
 
 from gradcheck_cli.plugins import ENTRY_POINT_GROUP, load_builtins, load_entry_points
 from gradcheck_cli.registry import Registry
@@ -28,24 +29,15 @@ BASE_ENV.pop("FORCE_COLOR", None)
 BASE_ENV.pop("GRADCHECK_DISABLE_PLUGIN_AUTOLOAD", None)
 DISABLED = {**BASE_ENV, "GRADCHECK_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
-SOFTMAX_PLUGIN = '''\
+SOFTMAX_PLUGIN = ('''\
 import numpy as np
 
 from gradcheck_cli import register_activation
-
-
-def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def softmax_vjp(x, g):
-    y = softmax(x)
-    return y * (g - (y * g).sum(axis=-1, keepdims=True))
+''' + samples.SOFTMAX + '''\
 
 
 register_activation("demo_softmax", forward=softmax, vjp=softmax_vjp)
-'''
+''')
 
 PYPROJECT = '''\
 [build-system]

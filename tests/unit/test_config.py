@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import samples
 
 from gradcheck_cli.config import load_config
 from gradcheck_cli.errors import ConfigError, GradcheckError, PluginError
@@ -22,26 +23,9 @@ from gradcheck_cli.registry import Registry
 from gradcheck_cli.results import CheckResult, Verdict
 from gradcheck_cli.suite import Job, jobs_from_config, run_jobs
 
-LAYERS = '''\
+LAYERS = ('''\
 import numpy as np
-
-
-def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def softmax_vjp(x, g):
-    y = softmax(x)
-    return y * (g - (y * g).sum(axis=-1, keepdims=True))
-
-
-def mse(pred, target):
-    return np.mean((pred - target) ** 2, axis=(-2, -1))
-
-
-def mse_grad(pred, target):
-    return 2.0 * (pred - target) / pred.size
+''' + samples.SOFTMAX + samples.MSE + '''\
 
 
 def mse_grad_binary_only(pred, target):
@@ -83,7 +67,7 @@ class Layer:
     def backward(self, g):
         y = softmax(self.seen[0])
         self.dx = y * (g - (y * g).sum(axis=self.axis, keepdims=True))
-'''
+''')
 
 
 def write(folder: Path, text: str, name: str = "gradcheck.yaml") -> Path:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import samples
 
 from gradcheck_cli.errors import PluginError
 from gradcheck_cli.plugins import default_registry, load_builtins, load_entry_points, load_plugin
@@ -20,32 +21,15 @@ from gradcheck_cli.runner import CheckOptions, run
 
 OPTIONS = CheckOptions(seed=0, trials=1, shape=(2, 3))
 
-PLUGIN = """\
+PLUGIN = ("""\
 import numpy as np
 from gradcheck_cli import register_activation, register_loss
-
-
-def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def softmax_vjp(x, g):
-    y = softmax(x)
-    return y * (g - (y * g).sum(axis=-1, keepdims=True))
-
-
-def mse(pred, target):
-    return np.mean((pred - target) ** 2, axis=(-2, -1))
-
-
-def mse_grad(pred, target):
-    return 2.0 * (pred - target) / pred.size
+""" + samples.SOFTMAX + samples.MSE + """\
 
 
 register_activation("{prefix}_softmax", forward=softmax, vjp=softmax_vjp)
 register_loss("{prefix}_mse", forward=mse, gradient=mse_grad, target="real")
-"""
+""")
 
 
 @pytest.fixture
