@@ -27,9 +27,15 @@ class LayerError(Exception):
     """The layer's forward/backward pair misbehaved; the message is user-facing."""
 
 
-def _instance_of(name: str, origin: str, keyword: str, method: Any) -> Any:
+def _owner(method: Any) -> Any:
+    """The instance a bound method belongs to, or None (plain functions, classmethods)."""
     owner = getattr(method, "__self__", None)
-    if owner is None or isinstance(owner, type):
+    return None if isinstance(owner, type) else owner
+
+
+def _instance_of(name: str, origin: str, keyword: str, method: Any) -> Any:
+    owner = _owner(method)
+    if owner is None:
         raise PluginError(
             f"'{name}' (registered by {origin}): {keyword}= must be a method of a layer instance "
             f"(e.g. layer.{keyword}), because backward(g) answers for the forward(x) called on "
@@ -64,7 +70,7 @@ def pair_backward(name: str, origin: str, forward: Callable[..., Any], backward:
     backward_name = getattr(backward, "__name__", "backward")
     if factory is None:
         obj = _instance_of(name, origin, "backward", backward)
-        owner = getattr(forward, "__self__", None)
+        owner = _owner(forward)
         if owner is None:
             raise PluginError(
                 f"'{name}' (registered by {origin}): backward= is a method of a layer, so forward= "
@@ -113,8 +119,8 @@ def pair_backward(name: str, origin: str, forward: Callable[..., Any], backward:
 
 def output_from_attr(name: str, origin: str, forward: Callable[..., Any], output_attr: str) -> Callable[..., Any]:
     """``forward`` whose output is read from an attribute of its instance after the call."""
-    owner = getattr(forward, "__self__", None)
-    if owner is None or isinstance(owner, type):
+    owner = _owner(forward)
+    if owner is None:
         raise PluginError(
             f"'{name}' (registered by {origin}): output_attr='{output_attr}' reads the output from the "
             f"layer after forward(x), so forward= must be a method of a layer instance (layer.forward); "
