@@ -11,6 +11,11 @@ dtype it runs in. The bound scales with what differencing can resolve at that en
 not with one magic ``rtol``: the criterion neither blows up near zero nor lets a
 systematic error through where the reference is precise. ``rtol`` and ``atol`` default
 to 0 and are there for users who want a looser gate.
+
+The comparison is one pass over blocks of rows small enough to stay in cache: on a
+million-entry Jacobian it costs about as much as computing ``|analytic - numeric|`` once,
+and it keeps per-column maxima so that columns recomputed later (the two-pass check in
+:mod:`gradcheck_cli.runner`) are re-compared alone with :func:`recompare`.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 Array = NDArray[np.float64]
+Index = NDArray[np.intp]
 
 # The error bounds are estimates, not guarantees: accept up to this multiple of them.
 SAFETY = 4.0
 DEFAULT_RTOL = 0.0
 DEFAULT_ATOL = 0.0
 ANALYTIC_ULPS = 8.0
+# Entries per block of the comparison pass: a few arrays of this size fit in L2 cache.
+BLOCK_ENTRIES = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,18 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class _Columns:
+    """Per-column maxima of one comparison, and where its failing entries are."""
+
+    abs_err: Array
+    ratio: Array
+    rel_err: Array
+    bad: Index
+    """Flat indices (row * n_columns + column) of the failing entries."""
+    bad_abs_err: Array
+
+
+@dataclass(frozen=True)
 class Comparison:
     """Result of comparing analytic with numeric: the figures and the worst entries."""
 
@@ -80,8 +100,23 @@ class Comparison:
     bad: tuple[Entry, ...]
     max_ratio: float
     """Largest ``abs_err / tolerance`` over all entries: above 1 fails."""
-    bad_mask: NDArray[np.bool_] | None = field(default=None, repr=False, compare=False)
-    """Which entries fail (for recomputing just their columns)."""
+    shape: tuple[int, int] = field(default=(0, 0), repr=False, compare=False)
+    columns: _Columns | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def bad_mask(self) -> NDArray[np.bool_] | None:
+        """Which entries fail, as a boolean array of the compared shape (None when all pass)."""
+        if self.columns is None or not self.n_bad:
+            return None
+        mask = np.zeros(self.shape, dtype=bool)
+        mask.ravel()[self.columns.bad] = True
+        return mask
+
+    def failing_columns(self) -> Index:
+        """The columns that hold at least one failing entry, ascending."""
+        if self.columns is None:
+            return np.zeros(0, dtype=np.intp)
+        return np.unique(self.columns.bad % max(self.shape[1], 1))
 
 
 def relative_errors(analytic: Array, numeric: Array, error: Array, diff: Array | None = None) -> Array:
@@ -104,41 +139,121 @@ def compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance 
     when nothing fails, the entry with the largest absolute error overall; ``tolerance``
     in reports is the tolerance at that entry, so the two figures can be read together.
     """
+    tolerance = tolerance or Tolerance()
     with np.errstate(all="ignore"):  # subnormal tolerances and inf differences are expected
-        return _compare(analytic, numeric, error, tolerance, keep)
+        columns = _scan(analytic, numeric, error, tolerance)
+        return _summarise(analytic, numeric, error, tolerance, columns, keep)
 
 
-def _compare(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance | None,
-             keep: int) -> Comparison:
-    tol = (tolerance or Tolerance()).entries(numeric, error, analytic)
-    diff = np.subtract(analytic, numeric)
-    np.abs(diff, out=diff)
-    diff[np.isnan(diff)] = np.inf
-    bad_mask = diff > tol
-    n_bad = int(bad_mask.sum())
-    # Only the top few entries are reported: a partial sort keeps this O(size). Among failing
-    # entries when there are any (a selection over a few indices, not over many ties).
-    candidates = np.flatnonzero(bad_mask) if n_bad else np.arange(diff.size)
-    flat = diff.ravel()[candidates]
-    k = min(max(keep, 1), flat.size)
-    top = np.argpartition(flat, flat.size - k)[flat.size - k:]
-    order = candidates[top[np.argsort(flat[top])[::-1]]]
+def recompare(previous: Comparison, analytic: Array, numeric: Array, error: Array, columns: Index,
+              tolerance: Tolerance | None = None, keep: int = 5) -> Comparison:
+    """``previous`` with only ``columns`` compared again (their numeric estimate changed).
+
+    The arrays are the whole matrices; the other columns keep their figures from
+    ``previous``, so a check whose quick pass failed a few columns re-reads only those.
+    """
+    if previous.columns is None or previous.shape != analytic.shape:
+        return compare(analytic, numeric, error, tolerance, keep)
+    tolerance = tolerance or Tolerance()
+    n = analytic.shape[1]
+    old = previous.columns
+    with np.errstate(all="ignore"):
+        part = _scan(analytic[:, columns], numeric[:, columns], error[:, columns], tolerance)
+        rows, local = np.divmod(part.bad, max(columns.size, 1))
+        kept = ~np.isin(old.bad % n, columns)
+        merged = _Columns(*(a.copy() for a in (old.abs_err, old.ratio, old.rel_err)),
+                          bad=np.concatenate([old.bad[kept], rows * n + columns[local]]),
+                          bad_abs_err=np.concatenate([old.bad_abs_err[kept], part.bad_abs_err]))
+        for name in ("abs_err", "ratio", "rel_err"):
+            getattr(merged, name)[columns] = getattr(part, name)
+        return _summarise(analytic, numeric, error, tolerance, merged, keep)
+
+
+def _scan(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance) -> _Columns:
+    """One pass over blocks of rows: per-column maxima and the failing entries.
+
+    The same tolerance as :meth:`Tolerance.entries`, fused so each block's temporaries
+    stay in cache.
+    """
+    m, n = analytic.shape
+    rtol = DEFAULT_RTOL if tolerance.rtol is None else tolerance.rtol
+    atol = DEFAULT_ATOL if tolerance.atol is None else tolerance.atol
+    ulps = ANALYTIC_ULPS * tolerance.eps
+    abs_err, ratio, rel_err = np.zeros(n), np.zeros(n), np.zeros(n)
+    bad: list[Index] = []
+    bad_abs_err: list[Array] = []
+    step = max(1, BLOCK_ENTRIES // max(n, 1))
+    for start in range(0, m, step):
+        a, num, err = analytic[start:start + step], numeric[start:start + step], error[start:start + step]
+        diff = np.subtract(a, num)
+        np.abs(diff, out=diff)
+        finite = bool(np.isfinite(diff).all())
+        size = np.abs(a)
+        tol = size * ulps
+        if not finite:  # nan or inf anywhere (analytic or numeric): that entry is infinitely wrong
+            broken = ~np.isfinite(diff)
+            diff[broken] = np.inf
+            tol[broken] = 0.0
+        tol += tolerance.safety * err
+        if rtol:
+            tol += rtol * np.abs(num)
+        if atol:
+            tol += atol
+        failing = diff > tol
+        if failing.any():
+            where = np.flatnonzero(failing)
+            bad.append(where + start * n)
+            bad_abs_err.append(diff.ravel()[where])
+        np.maximum(abs_err, diff.max(axis=0), out=abs_err)
+        # abs_err / tolerance: 0/0 (nan) counts as 0 and x/0 as inf, so fmax skips the nans.
+        np.fmax(ratio, np.fmax.reduce(diff / tol, axis=0), out=ratio)
+        np.maximum(size, np.abs(num), out=size)
+        np.maximum(size, err, out=size)
+        rel = np.divide(diff, size, out=size)
+        if not finite:
+            rel[broken] = np.inf
+        np.fmax(rel_err, np.fmax.reduce(rel, axis=0), out=rel_err)
+    empty = np.zeros(0, dtype=np.intp)
+    return _Columns(abs_err, ratio, rel_err,
+                    np.concatenate(bad) if bad else empty,
+                    np.concatenate(bad_abs_err) if bad_abs_err else np.zeros(0))
+
+
+def _summarise(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance, columns: _Columns,
+               keep: int) -> Comparison:
+    n = analytic.shape[1]
+    n_bad = int(columns.bad.size)
+    if n_bad:
+        # Only the top few entries are reported: a partial sort over the failing entries.
+        k = min(max(keep, 1), n_bad)
+        top = np.argpartition(columns.bad_abs_err, n_bad - k)[n_bad - k:]
+        order = columns.bad[top[np.argsort(columns.bad_abs_err[top], kind="stable")[::-1]]]
+    else:
+        column = int(np.argmax(columns.abs_err))
+        diff = np.abs(analytic[:, column] - numeric[:, column])
+        diff[np.isnan(diff)] = np.inf
+        order = np.array([int(np.argmax(diff)) * n + column])
 
     def entry(index: int) -> Entry:
-        i, j = np.unravel_index(index, analytic.shape)
-        return Entry((int(i), int(j)), float(analytic[i, j]), float(numeric[i, j]),
-                     float(diff[i, j]), float(tol[i, j]), float(error[i, j]))
+        i, j = divmod(int(index), n)
+        a, num, err = analytic[i:i + 1, j], numeric[i:i + 1, j], error[i:i + 1, j]
+        diff = abs(float(a[0]) - float(num[0]))
+        return Entry((i, j), float(a[0]), float(num[0]), diff if diff == diff else float("inf"),
+                     float(tolerance.entries(num, err, a)[0]), float(err[0]))
 
-    ratio = np.divide(diff, tol, out=np.where(diff > 0, np.inf, 0.0), where=tol > 0)
-    rel = relative_errors(analytic, numeric, error, diff)
+    bad = tuple(entry(int(f)) for f in order[:n_bad])
     return Comparison(
         passed=n_bad == 0,
-        max_abs_err=float(diff.max(initial=0.0)),
-        max_rel_err=float(rel.max(initial=0.0)),
-        worst=entry(int(order[0])),
+        max_abs_err=float(columns.abs_err.max(initial=0.0)),
+        max_rel_err=float(columns.rel_err.max(initial=0.0)),
+        worst=bad[0] if bad else entry(int(order[0])),
         n_bad=n_bad,
-        n_total=int(diff.size),
-        bad=tuple(entry(int(f)) for f in order[:min(k, n_bad)]),
-        max_ratio=float(ratio.max(initial=0.0)),
-        bad_mask=bad_mask if n_bad else None,
+        n_total=int(analytic.size),
+        bad=bad,
+        max_ratio=float(columns.ratio.max(initial=0.0)),
+        shape=(int(analytic.shape[0]), int(n)),
+        columns=columns,
     )
+
+
+

@@ -41,11 +41,12 @@ class ConventionError(Exception):
     """The analytic derivative raised or returned the wrong shape; message is user-facing."""
 
 
-def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False) -> Array:
+def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False, fresh: bool = False) -> Array:
     """Call user code on copies of ``args`` (in the checked dtype); with ``probe``, also
-    require that it leaves its inputs alone and gives the same result twice."""
-    args = tuple(a.astype(_DTYPE[0]) if a.dtype.kind == "f" else a for a in args)
-    copies = [a.copy() for a in args]
+    require that it leaves its inputs alone and gives the same result twice. ``fresh``
+    arguments are temporaries nobody reads again: they are handed over without a copy."""
+    args = tuple(a.astype(_DTYPE[0], copy=False) if a.dtype.kind == "f" else a for a in args)
+    copies = list(args) if fresh and not probe else [a.copy() for a in args]
     try:
         with floating.recording(FP_WARNINGS):
             out = fn(*copies)
@@ -231,11 +232,16 @@ STACK_CHUNK = 256
 
 
 def _broadcasts(name: str, fn: Callable[..., Any], arg: Array, bases: Array, singles: list[Array]) -> bool:
-    """Does ``fn`` accept a leading stack axis and give the same numbers as one call per item?"""
+    """Does ``fn`` accept a leading stack axis and give the same numbers as one call per item?
+
+    ``arg`` is either a stack (one copy of x per basis vector) or x with a leading axis of
+    1, for code that broadcasts one x against many vectors (softmax computed once, not once
+    per vector).
+    """
     if len(singles) < 2:
         return False
     try:
-        stacked = _call(name, fn, np.broadcast_to(arg, (len(singles), *arg.shape)).copy(), bases)
+        stacked = _call(name, fn, arg, bases, fresh=True)
     except ConventionError:
         return False
     expected = np.stack(singles)
@@ -272,12 +278,15 @@ def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
              for i in range(min(2, count))]
     for i, out in enumerate(first):
         store(i, out)
-    stacked = _broadcasts(name, fn, arg, basis(range(min(2, count))), first)
+    pair = basis(range(min(2, count)))
+    shared = _broadcasts(name, fn, arg[None].copy(), pair, first)
+    stacked = shared or _broadcasts(name, fn, np.stack([arg] * len(first)), pair, first)
     start = len(first)
     while start < count:
         columns = range(start, min(count, start + (STACK_CHUNK if stacked else 1)))
         if stacked:
-            outs = _call(name, fn, np.broadcast_to(arg, (len(columns), *arg.shape)).copy(), basis(columns))
+            args = arg[None].copy() if shared else np.broadcast_to(arg, (len(columns), *arg.shape)).copy()
+            outs = _call(name, fn, args, basis(columns), fresh=True)
             if convention == "jvp":
                 blocks[:, :, columns.start:columns.stop] = outs.transpose(1, 2, 0)
             else:

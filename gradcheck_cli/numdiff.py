@@ -32,8 +32,8 @@ from gradcheck_cli.structure import ELEMENTWISE, GENERAL, ROWWISE, Pattern, dete
 
 Array = NDArray[np.float64]
 EPS = float(np.finfo(np.float64).eps)
-# Elements per evaluated chunk (inputs plus outputs): ~16 MB, small enough to stay in cache.
-CHUNK_ELEMENTS = 1 << 21
+# Elements per evaluated chunk (inputs plus outputs): ~4 MB, measured fastest on softmax n=1000.
+CHUNK_ELEMENTS = 1 << 19
 ROUNDING_ULPS = 4.0
 TINY = float(np.finfo(np.float64).smallest_subnormal)
 MIN_STEP_ULPS = 64.0
@@ -221,8 +221,7 @@ def _shifted_outputs(evaluate: Evaluator, x: Array, h: Array, offsets: tuple[flo
 
     def outputs(groups: slice | NDArray[np.intp]) -> Array:
         idx = np.arange(pattern.n_groups)[groups]
-        deltas = pattern.deltas(h, idx)  # (g, N)
-        stack = flat[None, None, :] + np.asarray(offsets)[:, None, None] * deltas[None]
+        stack = pattern.shifted(flat, h, idx, offsets)
         ys = evaluate(stack.reshape(-1, *x.shape))
         return ys.reshape(len(offsets), idx.size, -1)
 
@@ -294,12 +293,17 @@ class _Stencil:
         error = np.empty((n, m))
         chunk = max(1, CHUNK_ELEMENTS // (2 * (x.size + m)))
         for start in range(0, n, chunk):
-            groups = np.arange(start, min(n, start + chunk))
+            stop = min(n, start + chunk)
+            groups = np.arange(start, stop)
             ys = outputs(groups)
             steps = pattern.out_steps(h, groups)
             with np.errstate(all="ignore"):
-                value[groups] = (ys[0] - ys[1]) / (2.0 * steps)
-                error[groups] = _rounding(ys, steps, evaluate, evaluate.noise) / steps
+                v = value[start:stop]
+                np.subtract(ys[0], ys[1], out=v)
+                v /= 2.0 * steps
+                e = error[start:stop]
+                e[:] = _rounding(ys, steps, evaluate, evaluate.noise)
+                e /= steps
         return value, error, h
 
     def _refine(self, evaluate: Evaluator, x: Array, h: Array, value: Array, error: Array,
@@ -366,11 +370,13 @@ def _rounding(ys: Array, h: Array, evaluate: Evaluator, noise: Array) -> Array:
     is 0; such entries resolve derivatives down to about eps^(2/3), no further.
     """
     eps = evaluate.eps
-    base: Array = np.maximum(np.abs(ys[0]), np.abs(ys[1]))
+    base: Array = np.abs(ys[0])
+    np.maximum(base, np.abs(ys[1]), out=base)
     base *= ROUNDING_ULPS * eps
-    np.maximum(base, ROUNDING_ULPS * evaluate.tiny, out=base)
-    np.maximum(base, NOISE_SIGMAS * noise[None, :], out=base)
-    flat = (ys[0] == ys[1]) & (ys[len(ys) - 2] == ys[len(ys) - 1]) & (ys[0] == ys[len(ys) - 1])
+    np.maximum(base, np.maximum(NOISE_SIGMAS * noise, ROUNDING_ULPS * evaluate.tiny)[None, :], out=base)
+    flat = ys[0] == ys[1]
+    if len(ys) > 2:
+        flat &= (ys[len(ys) - 2] == ys[len(ys) - 1]) & (ys[0] == ys[len(ys) - 1])
     if flat.any():
         input_scale = np.broadcast_to(h / eps ** (1.0 / 3.0), base.shape)
         intermediates = np.maximum(np.broadcast_to(evaluate.row_scale[None, :], base.shape)[flat], input_scale[flat])

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gradcheck_cli import conventions, inputs, numdiff, stream, structure
-from gradcheck_cli.compare import Comparison, Tolerance, compare
+from gradcheck_cli.compare import Comparison, Tolerance, compare, recompare
 from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
 from gradcheck_cli.errors import UsageError
@@ -143,6 +143,8 @@ class _Trial:
     x: Array | None = None
     fp_warnings: tuple[str, ...] = ()
     target: Array | None = None
+    changed: Index | None = None
+    """Columns whose numerical estimate a completing pass replaced (None: unknown, compare all)."""
 
 
 def _forward_values(evaluator: Evaluator, who: str, x: Array) -> Array:
@@ -398,8 +400,8 @@ def _judge(spec: Spec, component: str, convention: str, origin: str, options: Ch
             failing = _failing_coords(trial, comp)
             if failing.size:
                 conventions.FP_WARNINGS.clear()
-                trial = trials(t, failing)
-                comp = compare(trial.analytic, trial.estimate.value, trial.estimate.error, options.tolerance)
+                quick, trial = trial, trials(t, failing)
+                comp = _compare_again(quick, trial, comp, options.tolerance)
             trial.fp_warnings = tuple(conventions.FP_WARNINGS)
         except _EdgeSkip as why:
             notes.append(str(why))
@@ -441,11 +443,18 @@ def _judge(spec: Spec, component: str, convention: str, origin: str, options: Ch
                    method=trial.estimate.method, notes=tuple(notes))
 
 
+def _compare_again(quick: _Trial, full: _Trial, comp: Comparison, tolerance: Tolerance) -> Comparison:
+    """The comparison of ``full``, re-reading only the columns the completing pass replaced."""
+    if full.changed is None or quick.layout != full.layout or quick.analytic is not full.analytic:
+        return compare(full.analytic, full.estimate.value, full.estimate.error, tolerance)
+    return recompare(comp, full.analytic, full.estimate.value, full.estimate.error, full.changed, tolerance)
+
+
 def _failing_coords(trial: _Trial, comp: Comparison) -> Index:
     """Flat input coordinates whose columns hold an entry that fails the comparison."""
-    if comp.bad_mask is None:
+    if comp.passed or comp.columns is None:
         return np.zeros(0, dtype=np.intp)
-    rows, cols = np.nonzero(comp.bad_mask)
+    rows, cols = np.divmod(comp.columns.bad, comp.shape[1])
     lay = trial.layout
     if lay.form == "blocks" and not lay.scalar:
         return np.unique((rows // lay.k_out) * lay.k_in + cols)
@@ -631,13 +640,16 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
             if (t, convention) not in analytic_cache:
                 analytic_cache[t, convention] = conventions.analytic_form(act, convention, x, evaluator.y0,
                                                                           est.structure)
+            changed = None
+            analytic_form, analytic = analytic_cache[t, convention]
+            form = structure.common_form(analytic_form, est.form)
             if failing is not None:
                 scale = inputs.step_scale(x, act.domain)
                 est = _complete(evaluator, x, scale, options, est.structure, est, est.form,  # type: ignore[assignment]
                                 failing)
+                if form == est.form != "diagonal" and options.method == "central":
+                    changed = numdiff.group_of(est.structure, failing, x.shape[1])
             y = evaluator.y0
-            analytic_form, analytic = analytic_cache[t, convention]
-            form = structure.common_form(analytic_form, est.form)
             analytic = structure.convert(analytic_form, form, analytic, x.shape[0])
             est = replace(est, form=form, value=structure.convert(est.form, form, est.value, x.shape[0]),
                           error=structure.convert_error(est.form, form, est.error, x.shape[0], y,
@@ -664,7 +676,7 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
                 return structure.convert(fed_form, target, fed, x.shape[0]) if target == form else None
 
             return _Trial(analytic, est, layout, refeed, refeed_text,
-                          _kink_hook(act, evaluator, x, x, est), x=x)
+                          _kink_hook(act, evaluator, x, x, est), x=x, changed=changed)
 
         rows.append(_judge(spec, "jacobian", convention, act.origin, options, trial))
     if skipped:

@@ -46,32 +46,37 @@ class Pattern:
         b, k = self.shape
         return {ELEMENTWISE: 1, ROWWISE: k}.get(self.kind, b * k)
 
-    def deltas(self, h: Array, groups: Index) -> Array:
-        """Perturbation vectors (len(groups), N): the steps of each group's coordinates."""
+    def shifted(self, flat: Array, h: Array, groups: Index, offsets: tuple[float, ...]) -> Array:
+        """Inputs ``x + o * delta_g`` (len(offsets), len(groups), N) for each offset o and group g.
+
+        Built as copies of x with only each group's coordinates moved: the same numbers
+        as adding a dense perturbation matrix, at the cost of one copy.
+        """
         b, k = self.shape
-        n = b * k
-        out = np.zeros((groups.size, n))
+        stack = np.empty((len(offsets), groups.size, flat.size))
+        stack[:] = flat
+        local = np.arange(groups.size)[:, None]
         if self.kind == ELEMENTWISE:
-            out[:] = h.ravel()
+            coords = np.broadcast_to(np.arange(flat.size), (groups.size, flat.size))
         elif self.kind == ROWWISE:
-            cols = (np.arange(b)[None, :] * k + groups[:, None])  # (g, B)
-            out[np.arange(groups.size)[:, None], cols] = h.ravel()[cols]
+            coords = np.arange(b)[None, :] * k + groups[:, None]  # (g, B)
         else:
-            out[np.arange(groups.size), groups] = h.ravel()[groups]
-        return out
+            coords = groups[:, None]
+        for o, offset in enumerate(offsets):
+            stack[o, local, coords] += offset * h.ravel()[coords]
+        return stack
 
     def out_steps(self, h: Array, groups: Index) -> Array:
-        """(len(groups), M): the step of the coordinate whose quotient each output gives."""
+        """The step of the coordinate whose quotient each output gives, broadcastable to (len(groups), M)."""
         b, k = self.shape
         flat = h.ravel()
         if self.kind == ELEMENTWISE:
-            return np.broadcast_to(flat[None, :], (groups.size, self.m))
-        if self.kind == ROWWISE:
-            k_out = self.m // b
-            rows = np.arange(self.m) // k_out
-            steps: Array = flat[rows[None, :] * k + groups[:, None]]
+            return flat[None, :]
+        if self.kind == ROWWISE and b > 1:
+            steps: Array = np.repeat(flat.reshape(b, k)[:, groups].T, self.m // b, axis=1)
             return steps
-        return np.broadcast_to(flat[groups][:, None], (groups.size, self.m))
+        column: Array = flat[groups][:, None]
+        return column
 
     def all_members(self, mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
         """Per group: is ``mask`` (over the N input coordinates) true for all its members?"""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck_cli.compare import SAFETY, Tolerance, compare, relative_errors
+from gradcheck_cli.compare import SAFETY, Tolerance, compare, recompare, relative_errors
 
 
 def _reference(rng: np.random.Generator, shape: tuple[int, int] = (6, 8)) -> tuple[np.ndarray, np.ndarray]:
@@ -136,3 +136,48 @@ def test_tiny_tolerance_does_not_warn() -> None:
     comp = compare(np.array([[1.0, 0.0]]), np.array([[0.0, 0.0]]), np.array([[1e-320, 0.0]]))
     assert not comp.passed
     assert comp.max_ratio > 1e10  # far above 1, and no overflow warning
+
+
+def _entrywise(analytic: np.ndarray, numeric: np.ndarray, error: np.ndarray,
+               tolerance: Tolerance) -> tuple[np.ndarray, np.ndarray]:
+    """The criterion written out plainly: (failing mask, |a - n| with nan as inf)."""
+    diff = np.abs(analytic - numeric)
+    diff[np.isnan(diff)] = np.inf
+    return diff > tolerance.entries(numeric, error, analytic), diff
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (300, 5), (40, 2000)])  # one block, many blocks, wide rows
+def test_blocked_scan_agrees_with_the_plain_criterion(rng: np.random.Generator, shape: tuple[int, int]) -> None:
+    numeric = rng.normal(size=shape)
+    error = rng.uniform(0, 1e-10, shape)
+    analytic = numeric + rng.normal(scale=3e-10, size=shape)
+    analytic.flat[rng.choice(analytic.size, 3, replace=False)] = [np.nan, np.inf, -np.inf]
+    tolerance = Tolerance(atol=1e-12)
+    comp = compare(analytic, numeric, error, tolerance)
+    mask, diff = _entrywise(analytic, numeric, error, tolerance)
+    assert comp.n_bad == int(mask.sum()) > 3
+    np.testing.assert_array_equal(comp.bad_mask, mask)
+    assert comp.max_abs_err == np.inf and comp.max_rel_err == np.inf
+    assert [e.abs_err for e in comp.bad[:3]] == [np.inf] * 3
+    assert comp.bad[3].abs_err == np.sort(diff[np.isfinite(diff) & mask])[-1]
+    np.testing.assert_array_equal(comp.failing_columns(), np.flatnonzero(mask.any(axis=0)))
+
+
+def test_recompare_equals_a_full_comparison(rng: np.random.Generator) -> None:
+    numeric, error = _reference(rng, (50, 30))
+    analytic = numeric + rng.normal(scale=1e-11, size=numeric.shape)
+    analytic[:, [3, 17]] += 1e-9  # fails on the first estimate ...
+    first = compare(analytic, numeric, error)
+    assert list(first.failing_columns()) == [3, 17]
+    better_error = error.copy()
+    better_error[:, 3] = 1e-9  # ... column 3 passes once its error bound is widened
+    again = recompare(first, analytic, numeric, better_error, np.array([3, 17]))
+    full = compare(analytic, numeric, better_error)
+    assert again.n_bad == full.n_bad == 50
+    assert again.max_ratio == full.max_ratio and again.max_abs_err == full.max_abs_err
+    assert again.max_rel_err == full.max_rel_err and again.worst == full.worst
+    assert again.bad == full.bad
+    np.testing.assert_array_equal(again.bad_mask, full.bad_mask)
+    fixed = recompare(again, analytic - np.where(np.arange(30) == 17, 1e-9, 0.0), numeric, better_error,
+                      np.array([17]))
+    assert fixed.passed and fixed.bad_mask is None and fixed.max_ratio < 1.0
