@@ -161,11 +161,12 @@ def recompare(previous: Comparison, analytic: Array, numeric: Array, error: Arra
         part = _scan(analytic[:, columns], numeric[:, columns], error[:, columns], tolerance)
         rows, local = np.divmod(part.bad, max(columns.size, 1))
         kept = ~np.isin(old.bad % n, columns)
-        merged = _Columns(*(a.copy() for a in (old.abs_err, old.ratio, old.rel_err)),
-                          bad=np.concatenate([old.bad[kept], rows * n + columns[local]]),
-                          bad_abs_err=np.concatenate([old.bad_abs_err[kept], part.bad_abs_err]))
-        for name in ("abs_err", "ratio", "rel_err"):
-            getattr(merged, name)[columns] = getattr(part, name)
+        merged = _Columns(old.abs_err.copy(), old.ratio.copy(), old.rel_err.copy(),
+                          np.concatenate([old.bad[kept], rows * n + columns[local]]),
+                          np.concatenate([old.bad_abs_err[kept], part.bad_abs_err]))
+        merged.abs_err[columns] = part.abs_err
+        merged.ratio[columns] = part.ratio
+        merged.rel_err[columns] = part.rel_err
         return _summarise(analytic, numeric, error, tolerance, merged, keep)
 
 
