@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from gradcheck_cli import parallel
+
 Array = NDArray[np.float64]
 Index = NDArray[np.intp]
 
@@ -35,6 +37,8 @@ DEFAULT_ATOL = 0.0
 ANALYTIC_ULPS = 8.0
 # Entries per block of the comparison pass: a few arrays of this size fit in L2 cache.
 BLOCK_ENTRIES = 1 << 15
+# Above this many entries per thread, the comparison is split over threads.
+PARALLEL_ENTRIES = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -171,10 +175,25 @@ def recompare(previous: Comparison, analytic: Array, numeric: Array, error: Arra
 
 
 def _scan(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance) -> _Columns:
+    """Per-column maxima and the failing entries, the rows split over threads when large."""
+    m, n = analytic.shape
+    parts = min(parallel.threads(), m, analytic.size // PARALLEL_ENTRIES)
+    if parts <= 1:
+        return _scan_rows(analytic, numeric, error, tolerance, 0)
+    bounds = np.linspace(0, m, parts + 1).astype(int)
+    scans = parallel.run_all([
+        lambda lo=lo, hi=hi: _scan_rows(analytic[lo:hi], numeric[lo:hi], error[lo:hi], tolerance, lo * n)
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
+    return _Columns(np.max([p.abs_err for p in scans], axis=0), np.fmax.reduce([p.ratio for p in scans], axis=0),
+                    np.fmax.reduce([p.rel_err for p in scans], axis=0), np.concatenate([p.bad for p in scans]),
+                    np.concatenate([p.bad_abs_err for p in scans]))
+
+
+def _scan_rows(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance, offset: int) -> _Columns:
     """One pass over blocks of rows: per-column maxima and the failing entries.
 
     The same tolerance as :meth:`Tolerance.entries`, fused so each block's temporaries
-    stay in cache.
+    stay in cache. Flat indices of failing entries are shifted by ``offset``.
     """
     m, n = analytic.shape
     rtol = DEFAULT_RTOL if tolerance.rtol is None else tolerance.rtol
@@ -203,7 +222,7 @@ def _scan(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance) -
         failing = diff > tol
         if failing.any():
             where = np.flatnonzero(failing)
-            bad.append(where + start * n)
+            bad.append(where + (offset + start * n))
             bad_abs_err.append(diff.ravel()[where])
         np.maximum(abs_err, diff.max(axis=0), out=abs_err)
         # abs_err / tolerance: 0/0 (nan) counts as 0 and x/0 as inf, so fmax skips the nans.

@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli import floating
+from gradcheck_cli import floating, parallel
+from gradcheck_cli.registry import is_threadsafe
 from gradcheck_cli.structure import ELEMENTWISE, GENERAL, ROWWISE, Pattern, detect, to_blocks
 
 Array = NDArray[np.float64]
@@ -97,6 +98,8 @@ class Evaluator:
         self.y0 = self.call(x, probe=True)
         self.out_shape = self.y0.shape
         self.stacks = False if light else self._probe(scale)
+        # Chunks of a stacked evaluation may run on threads only for code marked threadsafe.
+        self.threaded = self.stacks and is_threadsafe(f)
         self.scale = scale
         self._noise_by_span: dict[float, Array] = {}
         self.noise = self.noise_at(1.0)
@@ -276,14 +279,17 @@ class _Stencil:
         error = np.empty((n, m))
         trunc_ratio = np.empty(n)
         chunk = max(1, CHUNK_ELEMENTS // (len(self.offsets) * (x.size + m)))
-        for start in range(0, n, chunk):
-            local = np.arange(start, min(n, start + chunk))
+
+        def work(start: int, stop: int) -> None:
+            local = slice(start, stop)
             ys = outputs(ids[local])
             with np.errstate(all="ignore"):  # overflow shows up as inf, reported downstream
                 v, t, r = self.combine(ys, pattern.out_steps(h, ids[local]), evaluate, evaluate.noise)
                 value[local] = v
                 error[local] = t + r
                 trunc_ratio[local] = _truncation_ratio(t, v, pattern, evaluate.tiny)
+
+        _chunked(n, chunk, work, evaluate.threaded)
         return self._refine(evaluate, x, h, value, error, trunc_ratio, chunk, pattern, ids)
 
     def _quick(self, evaluate: Evaluator, x: Array, h: Array, pattern: Pattern) -> tuple[Array, Array, Array]:
@@ -292,8 +298,8 @@ class _Stencil:
         value = np.empty((n, m))
         error = np.empty((n, m))
         chunk = max(1, CHUNK_ELEMENTS // (2 * (x.size + m)))
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
+
+        def work(start: int, stop: int) -> None:
             groups = np.arange(start, stop)
             ys = outputs(groups)
             steps = pattern.out_steps(h, groups)
@@ -304,6 +310,8 @@ class _Stencil:
                 e = error[start:stop]
                 e[:] = _rounding(ys, steps, evaluate, evaluate.noise)
                 e /= steps
+
+        _chunked(n, chunk, work, evaluate.threaded)
         return value, error, h
 
     def _refine(self, evaluate: Evaluator, x: Array, h: Array, value: Array, error: Array,
@@ -343,6 +351,15 @@ class _Stencil:
                     h[pattern.members(ids[keep])] = trial_h[pattern.members(ids[keep])]
                     trunc_ratio[local] = np.where(better, _truncation_ratio(t, v, pattern, evaluate.tiny), 0.0)
         return value, error, h
+
+
+def _chunked(n: int, chunk: int, work: Callable[[int, int], None], threaded: bool) -> None:
+    """``work(start, stop)`` over ``range(n)`` in chunks, on threads when ``threaded``.
+
+    Each call writes its own rows of preallocated arrays, so chunks are independent.
+    """
+    parallel.run_all([lambda start=start: work(start, min(n, start + chunk)) for start in range(0, n, chunk)],
+                     threaded)
 
 
 def _truncation_ratio(t: Array, v: Array, pattern: Pattern, tiny: float) -> Array:
@@ -685,7 +702,8 @@ def group_of(kind: str, coords: NDArray[np.intp], k: int) -> NDArray[np.intp]:
 def complete(evaluate: Evaluator, x: Array, scale: Array, method: str, kind: str, form: str,
              value: Array, error: Array, coords: NDArray[np.intp]) -> tuple[Array, Array]:
     """Recompute, with the full stencil and its truncation bound, the columns of a quick
-    estimate that move input ``coords``; return the patched (value, error) in ``form``.
+    estimate that move input ``coords``; return (value, error) in ``form``, patched in place
+    (the full stencil's figures supersede the quick ones for every later reader).
 
     Column j of a blocks or dense form is group j's outputs, so a group's full estimate
     replaces exactly that column; an elementwise (diagonal) estimate is one group.
@@ -696,7 +714,6 @@ def complete(evaluate: Evaluator, x: Array, scale: Array, method: str, kind: str
     m = int(evaluate.y0.size)
     ids = group_of(kind, coords, k)
     v, e, _ = stencil.groups(evaluate, x, scale, Pattern(kind, (b, k), m), subset=ids)
-    value, error = value.copy(), error.copy()
     if form == "diagonal":
         return v.reshape(x.shape), e.reshape(x.shape)
     value[:, ids] = v.T

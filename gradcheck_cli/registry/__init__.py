@@ -11,7 +11,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gradcheck_cli.errors import PluginError, UsageError, suggest
 
@@ -218,6 +218,38 @@ def _split_conventions(name: str, kind: str, kwargs: dict[str, Any],
                 f"Expected one of: {', '.join(valid)}.{suggest(key, valid)}"
             )
     return first, second
+
+
+THREADSAFE = "__gradcheck_threadsafe__"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def threadsafe(fn: F) -> F:
+    """Mark a forward function as safe to call from several threads at once.
+
+    Pure numpy code is (it keeps no state between statements); the numerical Jacobian of
+    a marked function is then evaluated in parallel chunks. A layer method that stores
+    ``self.out`` and reads it back is not: leave it unmarked. Built-ins are marked.
+
+    Returns ``fn`` itself, so it works as a decorator.
+    """
+    try:
+        setattr(fn, THREADSAFE, True)
+    except (AttributeError, TypeError):  # builtins and bound methods take no attributes
+        pass
+    return fn
+
+
+def is_threadsafe(fn: Any) -> bool:
+    return bool(getattr(fn, THREADSAFE, False))
+
+
+def mark_module_threadsafe(namespace: dict[str, Any]) -> None:
+    """Mark every function defined in a module (its ``globals()``) threadsafe: built-ins are pure numpy."""
+    for value in list(namespace.values()):
+        if callable(value) and getattr(value, "__module__", None) == namespace["__name__"]:
+            threadsafe(value)
 
 
 def _register(kind: str, name: str, forward: Callable[..., Any], conventions: dict[str, Any],

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli.registry import register_activation
+from gradcheck_cli.registry import mark_module_threadsafe, register_activation
 
 Array = NDArray[np.float64]
 
@@ -174,3 +174,6 @@ register_activation("softmax", forward=softmax, jacobian=softmax_jacobian, vjp=s
 register_activation("log_softmax", forward=log_softmax, jacobian=log_softmax_jacobian,
                     vjp=log_softmax_vjp,
                     formula="d log S_i/dx_j = delta_ij - S_j; VJP: g - S * sum(g)")
+
+# Everything in this module is pure numpy: its functions may run on several threads at once.
+mark_module_threadsafe(globals())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli.registry import register_fused, register_loss
+from gradcheck_cli.registry import mark_module_threadsafe, register_fused, register_loss
 from gradcheck_cli.registry.activations import sigmoid, softmax
 
 Array = NDArray[np.float64]
@@ -103,3 +103,6 @@ register_fused("log_softmax", "nll",
 register_fused("sigmoid", "binary_cross_entropy",
                gradient=lambda z, t: (sigmoid(z) - t) / _count(z),
                formula="dL/dz = (sigmoid(z) - t) / N")
+
+# Everything in this module is pure numpy: its functions may run on several threads at once.
+mark_module_threadsafe(globals())

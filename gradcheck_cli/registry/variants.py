@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli.registry import register_activation, register_loss
+from gradcheck_cli.registry import mark_module_threadsafe, register_activation, register_loss
 from gradcheck_cli.registry.activations import (
     log_softmax,
     log_softmax_jacobian,
@@ -75,3 +75,6 @@ register_activation(
     mistake="sums over the whole batch instead of each row, so rows leak into each other",
     fix="y * (g - sum(y * g, axis=-1, keepdims=True))",
 )
+
+# Everything in this module is pure numpy: its functions may run on several threads at once.
+mark_module_threadsafe(globals())

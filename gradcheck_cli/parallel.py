@@ -1,0 +1,58 @@
+"""A shared thread pool for numpy work on large stacks.
+
+numpy releases the GIL inside ufunc loops, so chunks of a stacked evaluation or of the
+comparison run truly in parallel on threads, with no pickling and no copies. User code
+runs on these threads only when it is marked :func:`gradcheck_cli.threadsafe` (the
+built-ins are): a layer that keeps ``self.out`` between statements would race and give a
+wrong, unreproducible number, and a false failure is the one thing a checker must not do.
+
+``GRADCHECK_THREADS`` sets the number of threads (default: the CPUs this process may use,
+at most 8); ``1`` turns threading off. A forked suite worker uses one thread when several
+workers share the machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+MAX_THREADS = 8
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid that made it, pool): threads do not survive fork
+_limit: list[int] = []
+
+
+def threads() -> int:
+    """How many threads chunked work may use here."""
+    if _limit:
+        return _limit[-1]
+    configured = os.environ.get("GRADCHECK_THREADS", "")
+    if configured.strip().isdigit() and int(configured) > 0:
+        return int(configured)
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, available))
+
+
+def limit(count: int) -> None:
+    """Use at most ``count`` threads in this process from now on (suite workers)."""
+    _limit.append(max(1, count))
+
+
+def run_all(tasks: Sequence[Callable[[], T]], threaded: bool = True) -> list[T]:
+    """Run ``tasks``, on the pool when ``threaded`` and worthwhile; results in order.
+
+    An exception in a task is raised here, as if the tasks had run one after another.
+    """
+    count = threads()
+    if not threaded or count <= 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(count, thread_name_prefix="gradcheck"))
+    futures = [_pool[1].submit(task) for task in tasks]
+    return [future.result() for future in futures]
