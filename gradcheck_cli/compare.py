@@ -20,6 +20,7 @@ and it keeps per-column maxima so that columns recomputed later (the two-pass ch
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -182,7 +183,7 @@ def _scan(analytic: Array, numeric: Array, error: Array, tolerance: Tolerance) -
         return _scan_rows(analytic, numeric, error, tolerance, 0)
     bounds = np.linspace(0, m, parts + 1).astype(int)
     scans = parallel.run_all([
-        lambda lo=lo, hi=hi: _scan_rows(analytic[lo:hi], numeric[lo:hi], error[lo:hi], tolerance, lo * n)
+        functools.partial(_scan_rows, analytic[lo:hi], numeric[lo:hi], error[lo:hi], tolerance, int(lo) * n)
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
     return _Columns(np.max([p.abs_err for p in scans], axis=0), np.fmax.reduce([p.ratio for p in scans], axis=0),
                     np.fmax.reduce([p.rel_err for p in scans], axis=0), np.concatenate([p.bad for p in scans]),

@@ -20,6 +20,7 @@ otherwise the chunk is evaluated one perturbation at a time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -358,7 +359,7 @@ def _chunked(n: int, chunk: int, work: Callable[[int, int], None], threaded: boo
 
     Each call writes its own rows of preallocated arrays, so chunks are independent.
     """
-    parallel.run_all([lambda start=start: work(start, min(n, start + chunk)) for start in range(0, n, chunk)],
+    parallel.run_all([functools.partial(work, start, min(n, start + chunk)) for start in range(0, n, chunk)],
                      threaded)
 
 

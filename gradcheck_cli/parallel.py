@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 T = TypeVar("T")
 MAX_THREADS = 8
@@ -51,6 +53,8 @@ def run_all(tasks: Sequence[Callable[[], T]], threaded: bool = True) -> list[T]:
     count = threads()
     if not threaded or count <= 1 or len(tasks) <= 1:
         return [task() for task in tasks]
+    from concurrent.futures import ThreadPoolExecutor  # only when there is parallel work: ~10 ms to import
+
     global _pool
     if _pool is None or _pool[0] != os.getpid():
         _pool = (os.getpid(), ThreadPoolExecutor(count, thread_name_prefix="gradcheck"))
