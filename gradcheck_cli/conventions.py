@@ -9,14 +9,15 @@ comparison sees every entry, including ones between different rows of the batch.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli import floating
-from gradcheck_cli.registry import FunctionSpec
+from gradcheck_cli import floating, parallel
+from gradcheck_cli.registry import FunctionSpec, is_threadsafe
 
 Array = NDArray[np.float64]
 
@@ -41,14 +42,17 @@ class ConventionError(Exception):
     """The analytic derivative raised or returned the wrong shape; message is user-facing."""
 
 
-def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False, fresh: bool = False) -> Array:
+def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False, fresh: bool = False,
+          quiet: bool = False) -> Array:
     """Call user code on copies of ``args`` (in the checked dtype); with ``probe``, also
     require that it leaves its inputs alone and gives the same result twice. ``fresh``
-    arguments are temporaries nobody reads again: they are handed over without a copy."""
+    arguments are temporaries nobody reads again: they are handed over without a copy.
+    ``quiet`` ignores floating-point warnings instead of recording them (the warnings
+    machinery is process-wide, so calls on worker threads must not touch it)."""
     args = tuple(a.astype(_DTYPE[0], copy=False) if a.dtype.kind == "f" else a for a in args)
     copies = list(args) if fresh and not probe else [a.copy() for a in args]
     try:
-        with floating.recording(FP_WARNINGS):
+        with np.errstate(all="ignore") if quiet else floating.recording(FP_WARNINGS):
             out = fn(*copies)
             if probe:
                 _unchanged(name, args, copies)
@@ -281,19 +285,25 @@ def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
     pair = basis(range(min(2, count)))
     shared = _broadcasts(name, fn, arg[None].copy(), pair, first)
     stacked = shared or _broadcasts(name, fn, np.stack([arg] * len(first)), pair, first)
-    start = len(first)
-    while start < count:
-        columns = range(start, min(count, start + (STACK_CHUNK if stacked else 1)))
-        if stacked:
-            args = arg[None].copy() if shared else np.broadcast_to(arg, (len(columns), *arg.shape)).copy()
-            outs = _call(name, fn, args, basis(columns), fresh=True)
-            if convention == "jvp":
-                blocks[:, :, columns.start:columns.stop] = outs.transpose(1, 2, 0)
-            else:
-                blocks[:, columns.start:columns.stop, :] = outs.transpose(1, 0, 2)
+    def stacked_products(columns: range, quiet: bool) -> Array:
+        args = arg[None].copy() if shared else np.broadcast_to(arg, (len(columns), *arg.shape)).copy()
+        outs = _call(name, fn, args, basis(columns), fresh=True, quiet=quiet)
+        if convention == "jvp":
+            blocks[:, :, columns.start:columns.stop] = outs.transpose(1, 2, 0)
         else:
-            store(start, _expect_shape(name, _call(name, fn, arg, basis(columns)[0]), out_shape, meaning))
-        start = columns.stop
+            blocks[:, columns.start:columns.stop, :] = outs.transpose(1, 0, 2)
+        return outs
+
+    rest = [range(s, min(count, s + STACK_CHUNK)) for s in range(len(first), count, STACK_CHUNK)]
+    if stacked:
+        threaded = is_threadsafe(fn) and len(rest) > 1
+        outs = parallel.run_all([functools.partial(stacked_products, c, threaded) for c in rest], threaded)
+        if threaded and not all(np.all(np.isfinite(o)) for o in outs):
+            for columns in rest:  # again, one by one, to record numpy's warnings for the report
+                stacked_products(columns, False)
+    else:
+        for i in range(len(first), count):
+            store(i, _expect_shape(name, _call(name, fn, arg, basis(range(i, i + 1))[0]), out_shape, meaning))
     # One random vector must agree with the blocks, or rows of the batch interact.
     probe = np.random.default_rng(5).normal(size=(b, k if convention == "jvp" else k_out))
     got = _call(name, fn, arg, probe)
