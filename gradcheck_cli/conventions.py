@@ -318,21 +318,53 @@ def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
 
 def analytic_projections(spec: FunctionSpec, convention: str, x: Array, y: Array, u: Array,
                          d: Array) -> Array:
-    """u_k^T J d_k for each projection k, from the analytic derivative, without forming J."""
-    out = np.empty(len(u))
+    """u_k^T J d_k for each projection k, from the analytic derivative, without forming J.
+
+    The first product is probed (in-place changes, determinism). A ``vjp`` or ``jvp`` then
+    gets all vectors in one call when it broadcasts one x against a stack of them (the
+    stack's first product must equal the probed one bit for bit); otherwise the products
+    run one by one, on threads when the derivative is marked threadsafe.
+    """
     fn = spec.derivatives[convention]
+    if convention in ("vjp", "backward", "jvp"):
+        name, out_shape, meaning = ((convention, x.shape, "J^T g, like x") if convention != "jvp"
+                                    else ("jvp(x, v)", y.shape, "J v, like y"))
+        vectors = u.reshape(len(u), *y.shape) if convention != "jvp" else d.reshape(len(d), *x.shape)
+        other = d.reshape(len(d), -1) if convention != "jvp" else u.reshape(len(u), -1)
+
+        def product(k: int, probe: bool = False, quiet: bool = False) -> Array:
+            return _expect_shape(name, _call(name, fn, x, vectors[k], probe=probe, quiet=quiet), out_shape, meaning)
+
+        first = product(0, probe=True)
+        outs = _stacked(name, fn, x, vectors, first) if convention != "backward" and len(u) > 1 else None
+        if outs is None:
+            threaded = is_threadsafe(fn) and len(u) > 2
+            rest = parallel.run_all([functools.partial(product, k, False, threaded) for k in range(1, len(u))],
+                                    threaded)
+            if threaded and not all(np.all(np.isfinite(r)) for r in rest):
+                rest = [product(k) for k in range(1, len(u))]  # again, to record numpy's warnings
+            outs = np.stack([first, *rest])
+        values: Array = np.einsum("ij,ij->i", outs.reshape(len(u), -1), other)
+        return values
+    out = np.empty(len(u))
     for k in range(len(u)):
         uk, dk = u[k].reshape(y.shape), d[k].reshape(x.shape)
         if convention in ELEMENTWISE:
             arg = x if convention == "derivative" else y
             deriv = _expect_shape(convention, _call(convention, fn, arg, probe=k == 0), x.shape, "like x")
             out[k] = float(np.sum(uk * deriv * dk))
-        elif convention in ("vjp", "backward"):
-            out[k] = float(np.sum(_expect_shape(convention, _call(convention, fn, x, uk, probe=k == 0), x.shape,
-                                                "J^T g, like x") * dk))
-        elif convention == "jvp":
-            out[k] = float(np.sum(uk * _expect_shape("jvp(x, v)", _call("jvp(x, v)", fn, x, dk, probe=k == 0),
-                                                     y.shape, "J v, like y")))
         else:
             out[k] = float(uk.ravel() @ (analytic_jacobian(spec, convention, x, y) @ dk.ravel()))
     return out
+
+
+def _stacked(name: str, fn: Callable[..., Any], x: Array, vectors: Array, first: Array) -> Array | None:
+    """``fn(x, vectors[k])`` for every k from one call on the stack with x shared, or None
+    when ``fn`` does not broadcast that way (its first product must equal ``first``)."""
+    try:
+        outs = _call(name, fn, x[None], vectors, fresh=True)
+    except ConventionError:
+        return None
+    if outs.shape != (len(vectors), *first.shape) or not same_values(outs[0], first):
+        return None
+    return outs

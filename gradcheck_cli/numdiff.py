@@ -47,7 +47,6 @@ REFINEMENTS = 3
 # Rounding noise is measured along a few random directions with a tiny relative step.
 NOISE_DIRECTIONS = 3
 NOISE_POINTS = 8
-LIGHT_NOISE_POINTS = 6  # --fast: one direction, two degrees of freedom over the cubic
 # A difference quotient's noise bound, in measured standard deviations of f over h.
 NOISE_SIGMAS = 3.0
 
@@ -59,7 +58,7 @@ def _noise_design(points: int) -> tuple[Array, Array]:
     return t, np.eye(points) - vander @ np.linalg.pinv(vander)
 
 
-_NOISE_DESIGNS = {points: _noise_design(points) for points in (NOISE_POINTS, LIGHT_NOISE_POINTS)}
+_NOISE_DESIGNS = {NOISE_POINTS: _noise_design(NOISE_POINTS)}
 
 
 class EvaluationError(Exception):
@@ -87,9 +86,8 @@ class Evaluator:
 
     def __init__(self, f: Callable[[Any], Any], x: Array, scale: Array, dtype: str = "float64",
                  light: bool = False) -> None:
-        # light (--fast): no stacking probe, noise from one direction; a few evaluations in all.
-        self.directions = 1 if light else NOISE_DIRECTIONS
-        self.noise_points = LIGHT_NOISE_POINTS if light else NOISE_POINTS
+        # light (--fast): no stacking probe and no separate noise measurement (the
+        # projections measure noise from their own stencil): two evaluations in all.
         self.dtype = np.dtype(dtype)
         self.eps = float(np.finfo(self.dtype).eps)
         self.tiny = float(np.finfo(self.dtype).smallest_subnormal)
@@ -99,12 +97,12 @@ class Evaluator:
         self.y0 = self.call(x, probe=True)
         self.out_shape = self.y0.shape
         self.stacks = False if light else self._probe(scale)
-        # Chunks of a stacked evaluation may run on threads only for code marked threadsafe.
-        self.threaded = self.stacks and is_threadsafe(f)
+        # Chunks of a stacked evaluation (or, in light mode, the points of a stack) may run
+        # on threads only for code marked threadsafe.
+        self.threaded = (self.stacks or light) and is_threadsafe(f)
         self.scale = scale
         self._noise_by_span: dict[float, Array] = {}
-        self.noise = self.noise_at(1.0)
-        self.row_scale = self._row_scale()
+        self.noise = np.zeros(self.y0.size) if light else self.noise_at(1.0)
 
     def f(self, x: Any) -> Any:
         """The checked function, called with inputs in the dtype the code runs in."""
@@ -124,18 +122,50 @@ class Evaluator:
             raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
         if y.dtype.kind not in "fiuc":
             raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
-        if probe and not np.array_equal(seen.astype(self.dtype), x.astype(self.dtype), equal_nan=True):
+        if probe and not _same(seen.astype(self.dtype, copy=False), x.astype(self.dtype, copy=False)):
             idx = tuple(int(i) for i in np.argwhere(~np.isclose(seen, x, equal_nan=True))[0])
             raise EvaluationError(
                 f"changes its input in place: x{list(idx)} was {x[idx]:.6g} before the call and "
                 f"{seen[idx]:.6g} after; callers' arrays would be corrupted. Work on a copy "
                 f"(x = x.copy()) or use out-of-place operations")
-        if probe and not (again.shape == y.shape and np.array_equal(again, y, equal_nan=True)):
+        if probe and not (again.shape == y.shape and _same(again, y)):
             raise EvaluationError(
                 "is not deterministic: two calls with the same x gave different results (it "
                 "draws random numbers or keeps state between calls, e.g. dropout or a running "
                 "average); fix the randomness (a seed, eval mode) to check its derivative")
-        return y.astype(np.float64) if y.dtype.kind != "c" else y
+        return y.astype(np.float64, copy=False) if y.dtype.kind != "c" else y
+
+    def _quiet_call(self, x: Array) -> Array:
+        """``f(x)`` for a fresh x, as from a worker thread: numpy's warnings are ignored
+        (the warnings machinery is process-wide), nothing is copied."""
+        try:
+            with np.errstate(all="ignore"):
+                y = np.asarray(self.f(x))
+        except Exception as exc:  # user code: any exception becomes a report
+            raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
+        if y.dtype.kind not in "fiuc":
+            raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
+        return y.astype(np.float64, copy=False) if y.dtype.kind != "c" else y
+
+    def _write(self, out: Array, i: int, point: Callable[[], Array]) -> None:
+        """``out[i] = f(point())``, quietly (from a worker thread), checking the shape."""
+        y = self._quiet_call(point())
+        if y.shape != self.out_shape:
+            raise EvaluationError(f"returned shape {y.shape} for an input of shape {self.x.shape}, but "
+                                  f"{self.out_shape} at the same shape before")
+        out[i] = y.ravel()
+
+    def along(self, x: Array, step: Array, offsets: Array) -> Array:
+        """f at ``x + t * step`` for each t in ``offsets``, flattened to ``(len(offsets), M)``.
+
+        On threads (threadsafe code), each point is built by the thread that evaluates it.
+        """
+        if not self.threaded:
+            return self([x + t * step for t in offsets])
+        out = np.empty((len(offsets), int(self.y0.size)))
+        parallel.run_all([functools.partial(self._write, out, i, functools.partial(_moved, x, float(t), step))
+                          for i, t in enumerate(offsets)])
+        return out
 
     def _probe(self, scale: Array) -> bool:
         rng = np.random.default_rng(12345)
@@ -174,14 +204,15 @@ class Evaluator:
         cancellation (1 + erf(x) near x = -6, 1 + tanh(u) for u << 0) is far noisier than
         eps * |f|; measuring it keeps such correct code from being flagged.
         """
-        points = self.noise_points
+        points, directions = NOISE_POINTS, NOISE_DIRECTIONS
         t, residual_maker = _NOISE_DESIGNS[points]
-        signs = np.random.default_rng(2024).integers(0, 2, (self.directions, *self.x.shape)) * 2.0 - 1.0
+        signs = np.random.default_rng(2024).integers(0, 2, (directions, *self.x.shape)) * 2.0 - 1.0
         steps = self.eps ** (1.0 / 3.0) * scale * signs  # (directions, B, K)
         stack = self.x[None, None] + t[None, :, None, None] * steps[:, None]
-        ys = self(stack.reshape(-1, *self.x.shape)).reshape(self.directions, points, -1)
+        ys = self(stack.reshape(-1, *self.x.shape)).reshape(directions, points, -1)
         residuals = np.matmul(residual_maker[None], ys)  # (directions, points, M)
-        sigma = np.sqrt(np.sum(residuals**2, axis=(0, 1)) / (self.directions * (points - 4)))
+        np.square(residuals, out=residuals)
+        sigma = np.sqrt(np.sum(residuals.reshape(-1, residuals.shape[-1]), axis=0) / (directions * (points - 4)))
         return np.where(np.isfinite(sigma), sigma, 0.0)
 
     def representable(self, x: Array) -> Array:
@@ -190,27 +221,48 @@ class Evaluator:
 
     def exact_steps(self, x: Array, h: Array) -> Array:
         """Round ``h`` so that ``x + h`` is exact in the checked dtype, removing step error."""
-        xd, hd = x.astype(self.dtype), h.astype(self.dtype)
+        xd, hd = x.astype(self.dtype, copy=False), h.astype(self.dtype, copy=False)
         steps: Array = ((xd + hd) - xd).astype(np.float64)
         return steps
 
-    def _row_scale(self) -> Array:
+    @functools.cached_property
+    def row_scale(self) -> Array:
         """Per output, the largest |f| in its batch row (M,): the scale of its intermediates."""
         y = np.abs(np.where(np.isfinite(self.y0), self.y0, 0.0))
         rows = y.reshape(y.shape[0], -1) if y.ndim >= 2 else y.reshape(1, -1)
         return np.repeat(rows.max(axis=1, initial=0.0), rows.shape[1])
 
-    def __call__(self, stack: Array) -> Array:
-        """Evaluate each ``stack[p]`` and return the outputs flattened to ``(n, M)``."""
+    def __call__(self, stack: Array | list[Array]) -> Array:
+        """Evaluate each ``stack[p]`` and return the outputs flattened to ``(n, M)``.
+
+        A list of points is evaluated point by point (no stacked copy) unless f stacks.
+        """
+        if self.stacks and isinstance(stack, list):
+            stack = np.stack(stack)
         if self.stacks:
             try:
                 with np.errstate(all="ignore"):
                     ys = np.asarray(self.f(stack), dtype=np.float64)
             except Exception as exc:
                 raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
+        elif self.threaded and len(stack) > 1:
+            out = np.empty((len(stack), int(self.y0.size)))
+            parallel.run_all([functools.partial(self._write, out, i, functools.partial(np.asarray, p))
+                              for i, p in enumerate(stack)])
+            return out
         else:
             ys = np.stack([self.call(p) for p in stack])
         return ys.reshape(len(stack), -1)
+
+
+def _moved(x: Array, t: float, step: Array) -> Array:
+    moved: Array = x + t * step
+    return moved
+
+
+def _same(a: NDArray[Any], b: NDArray[Any]) -> bool:
+    """Equal entry for entry, NaN equal to NaN (the NaN-aware pass only when needed)."""
+    return bool(np.array_equal(a, b)) or bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
 def _shifted_outputs(evaluate: Evaluator, x: Array, h: Array, offsets: tuple[float, ...],
@@ -650,48 +702,91 @@ def _directional_agrees(evaluate: Evaluator, x: Array, h: Array, form: str, valu
     return bool(np.all(ok | ~np.isfinite(d1)))
 
 
+# --fast: the stencil along d is f at x + t d for these t; 0 is f(x), already known. The
+# two extra random offsets give the cubic fit that measures rounding noise 3 degrees of freedom.
+PROJECTION_OFFSETS = np.array([1.0, -1.0, 2.0, -2.0, 1.3725, -0.4618])
+BLOCK_COLUMNS = 1 << 15
+_PROJECTION_RESIDUALS = (lambda t: np.eye(t.size) - np.vander(t, 4) @ np.linalg.pinv(np.vander(t, 4)))(
+    np.concatenate([[0.0], PROJECTION_OFFSETS]))
+# Applied to f(x + t d) - f(x), whose t = 0 entry is 0: the column for t = 0 drops out.
+_FIT_RESIDUALS = np.ascontiguousarray(_PROJECTION_RESIDUALS[:, 1:])
+
+
+def _projected(ys: Array, y0: Array, u: Array, floor: Array, measured: Array) -> tuple[Array, Array, Array]:
+    """u @ D(d), u @ D(2d) and the rounding bound of u @ D(d), in one blocked pass.
+
+    Per output, the rounding noise is what a cubic fit in t through f(x) and ``ys`` leaves
+    (at least ``measured``, at least ``floor``); the fit runs on f(x + t d) - f(x), which
+    is small, so it does not itself round at the level of |f|. Blocks of columns stay in
+    cache and run on threads; their partial sums are added at the end.
+    """
+    points = ys.shape[0] + 1
+    starts = range(0, ys.shape[1], BLOCK_COLUMNS)
+
+    def block(start: int) -> Array:
+        cols = slice(start, start + BLOCK_COLUMNS)
+        # einsum, not matmul: BLAS would start its own threads inside each of ours.
+        residuals = np.einsum("ij,jk->ik", _FIT_RESIDUALS, ys[:, cols] - y0[cols])
+        np.square(residuals, out=residuals)
+        sigma = np.sqrt(np.sum(residuals, axis=0) / (points - 4))
+        sigma[~np.isfinite(sigma)] = 0.0
+        per_output = np.maximum(NOISE_SIGMAS * np.maximum(sigma, measured[cols]), floor[cols])
+        uc = u[:, cols]
+        return np.stack([np.einsum("ij,j->i", uc, (ys[0, cols] - ys[1, cols]) / 2.0),
+                         np.einsum("ij,j->i", uc, (ys[2, cols] - ys[3, cols]) / 4.0),
+                         np.einsum("ij,j->i", np.square(uc), np.square(per_output))])
+
+    with np.errstate(all="ignore"):
+        total = np.sum(parallel.run_all([functools.partial(block, start) for start in starts]), axis=0)
+    return total[0], total[1], np.sqrt(total[2])
+
+
 def projections(evaluate: Evaluator, x: Array, scale: Array, count: int,
                 seed: int) -> tuple[Array, Array, Array, Array]:
-    """``--fast``: seeded random projections u_k^T J d_k, without forming J.
+    """``--fast``: seeded random projections u_k^T J d, without forming J.
 
-    Each direction d_k has entries +-eps^(1/3) * scale (Rademacher signs), each u_k standard
-    normal over the outputs. The central difference of f along d_k gives J d_k with
-    truncation error |D(d) - D(2d)| / 3; its rounding is bounded by the forward's noise,
-    measured once along one direction and combined over u_k as independent errors.
-    Returns (u (count, M), d (count, N), values (count,), errors (count,)).
+    One direction d has entries +-eps^(1/3) * scale (Rademacher signs) and each u_k is
+    uniform in [-1, 1] over the outputs: J d is measured once, by central differences, and
+    read through ``count`` projections (each costs the analytic side one vector product;
+    the numerical side, six evaluations in all). A wrong J changes J d for almost every d,
+    and then u^T (J_wrong - J) d is non-zero for almost every u. The truncation error is
+    |D(d) - D(2d)| / 3; the rounding error is the forward's noise, measured from the same
+    evaluations (a cubic fit in t over the seven points leaves only noise), combined over
+    u_k as independent errors. Returns (u (count, M), d (count, N), values (count,),
+    errors (count,)).
     """
     rng = np.random.default_rng([seed, 424242])
     m = int(evaluate.y0.size)
-    d = evaluate.eps ** (1.0 / 3.0) * scale.ravel() * (rng.integers(0, 2, (count, x.size)) * 2.0 - 1.0)
-    u = rng.standard_normal((count, m))
-    values = np.empty(count)
-    errors = np.empty(count)
-    per_output = np.maximum(NOISE_SIGMAS * evaluate.noise, ROUNDING_ULPS * evaluate.eps * np.abs(evaluate.y0.ravel()))
+    size = evaluate.eps ** (1.0 / 3.0) * scale
+    direction = np.where(rng.integers(0, 2, x.shape, dtype=np.bool_), size, -size)
+    # Any continuous distribution makes u^T a = 0 a probability-0 event for a != 0; uniform
+    # draws cost half of normal ones, which matters at a million outputs.
+    u = rng.uniform(-1.0, 1.0, (count, m))
+    y0 = evaluate.y0.ravel()
+    floor = ROUNDING_ULPS * evaluate.eps * np.abs(y0)
     # Large steps (float32, or |x| in the hundreds) can outrun the curvature while D(d) and
     # D(2d) still agree (log_softmax is piecewise linear at logits of 1000): there, also
     # require agreement with the estimate at d / 8, shrinking until the two agree.
     cautious = evaluate.dtype != np.float64 or float(np.max(np.abs(x), initial=0.0)) > 100.0
-    for k in range(count):
-        base = d[k].reshape(x.shape)
-        previous: tuple[float, float] | None = None
-        for level in range(REFINEMENTS + 1):
-            step = evaluate.exact_steps(x, base / 8.0**level)
-            ys = evaluate(np.stack([x + step, x - step, x + 2 * step, x - 2 * step]))
-            with np.errstate(all="ignore"):
-                d1 = float(u[k] @ ((ys[0] - ys[1]) / 2.0))
-                d2 = float(u[k] @ ((ys[2] - ys[3]) / 4.0))
-                noise = float(np.sqrt(np.sum((u[k] * per_output) ** 2)))
-            error = abs(d1 - d2) / 3.0 + noise
-            if level == 0 or error < errors[k]:
-                values[k], errors[k], d[k] = d1, error, step.ravel()
-            asymptotic = abs(d1 - d2) / 3.0 <= NONASYMPTOTIC * abs(d1)
-            agrees = previous is None or abs(d1 - previous[0]) <= 4.0 * (error + previous[1])
-            if asymptotic and (not cautious or (previous is not None and agrees)):
-                break
-            if previous is not None and not agrees:
-                values[k], errors[k], d[k] = d1, error, step.ravel()  # the finer step is the trusted one
-            previous = (d1, error)
-    return u, d, values, errors
+    best: tuple[Array, Array, Array] | None = None  # (values, errors, step)
+    previous: tuple[Array, Array] | None = None
+    for level in range(REFINEMENTS + 1):
+        step = evaluate.exact_steps(x, direction / 8.0**level)
+        ys = evaluate.along(x, step, PROJECTION_OFFSETS)
+        d1, d2, rounding = _projected(ys, y0, u, floor, evaluate.noise)
+        errors = np.abs(d1 - d2) / 3.0 + rounding
+        if best is None or np.all(errors < best[1]):
+            best = (d1, errors, step)
+        asymptotic = bool(np.all(np.abs(d1 - d2) / 3.0 <= NONASYMPTOTIC * np.abs(d1)))
+        agrees = previous is None or bool(np.all(np.abs(d1 - previous[0]) <= 4.0 * (errors + previous[1])))
+        if asymptotic and (not cautious or (previous is not None and agrees)):
+            break
+        if previous is not None and not agrees:
+            best = (d1, errors, step)  # the finer step is the trusted one
+        previous = (d1, errors)
+    assert best is not None
+    values, errors, step = best
+    return u, np.broadcast_to(step.ravel(), (count, x.size)), values, errors
 
 
 def group_of(kind: str, coords: NDArray[np.intp], k: int) -> NDArray[np.intp]:
