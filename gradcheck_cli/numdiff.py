@@ -702,14 +702,40 @@ def _directional_agrees(evaluate: Evaluator, x: Array, h: Array, form: str, valu
     return bool(np.all(ok | ~np.isfinite(d1)))
 
 
-# --fast: the stencil along d is f at x + t d for these t; 0 is f(x), already known. The
-# two extra random offsets give the cubic fit that measures rounding noise 3 degrees of freedom.
-PROJECTION_OFFSETS = np.array([1.0, -1.0, 2.0, -2.0, 1.3725, -0.4618])
+# --fast: the stencil along d is f at x + t d for these t; 0 is f(x), already known. A cubic
+# fit in t through the points leaves only rounding noise: over five points that is one
+# degree of freedom per output, plenty once the projection sums thousands of outputs; with
+# fewer outputs two more random offsets give three.
+PROJECTION_OFFSETS = np.array([1.0, -1.0, 2.0, -2.0])
+NOISE_OFFSETS = np.array([1.3725, -0.4618])
+MANY_OUTPUTS = 4096
 BLOCK_COLUMNS = 1 << 15
-_PROJECTION_RESIDUALS = (lambda t: np.eye(t.size) - np.vander(t, 4) @ np.linalg.pinv(np.vander(t, 4)))(
-    np.concatenate([[0.0], PROJECTION_OFFSETS]))
-# Applied to f(x + t d) - f(x), whose t = 0 entry is 0: the column for t = 0 drops out.
-_FIT_RESIDUALS = np.ascontiguousarray(_PROJECTION_RESIDUALS[:, 1:])
+
+
+def _fit_residuals(offsets: Array) -> Array:
+    """The projector onto residuals of a cubic fit at t = 0 and ``offsets``, applied to
+    f(x + t d) - f(x), whose t = 0 entry is 0: that column drops out."""
+    t = np.concatenate([[0.0], offsets])
+    vander = np.vander(t, 4)
+    return np.ascontiguousarray((np.eye(t.size) - vander @ np.linalg.pinv(vander))[:, 1:])
+
+
+_FIT = {few: _fit_residuals(np.concatenate([PROJECTION_OFFSETS, NOISE_OFFSETS] if few else [PROJECTION_OFFSETS]))
+        for few in (False, True)}
+
+
+@functools.lru_cache(maxsize=2)
+def _draws(seed: int, count: int, n: int, m: int) -> tuple[NDArray[np.bool_], Array]:
+    """Seeded direction signs (N,) and projection vectors u (count, M), shared by the trials
+    of a run (each trial has its own x): read-only."""
+    rng = np.random.default_rng([seed, 424242])
+    signs = rng.integers(0, 2, n, dtype=np.bool_)
+    # Any continuous distribution makes u^T a = 0 a probability-0 event for a != 0; uniform
+    # draws cost half of normal ones, which matters at a million outputs.
+    u = rng.uniform(-1.0, 1.0, (count, m))
+    signs.flags.writeable = False
+    u.flags.writeable = False
+    return signs, u
 
 
 def _projected(ys: Array, y0: Array, u: Array, floor: Array, measured: Array) -> tuple[Array, Array, Array]:
@@ -721,12 +747,13 @@ def _projected(ys: Array, y0: Array, u: Array, floor: Array, measured: Array) ->
     cache and run on threads; their partial sums are added at the end.
     """
     points = ys.shape[0] + 1
+    fit = _FIT[ys.shape[0] > len(PROJECTION_OFFSETS)]
     starts = range(0, ys.shape[1], BLOCK_COLUMNS)
 
     def block(start: int) -> Array:
         cols = slice(start, start + BLOCK_COLUMNS)
         # einsum, not matmul: BLAS would start its own threads inside each of ours.
-        residuals = np.einsum("ij,jk->ik", _FIT_RESIDUALS, ys[:, cols] - y0[cols])
+        residuals = np.einsum("ij,jk->ik", fit, ys[:, cols] - y0[cols])
         np.square(residuals, out=residuals)
         sigma = np.sqrt(np.sum(residuals, axis=0) / (points - 4))
         sigma[~np.isfinite(sigma)] = 0.0
@@ -748,20 +775,18 @@ def projections(evaluate: Evaluator, x: Array, scale: Array, count: int,
     One direction d has entries +-eps^(1/3) * scale (Rademacher signs) and each u_k is
     uniform in [-1, 1] over the outputs: J d is measured once, by central differences, and
     read through ``count`` projections (each costs the analytic side one vector product;
-    the numerical side, six evaluations in all). A wrong J changes J d for almost every d,
+    the numerical side, four to six evaluations in all). A wrong J changes J d for almost every d,
     and then u^T (J_wrong - J) d is non-zero for almost every u. The truncation error is
     |D(d) - D(2d)| / 3; the rounding error is the forward's noise, measured from the same
-    evaluations (a cubic fit in t over the seven points leaves only noise), combined over
+    evaluations (a cubic fit in t through them leaves only noise), combined over
     u_k as independent errors. Returns (u (count, M), d (count, N), values (count,),
     errors (count,)).
     """
-    rng = np.random.default_rng([seed, 424242])
     m = int(evaluate.y0.size)
+    signs, u = _draws(seed, count, x.size, m)
     size = evaluate.eps ** (1.0 / 3.0) * scale
-    direction = np.where(rng.integers(0, 2, x.shape, dtype=np.bool_), size, -size)
-    # Any continuous distribution makes u^T a = 0 a probability-0 event for a != 0; uniform
-    # draws cost half of normal ones, which matters at a million outputs.
-    u = rng.uniform(-1.0, 1.0, (count, m))
+    direction = np.where(signs.reshape(x.shape), size, -size)
+    offsets = PROJECTION_OFFSETS if m >= MANY_OUTPUTS else np.concatenate([PROJECTION_OFFSETS, NOISE_OFFSETS])
     y0 = evaluate.y0.ravel()
     floor = ROUNDING_ULPS * evaluate.eps * np.abs(y0)
     # Large steps (float32, or |x| in the hundreds) can outrun the curvature while D(d) and
@@ -772,7 +797,7 @@ def projections(evaluate: Evaluator, x: Array, scale: Array, count: int,
     previous: tuple[Array, Array] | None = None
     for level in range(REFINEMENTS + 1):
         step = evaluate.exact_steps(x, direction / 8.0**level)
-        ys = evaluate.along(x, step, PROJECTION_OFFSETS)
+        ys = evaluate.along(x, step, offsets)
         d1, d2, rounding = _projected(ys, y0, u, floor, evaluate.noise)
         errors = np.abs(d1 - d2) / 3.0 + rounding
         if best is None or np.all(errors < best[1]):
