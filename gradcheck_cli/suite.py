@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from gradcheck_cli import parallel
 from gradcheck_cli.registry import Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 from gradcheck_cli.runner import CheckOptions, Spec, check_spec, reproduce_command
@@ -70,7 +71,8 @@ def expect(rows: list[CheckResult], job: Job) -> list[CheckResult]:
     return [replace(r, verdict=Verdict.XPASS, diagnosis=note) if r.verdict is Verdict.PASS else r for r in rows]
 
 
-def _child(job: Job, registry: Registry, conn: Connection) -> None:
+def _child(job: Job, registry: Registry, conn: Connection, threads: int) -> None:
+    parallel.limit(threads)
     rows = run_job(job, registry)
     conn.send(rows)
     conn.close()
@@ -110,13 +112,15 @@ def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isola
         return RunResult(tuple(r for rows in results if rows for r in rows))
 
     ctx = multiprocessing.get_context("fork")
+    # Workers share the machine's cores: each gets its share of threads (at least one).
+    threads = max(1, parallel.threads() // max(1, min(workers, len(jobs))))
     pending = list(range(len(jobs)))
     running: dict[int, tuple[Any, Connection, float | None]] = {}
     while pending or running:
         while pending and len(running) < max(1, workers):
             i = pending.pop(0)
             receive, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(jobs[i], registry, send), daemon=True)
+            proc = ctx.Process(target=_child, args=(jobs[i], registry, send, threads), daemon=True)
             proc.start()
             send.close()
             limit = jobs[i].timeout

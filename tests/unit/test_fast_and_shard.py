@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from gradcheck_cli import runner
+from gradcheck_cli import numdiff, runner
 from gradcheck_cli.cli import app
 from gradcheck_cli.plugins import load_builtins
 from gradcheck_cli.registry import Registry, register_activation, register_fused, registering
@@ -152,6 +152,23 @@ def test_fast_result_agrees_with_the_full_check_on_a_wrong_user_vjp() -> None:
 
 
 # --- JACOBIAN_LIMIT ------------------------------------------------------------------------------
+
+def test_fast_at_thousands_of_outputs_passes_correct_code_and_catches_small_errors() -> None:
+    # From MANY_OUTPUTS outputs on, a direction costs four evaluations and the noise fit has
+    # one degree of freedom per output, averaged over thousands of them by the projections.
+    n = 2 * numdiff.MANY_OUTPUTS
+    reg = Registry()
+    with registering(reg, "test"):
+        register_activation("right", forward=softmax, vjp=softmax_vjp)
+        register_activation("scaled", forward=softmax, vjp=lambda x, g: softmax_vjp(x, g) * (1 + 1e-6))
+        register_activation("off_diagonal", forward=softmax,  # -1e-6 p_i p_j added to every entry
+                            vjp=lambda x, g: softmax_vjp(x, g) - 1e-6 * softmax(x) * np.sum(softmax(x) * g, axis=-1,
+                                                                                          keepdims=True))
+    for seed in range(3):
+        rows = run(reg.names(), CheckOptions(seed=seed, shape=(1, n), fast=True), registry=reg).results
+        assert [r.verdict for r in rows] == [Verdict.PASS, Verdict.FAIL, Verdict.FAIL], [r.ratio for r in rows]
+        assert rows[0].ratio < 0.5 and min(r.ratio for r in rows[1:]) > 10
+
 
 def test_builtin_softmax_too_large_for_a_jacobian_keeps_only_the_vjp_row(registry: Registry) -> None:
     shape = (1, 6000)
