@@ -43,12 +43,13 @@ class ConventionError(Exception):
 
 
 def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False, fresh: bool = False,
-          quiet: bool = False) -> Array:
+          quiet: bool = False, repeat: bool = True) -> Array:
     """Call user code on copies of ``args`` (in the checked dtype); with ``probe``, also
-    require that it leaves its inputs alone and gives the same result twice. ``fresh``
-    arguments are temporaries nobody reads again: they are handed over without a copy.
-    ``quiet`` ignores floating-point warnings instead of recording them (the warnings
-    machinery is process-wide, so calls on worker threads must not touch it)."""
+    require that it leaves its inputs alone and (unless not ``repeat``: the caller checks
+    that itself) gives the same result twice. ``fresh`` arguments are temporaries nobody
+    reads again: they are handed over without a copy. ``quiet`` ignores floating-point
+    warnings instead of recording them (the warnings machinery is process-wide, so calls on
+    worker threads must not touch it)."""
     args = tuple(a.astype(_DTYPE[0], copy=False) if a.dtype.kind == "f" else a for a in args)
     copies = list(args) if fresh and not probe else [a.copy() for a in args]
     try:
@@ -56,7 +57,7 @@ def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False, 
             out = fn(*copies)
             if probe:
                 _unchanged(name, args, copies)
-                again = np.asarray(fn(*(a.copy() for a in args)))
+            again = np.asarray(fn(*(a.copy() for a in args))) if probe and repeat else out
     except ConventionError:
         raise
     except Exception as exc:  # user code: any exception becomes a report
@@ -64,18 +65,24 @@ def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False, 
     arr = np.asarray(out)
     if arr.dtype.kind not in "fiub":
         raise ConventionError(f"{name} returned {type(out).__name__} of dtype {arr.dtype}, expected a float array")
-    if probe and not same_values(arr, again):
-        raise ConventionError(
-            f"{name} is not deterministic: two calls with the same input gave different results "
-            f"(it draws random numbers or keeps state between calls); a derivative must be a "
-            f"function of its arguments")
-    return arr.astype(np.float64)
+    if probe and repeat and not same_values(arr, again):
+        raise _not_deterministic(name)
+    return arr.astype(np.float64, copy=False)
+
+
+def _not_deterministic(name: str) -> ConventionError:
+    return ConventionError(
+        f"{name} is not deterministic: two calls with the same input gave different results "
+        f"(it draws random numbers or keeps state between calls); a derivative must be a "
+        f"function of its arguments")
 
 
 def same_values(a: Any, b: Any) -> bool:
-    """Bitwise-equal arrays (NaN equal to NaN)."""
+    """Bitwise-equal arrays (NaN equal to NaN; the NaN-aware pass only when needed)."""
     a, b = np.asarray(a), np.asarray(b)
-    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    if a.shape != b.shape:
+        return False
+    return bool(np.array_equal(a, b)) or bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
 def _unchanged(name: str, originals: tuple[Array, ...], copies: list[Array]) -> None:
@@ -332,11 +339,16 @@ def analytic_projections(spec: FunctionSpec, convention: str, x: Array, y: Array
         vectors = u.reshape(len(u), *y.shape) if convention != "jvp" else d.reshape(len(d), *x.shape)
         other = d.reshape(len(d), -1) if convention != "jvp" else u.reshape(len(u), -1)
 
-        def product(k: int, probe: bool = False, quiet: bool = False) -> Array:
-            return _expect_shape(name, _call(name, fn, x, vectors[k], probe=probe, quiet=quiet), out_shape, meaning)
+        def product(k: int, probe: bool = False, quiet: bool = False, repeat: bool = True) -> Array:
+            return _expect_shape(name, _call(name, fn, x, vectors[k], probe=probe, quiet=quiet, repeat=repeat),
+                                 out_shape, meaning)
 
-        first = product(0, probe=True)
-        outs = _stacked(name, fn, x, vectors, first) if convention != "backward" and len(u) > 1 else None
+        # A stack that reproduces the first product bit for bit also shows it repeats.
+        stackable = convention != "backward" and len(u) > 1
+        first = product(0, probe=True, repeat=not stackable)
+        outs = _stacked(name, fn, x, vectors, first) if stackable else None
+        if outs is None and stackable and not same_values(product(0), first):
+            raise _not_deterministic(name)
         if outs is None:
             threaded = is_threadsafe(fn) and len(u) > 2
             rest = parallel.run_all([functools.partial(product, k, False, threaded) for k in range(1, len(u))],
