@@ -139,11 +139,17 @@ def main() -> None:
     ours_process = process_time([sys.executable, "-m", "gradcheck_cli", "run", "softmax", "--shape", "1,1000",
                                  "--trials", "1"], repeats)
     print(f"whole process, `gradcheck run softmax --shape 1,1000` (jacobian and vjp rows): {ours_process:.2f} s")
-    main_job = process_time([sys.executable, "-m", "gradcheck_cli", "run", "softmax+mse"], repeats)
-    print(f"whole process, `gradcheck run softmax+mse`: {main_job:.2f} s")
+    main_cmd = [sys.executable, "-m", "gradcheck_cli", "run", "softmax+mse"]
+    runs = sorted(process_time(main_cmd, 1) for _ in range(3 * repeats + 1))
+    print(f"whole process, `gradcheck run softmax+mse`: best {runs[0]:.2f} s, median {runs[len(runs) // 2]:.2f} s")
     fast = process_time([sys.executable, "-m", "gradcheck_cli", "run", "softmax", "--shape", "1,1000000",
-                         "--fast", "--trials", "1"], repeats)
-    print(f"whole process, `gradcheck run softmax --shape 1,1000000 --fast`: {fast:.2f} s")
+                         "--fast"], repeats)
+    print(f"whole process, `gradcheck run softmax --shape 1,1000000 --fast` (3 trials): {fast:.2f} s")
+    fast_one = process_time([sys.executable, "-m", "gradcheck_cli", "run", "softmax", "--shape", "1,1000000",
+                             "--fast", "--trials", "1"], repeats)
+    print(f"whole process, the same with --trials 1: {fast_one:.2f} s")
+    bare = process_time([sys.executable, "-c", "import numpy"], repeats)
+    print(f"whole process, `python -c 'import numpy'` (this machine's floor): {bare:.2f} s")
     if torch is not None:
         theirs = process_time([sys.executable, "-c", TORCH_SCRIPT], repeats)
         print(f"whole process, a torch script doing the same softmax n=1000 check: {theirs:.2f} s "

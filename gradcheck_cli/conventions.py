@@ -106,9 +106,9 @@ def _expect_shape(name: str, arr: Array, shape: tuple[int, ...], meaning: str) -
 
 
 def call_checked(name: str, fn: Callable[..., Any], args: tuple[Array, ...], shape: tuple[int, ...],
-                 meaning: str) -> Array:
-    """Call user code ``fn(*args)`` and require an array of ``shape``."""
-    return _expect_shape(name, _call(name, fn, *args), shape, meaning)
+                 meaning: str, quiet: bool = False) -> Array:
+    """Call user code ``fn(*args)`` and require an array of ``shape`` (``quiet``: see ``_call``)."""
+    return _expect_shape(name, _call(name, fn, *args, quiet=quiet), shape, meaning)
 
 
 def _block_diagonal(blocks: Array) -> Array:

@@ -323,9 +323,9 @@ class _Stencil:
         column instead of four and a wrong one is judged exactly as before.
         """
         h = self.steps(x, scale, evaluate).ravel()
-        if quick and isinstance(self, Central) and subset is None:
-            return self._quick(evaluate, x, h, pattern)
         ids = np.arange(pattern.n_groups) if subset is None else subset
+        if quick and isinstance(self, Central):
+            return self._quick(evaluate, x, h, pattern, ids)
         outputs = _shifted_outputs(evaluate, x, h, self.offsets, pattern)
         n, m = ids.size, pattern.m
         value = np.empty((n, m))
@@ -345,15 +345,16 @@ class _Stencil:
         _chunked(n, chunk, work, evaluate.threaded)
         return self._refine(evaluate, x, h, value, error, trunc_ratio, chunk, pattern, ids)
 
-    def _quick(self, evaluate: Evaluator, x: Array, h: Array, pattern: Pattern) -> tuple[Array, Array, Array]:
+    def _quick(self, evaluate: Evaluator, x: Array, h: Array, pattern: Pattern,
+               ids: NDArray[np.intp]) -> tuple[Array, Array, Array]:
         outputs = _shifted_outputs(evaluate, x, h, (1.0, -1.0), pattern)
-        n, m = pattern.n_groups, pattern.m
+        n, m = ids.size, pattern.m
         value = np.empty((n, m))
         error = np.empty((n, m))
         chunk = max(1, CHUNK_ELEMENTS // (2 * (x.size + m)))
 
         def work(start: int, stop: int) -> None:
-            groups = np.arange(start, stop)
+            groups = ids[start:stop]
             ys = outputs(groups)
             steps = pattern.out_steps(h, groups)
             with np.errstate(all="ignore"):
