@@ -292,20 +292,22 @@ def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
     pair = basis(range(min(2, count)))
     shared = _broadcasts(name, fn, arg[None].copy(), pair, first)
     stacked = shared or _broadcasts(name, fn, np.stack([arg] * len(first)), pair, first)
-    def stacked_products(columns: range, quiet: bool) -> Array:
+
+    def stacked_products(columns: range, quiet: bool) -> None:
         args = arg[None].copy() if shared else np.broadcast_to(arg, (len(columns), *arg.shape)).copy()
-        outs = _call(name, fn, args, basis(columns), fresh=True, quiet=quiet)
+        outs = _expect_shape(name, _call(name, fn, args, basis(columns), fresh=True, quiet=quiet),
+                             (len(columns), *out_shape), f"a stack of {len(columns)} products, as it gave for 2")
         if convention == "jvp":
             blocks[:, :, columns.start:columns.stop] = outs.transpose(1, 2, 0)
         else:
             blocks[:, columns.start:columns.stop, :] = outs.transpose(1, 0, 2)
-        return outs
 
     rest = [range(s, min(count, s + STACK_CHUNK)) for s in range(len(first), count, STACK_CHUNK)]
     if stacked:
         threaded = is_threadsafe(fn) and len(rest) > 1
-        outs = parallel.run_all([functools.partial(stacked_products, c, threaded) for c in rest], threaded)
-        if threaded and not all(np.all(np.isfinite(o)) for o in outs):
+        parallel.run_all([functools.partial(stacked_products, c, threaded) for c in rest], threaded)
+        # A finite sum means every entry is finite (one pass, no temporary); else look closer.
+        if threaded and not np.isfinite(np.sum(blocks)) and not np.all(np.isfinite(blocks)):
             for columns in rest:  # again, one by one, to record numpy's warnings for the report
                 stacked_products(columns, False)
     else:

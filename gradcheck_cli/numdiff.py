@@ -361,8 +361,7 @@ class _Stencil:
                 v = value[start:stop]
                 np.subtract(ys[0], ys[1], out=v)
                 v /= 2.0 * steps
-                e = error[start:stop]
-                e[:] = _rounding(ys, steps, evaluate, evaluate.noise)
+                e = _rounding(ys, steps, evaluate, evaluate.noise, out=error[start:stop])
                 e /= steps
 
         _chunked(n, chunk, work, evaluate.threaded)
@@ -429,7 +428,7 @@ def _truncation_ratio(t: Array, v: Array, pattern: Pattern, tiny: float) -> Arra
     return ratio
 
 
-def _rounding(ys: Array, h: Array, evaluate: Evaluator, noise: Array) -> Array:
+def _rounding(ys: Array, h: Array, evaluate: Evaluator, noise: Array, out: Array | None = None) -> Array:
     """Rounding bound of f(x+h) - f(x-h), times h.
 
     The largest of: a few ulps of |f| (never below the subnormal spacing, where relative
@@ -441,7 +440,7 @@ def _rounding(ys: Array, h: Array, evaluate: Evaluator, noise: Array) -> Array:
     is 0; such entries resolve derivatives down to about eps^(2/3), no further.
     """
     eps = evaluate.eps
-    base: Array = np.abs(ys[0])
+    base: Array = np.abs(ys[0], out=out)
     np.maximum(base, np.abs(ys[1]), out=base)
     base *= ROUNDING_ULPS * eps
     np.maximum(base, np.maximum(NOISE_SIGMAS * noise, ROUNDING_ULPS * evaluate.tiny)[None, :], out=base)
