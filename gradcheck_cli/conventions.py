@@ -345,10 +345,13 @@ def analytic_projections(spec: FunctionSpec, convention: str, x: Array, y: Array
             return _expect_shape(name, _call(name, fn, x, vectors[k], probe=probe, quiet=quiet, repeat=repeat),
                                  out_shape, meaning)
 
-        # A stack that reproduces the first product bit for bit also shows it repeats.
+        # A stack that reproduces the first product bit for bit also shows it repeats; for
+        # threadsafe code the stack is computed beside the probed first product.
         stackable = convention != "backward" and len(u) > 1
+        stack = parallel.background(functools.partial(_stacked, name, fn, x, vectors), is_threadsafe(fn)) \
+            if stackable else None
         first = product(0, probe=True, repeat=not stackable)
-        outs = _stacked(name, fn, x, vectors, first) if stackable else None
+        outs = _accept_stack(stack(), first, len(u)) if stack is not None else None
         if outs is None and stackable and not same_values(product(0), first):
             raise _not_deterministic(name)
         if outs is None:
@@ -372,13 +375,17 @@ def analytic_projections(spec: FunctionSpec, convention: str, x: Array, y: Array
     return out
 
 
-def _stacked(name: str, fn: Callable[..., Any], x: Array, vectors: Array, first: Array) -> Array | None:
-    """``fn(x, vectors[k])`` for every k from one call on the stack with x shared, or None
-    when ``fn`` does not broadcast that way (its first product must equal ``first``)."""
+def _stacked(name: str, fn: Callable[..., Any], x: Array, vectors: Array) -> Array | None:
+    """``fn(x, vectors[k])`` for every k from one call on the stack with x shared (quietly:
+    it may run on a worker thread), or None when ``fn`` does not take it."""
     try:
-        outs = _call(name, fn, x[None], vectors, fresh=True)
+        return _call(name, fn, x[None], vectors, fresh=True, quiet=True)
     except ConventionError:
         return None
-    if outs.shape != (len(vectors), *first.shape) or not same_values(outs[0], first):
+
+
+def _accept_stack(outs: Array | None, first: Array, count: int) -> Array | None:
+    """The stacked products, if their first one equals the probed single call bit for bit."""
+    if outs is None or outs.shape != (count, *first.shape) or not same_values(outs[0], first):
         return None
     return outs

@@ -45,18 +45,33 @@ def limit(count: int) -> None:
     _limit.append(max(1, count))
 
 
+def _executor() -> ThreadPoolExecutor:
+    from concurrent.futures import ThreadPoolExecutor  # only when there is parallel work: ~10 ms to import
+
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(threads(), thread_name_prefix="gradcheck"))
+    return _pool[1]
+
+
+def background(task: Callable[[], T], threaded: bool = True) -> Callable[[], T]:
+    """Start ``task`` on the pool; return a function that waits for its result.
+
+    Without threads the task runs when its result is asked for, so the caller's order of
+    work is the same either way.
+    """
+    if not threaded or threads() <= 1:
+        return task
+    return _executor().submit(task).result
+
+
 def run_all(tasks: Sequence[Callable[[], T]], threaded: bool = True) -> list[T]:
     """Run ``tasks``, on the pool when ``threaded`` and worthwhile; results in order.
 
     An exception in a task is raised here, as if the tasks had run one after another.
     """
-    count = threads()
-    if not threaded or count <= 1 or len(tasks) <= 1:
+    if not threaded or threads() <= 1 or len(tasks) <= 1:
         return [task() for task in tasks]
-    from concurrent.futures import ThreadPoolExecutor  # only when there is parallel work: ~10 ms to import
-
-    global _pool
-    if _pool is None or _pool[0] != os.getpid():
-        _pool = (os.getpid(), ThreadPoolExecutor(count, thread_name_prefix="gradcheck"))
-    futures = [_pool[1].submit(task) for task in tasks]
+    pool = _executor()
+    futures = [pool.submit(task) for task in tasks]
     return [future.result() for future in futures]

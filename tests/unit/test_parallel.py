@@ -137,3 +137,26 @@ def test_a_vjp_that_cannot_share_x_across_a_stack_still_gets_every_column(rng: n
     np.testing.assert_allclose(blocks, softmax_jacobian(x).reshape(3 * 40, 40), rtol=1e-13, atol=1e-16)
     result = run(["looped", "wrong_looped"], CheckOptions(shape=(3, 40), trials=2), registry=reg)
     assert [r.verdict for r in result.results] == [Verdict.PASS, Verdict.FAIL]
+
+
+def test_probes_still_catch_randomness_when_the_repeat_runs_on_another_thread(two_threads: None) -> None:
+    n = numdiff.PARALLEL_SIZE
+    x = np.random.default_rng(0).normal(size=(1, n))
+    noise = np.random.default_rng(1)
+
+    @threadsafe
+    def dropout(v: np.ndarray) -> np.ndarray:
+        return v * (noise.random(v.shape) > 0.1)
+
+    with pytest.raises(numdiff.EvaluationError, match="not deterministic"):
+        numdiff.Evaluator(dropout, x, inputs.step_scale(x, "real"), light=True)
+
+    @threadsafe
+    def noisy_vjp(v: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return softmax_vjp(v, g) * (1.0 + 1e-9 * noise.random())
+
+    reg = Registry()
+    with registering(reg, "test"):
+        register_activation("noisy", forward=softmax, vjp=noisy_vjp)
+    (row,) = run(["noisy"], CheckOptions(shape=(1, n), fast=True, trials=1), registry=reg).results
+    assert row.verdict is Verdict.ERROR and "not deterministic" in row.diagnosis
