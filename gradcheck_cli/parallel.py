@@ -14,6 +14,7 @@ workers share the machine.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MAX_THREADS = 8
+_PREFIX = "gradcheck-pool"
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid that made it, pool): threads do not survive fork
 _limit: list[int] = []
 
@@ -50,7 +52,7 @@ def _executor() -> ThreadPoolExecutor:
 
     global _pool
     if _pool is None or _pool[0] != os.getpid():
-        _pool = (os.getpid(), ThreadPoolExecutor(threads(), thread_name_prefix="gradcheck"))
+        _pool = (os.getpid(), ThreadPoolExecutor(threads(), thread_name_prefix=_PREFIX))
     return _pool[1]
 
 
@@ -60,9 +62,14 @@ def background(task: Callable[[], T], threaded: bool = True) -> Callable[[], T]:
     Without threads the task runs when its result is asked for, so the caller's order of
     work is the same either way.
     """
-    if not threaded or threads() <= 1:
+    if not threaded or threads() <= 1 or _on_pool():
         return task
     return _executor().submit(task).result
+
+
+def _on_pool() -> bool:
+    """Is this a pool thread? Work it starts runs inline: waiting on the pool could deadlock it."""
+    return threading.current_thread().name.startswith(_PREFIX)
 
 
 def run_all(tasks: Sequence[Callable[[], T]], threaded: bool = True) -> list[T]:
@@ -70,7 +77,7 @@ def run_all(tasks: Sequence[Callable[[], T]], threaded: bool = True) -> list[T]:
 
     An exception in a task is raised here, as if the tasks had run one after another.
     """
-    if not threaded or threads() <= 1 or len(tasks) <= 1:
+    if not threaded or threads() <= 1 or len(tasks) <= 1 or _on_pool():
         return [task() for task in tasks]
     pool = _executor()
     futures = [pool.submit(task) for task in tasks]

@@ -160,3 +160,11 @@ def test_probes_still_catch_randomness_when_the_repeat_runs_on_another_thread(tw
         register_activation("noisy", forward=softmax, vjp=noisy_vjp)
     (row,) = run(["noisy"], CheckOptions(shape=(1, n), fast=True, trials=1), registry=reg).results
     assert row.verdict is Verdict.ERROR and "not deterministic" in row.diagnosis
+
+
+def test_work_started_on_a_pool_thread_runs_inline_instead_of_deadlocking(two_threads: None) -> None:
+    def nested(i: int) -> list[int]:
+        return parallel.run_all([lambda j=j: i * 10 + j for j in range(3)]) + [parallel.background(lambda: -i)()]
+
+    assert parallel.run_all([lambda i=i: nested(i) for i in range(4)]) == [[i * 10, i * 10 + 1, i * 10 + 2, -i]
+                                                                            for i in range(4)]
