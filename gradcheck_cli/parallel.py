@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -59,12 +59,33 @@ def _executor() -> ThreadPoolExecutor:
 def background(task: Callable[[], T], threaded: bool = True) -> Callable[[], T]:
     """Start ``task`` on the pool; return a function that waits for its result.
 
-    Without threads the task runs when its result is asked for, so the caller's order of
-    work is the same either way.
+    Without threads the task runs when its result is first asked for, so the caller's
+    order of work is the same either way. Asking again gives the same result (or error).
     """
     if not threaded or threads() <= 1 or _on_pool():
-        return task
+        return _Once(task)
     return _executor().submit(task).result
+
+
+class _Once(Generic[T]):
+    """A task run on first call; later calls give the same result or raise the same error."""
+
+    def __init__(self, task: Callable[[], T]) -> None:
+        self.task: Callable[[], T] | None = task
+        self.outcome: tuple[bool, Any] = (False, None)
+
+    def __call__(self) -> T:
+        if self.task is not None:
+            task, self.task = self.task, None
+            try:
+                self.outcome = (True, task())
+            except BaseException as exc:
+                self.outcome = (False, exc)
+        ok, value = self.outcome
+        if not ok:
+            raise value
+        result: T = value
+        return result
 
 
 def _on_pool() -> bool:
