@@ -6,7 +6,9 @@
 Every row checks every Jacobian entry (torch default mode, gradcheck, naive loop) except
 the "torch fast" column (torch's fast_mode: one random projection). gradcheck is timed
 in process through its Python API, on an entry registered with only a VJP, which is
-what torch checks; "process" rows time whole commands, imports included.
+what torch checks, with glibc's allocator tuned as the ``gradcheck`` command does
+(``keep_freed_memory``; torch shares the process and the tuning); "process" rows time
+whole commands, imports included.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gradcheck_cli.allocator import keep_freed_memory
 from gradcheck_cli.plugins import load_builtins
 from gradcheck_cli.registry import Registry, register_activation, register_loss, registering
 from gradcheck_cli.registry.activations import sigmoid, softmax, softmax_vjp
@@ -105,6 +108,9 @@ def _ratio(theirs: float | None, ours: float) -> str:
 
 
 def main() -> None:
+    # The gradcheck command tunes glibc's allocator this way (gradcheck_cli/allocator.py); the
+    # in-process timings below get the same, for gradcheck and torch alike.
+    keep_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one repeat per timing")
     args = parser.parse_args()

@@ -298,4 +298,7 @@ def ci(
 
 def entry() -> None:
     """Console-script entry point."""
+    from gradcheck_cli.allocator import keep_freed_memory
+
+    keep_freed_memory()
     app()

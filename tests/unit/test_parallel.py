@@ -7,6 +7,8 @@ threads compute must equal, bit for bit, what one thread computes.
 from __future__ import annotations
 
 import multiprocessing
+import platform
+import sys
 import threading
 from typing import Any
 
@@ -168,3 +170,13 @@ def test_work_started_on_a_pool_thread_runs_inline_instead_of_deadlocking(two_th
 
     assert parallel.run_all([lambda i=i: nested(i) for i in range(4)]) == [[i * 10, i * 10 + 1, i * 10 + 2, -i]
                                                                             for i in range(4)]
+
+
+def test_allocator_tuning_defers_to_the_users_malloc_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradcheck_cli.allocator import keep_freed_memory
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert keep_freed_memory() is True
