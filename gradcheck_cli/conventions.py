@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gradcheck_cli import floating, parallel
+from gradcheck_cli.floating import same_values
 from gradcheck_cli.registry import FunctionSpec, is_threadsafe
 
 Array = NDArray[np.float64]
@@ -75,14 +76,6 @@ def _not_deterministic(name: str) -> ConventionError:
         f"{name} is not deterministic: two calls with the same input gave different results "
         f"(it draws random numbers or keeps state between calls); a derivative must be a "
         f"function of its arguments")
-
-
-def same_values(a: Any, b: Any) -> bool:
-    """Bitwise-equal arrays (NaN equal to NaN; the NaN-aware pass only when needed)."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        return False
-    return bool(np.array_equal(a, b)) or bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
 def _unchanged(name: str, originals: tuple[Array, ...], copies: list[Array]) -> None:
@@ -242,13 +235,24 @@ def analytic_form(spec: FunctionSpec, convention: str, x: Array, y: Array, struc
 STACK_CHUNK = 256
 
 
-def _broadcasts(name: str, fn: Callable[..., Any], arg: Array, bases: Array, singles: list[Array]) -> bool:
-    """Does ``fn`` accept a leading stack axis and give the same numbers as one call per item?
+def stack_argument(name: str, fn: Callable[..., Any], arg: Array, bases: Array,
+                   singles: list[Array]) -> Callable[[int], Array] | None:
+    """How ``fn`` takes a stack of vectors, judged on ``bases`` against the single calls.
 
-    ``arg`` is either a stack (one copy of x per basis vector) or x with a leading axis of
-    1, for code that broadcasts one x against many vectors (softmax computed once, not once
-    per vector).
+    Returns a function giving the x argument for a stack of ``count`` vectors: x with a
+    leading axis of 1 when the code broadcasts one x against many vectors (softmax computed
+    once, not once per vector), else one copy of x per vector; None when neither gives the
+    single calls' numbers.
     """
+    if _broadcasts(name, fn, arg[None].copy(), bases, singles):
+        return lambda count: arg[None].copy()
+    if _broadcasts(name, fn, np.stack([arg] * len(singles)), bases, singles):
+        return lambda count: np.broadcast_to(arg, (count, *arg.shape)).copy()
+    return None
+
+
+def _broadcasts(name: str, fn: Callable[..., Any], arg: Array, bases: Array, singles: list[Array]) -> bool:
+    """Does ``fn`` accept a leading stack axis and give the same numbers as one call per item?"""
     if len(singles) < 2:
         return False
     try:
@@ -289,13 +293,11 @@ def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
              for i in range(min(2, count))]
     for i, out in enumerate(first):
         store(i, out)
-    pair = basis(range(min(2, count)))
-    shared = _broadcasts(name, fn, arg[None].copy(), pair, first)
-    stacked = shared or _broadcasts(name, fn, np.stack([arg] * len(first)), pair, first)
+    stacked = stack_argument(name, fn, arg, basis(range(min(2, count))), first)
 
     def stacked_products(columns: range, quiet: bool) -> None:
-        args = arg[None].copy() if shared else np.broadcast_to(arg, (len(columns), *arg.shape)).copy()
-        outs = _expect_shape(name, _call(name, fn, args, basis(columns), fresh=True, quiet=quiet),
+        assert stacked is not None
+        outs = _expect_shape(name, _call(name, fn, stacked(len(columns)), basis(columns), fresh=True, quiet=quiet),
                              (len(columns), *out_shape), f"a stack of {len(columns)} products, as it gave for 2")
         if convention == "jvp":
             blocks[:, :, columns.start:columns.stop] = outs.transpose(1, 2, 0)
@@ -303,7 +305,7 @@ def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
             blocks[:, columns.start:columns.stop, :] = outs.transpose(1, 0, 2)
 
     rest = [range(s, min(count, s + STACK_CHUNK)) for s in range(len(first), count, STACK_CHUNK)]
-    if stacked:
+    if stacked is not None:
         threaded = is_threadsafe(fn) and len(rest) > 1
         parallel.run_all([functools.partial(stacked_products, c, threaded) for c in rest], threaded)
         # A finite sum means every entry is finite (one pass, no temporary); else look closer.

@@ -128,13 +128,13 @@ class Evaluator:
             raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
         if y.dtype.kind not in "fiuc":
             raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
-        if probe and not _same(seen.astype(self.dtype, copy=False), x.astype(self.dtype, copy=False)):
+        if probe and not floating.same_values(seen.astype(self.dtype, copy=False), x.astype(self.dtype, copy=False)):
             idx = tuple(int(i) for i in np.argwhere(~np.isclose(seen, x, equal_nan=True))[0])
             raise EvaluationError(
                 f"changes its input in place: x{list(idx)} was {x[idx]:.6g} before the call and "
                 f"{seen[idx]:.6g} after; callers' arrays would be corrupted. Work on a copy "
                 f"(x = x.copy()) or use out-of-place operations")
-        if probe and not (again.shape == y.shape and _same(again, y)):
+        if probe and not (again.shape == y.shape and floating.same_values(again, y)):
             raise EvaluationError(
                 "is not deterministic: two calls with the same x gave different results (it "
                 "draws random numbers or keeps state between calls, e.g. dropout or a running "
@@ -264,11 +264,6 @@ class Evaluator:
 def _moved(x: Array, t: float, step: Array) -> Array:
     moved: Array = x + t * step
     return moved
-
-
-def _same(a: NDArray[Any], b: NDArray[Any]) -> bool:
-    """Equal entry for entry, NaN equal to NaN (the NaN-aware pass only when needed)."""
-    return bool(np.array_equal(a, b)) or bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
 def _shifted_outputs(evaluate: Evaluator, x: Array, h: Array, offsets: tuple[float, ...],
@@ -441,7 +436,7 @@ def _truncation_ratio(t: Array, v: Array, pattern: Pattern, tiny: float) -> Arra
     return ratio
 
 
-def _rounding(ys: Array, h: Array, evaluate: Evaluator, noise: Array, out: Array | None = None) -> Array:
+def _rounding(ys: Array, h: Array, evaluate: Evaluator, noise: Array) -> Array:
     """Rounding bound of f(x+h) - f(x-h), times h.
 
     The largest of: a few ulps of |f| (never below the subnormal spacing, where relative
@@ -453,7 +448,7 @@ def _rounding(ys: Array, h: Array, evaluate: Evaluator, noise: Array, out: Array
     is 0; such entries resolve derivatives down to about eps^(2/3), no further.
     """
     eps = evaluate.eps
-    base: Array = np.abs(ys[0], out=out)
+    base: Array = np.abs(ys[0])
     np.maximum(base, np.abs(ys[1]), out=base)
     base *= ROUNDING_ULPS * eps
     np.maximum(base, np.maximum(NOISE_SIGMAS * noise, ROUNDING_ULPS * evaluate.tiny)[None, :], out=base)

@@ -153,24 +153,19 @@ def _vjp_columns(spec: FunctionSpec, convention: str, x: Array, y: Array,
 
     singles = [conventions.call_checked(name, fn, (x, basis(range(i, i + 1))[0]), x.shape, "J^T g, like x")
                for i in range(min(2, k_out))] if kind == ROWWISE else []
-    pair = basis(range(len(singles)))
-    # One x shared by a stack of g (softmax computed once per call), else a stack of copies of x.
-    shared = kind == ROWWISE and conventions._broadcasts(name, fn, x[None].copy(), pair, singles)
-    stacked = shared or (kind == ROWWISE and conventions._broadcasts(name, fn, np.stack([x] * len(singles)),
-                                                                     pair, singles))
-    threaded = stacked and is_threadsafe(fn)
+    stacked = conventions.stack_argument(name, fn, x, basis(range(len(singles))), singles) if singles else None
+    threaded = stacked is not None and is_threadsafe(fn)
 
     def vjp_columns(groups: NDArray[np.intp]) -> Array:
         # VJP gives rows: every row again (stacked when the VJP broadcasts), restricted to these columns.
         out = np.empty((m, groups.size))
         if kind == ROWWISE:
-            step = conventions.STACK_CHUNK if stacked else 1
+            step = conventions.STACK_CHUNK if stacked is not None else 1
 
             def rows_of(i0: int) -> None:
                 rows = range(i0, min(k_out, i0 + step))
-                if stacked:
-                    arg = x[None].copy() if shared else np.broadcast_to(x, (len(rows), b, k)).copy()
-                    outs = conventions.call_checked(name, fn, (arg, basis(rows)), (len(rows), b, k),
+                if stacked is not None:
+                    outs = conventions.call_checked(name, fn, (stacked(len(rows)), basis(rows)), (len(rows), b, k),
                                                     "J^T g, like x", quiet=threaded)
                 else:
                     outs = conventions.call_checked(name, fn, (x, basis(rows)[0]), x.shape, "J^T g, like x")[None]
