@@ -65,12 +65,12 @@ def compare_streamed(spec: FunctionSpec, convention: str, x: Array, evaluator: E
         # the full stencil (truncation bound too) only for the columns that fail it.
         quick = isinstance(stencil, numdiff.Central)
         value, error, _ = stencil.groups(evaluator, x, scale, pattern, quick=quick, subset=groups)
-        part = compare(analytic, value.T, error.T, tolerance)
+        part = compare(analytic, value, error, tolerance)
         if quick and not part.passed:
             failing = part.failing_columns()
             v, e, _ = stencil.groups(evaluator, x, scale, pattern, subset=groups[failing])
-            value[failing], error[failing] = v, e
-            part = recompare(part, analytic, value.T, error.T, failing, tolerance)
+            value[:, failing], error[:, failing] = v, e
+            part = recompare(part, analytic, value, error, failing, tolerance)
         part = _shift(part, start)
         total = part if total is None else _merge(total, part)
     assert total is not None

@@ -98,16 +98,6 @@ class Pattern:
         return groups
 
 
-def to_blocks(kind: str, value: Array, shape: tuple[int, int], k_out: int) -> Array:
-    """Group-major estimates (groups, M) -> blocks (B * K_out, K): row b*K_out + i, column j."""
-    b, k = shape
-    if kind == ROWWISE:
-        return value.reshape(k, b, k_out).transpose(1, 2, 0).reshape(b * k_out, k)
-    if kind == ELEMENTWISE:
-        return diagonal_to_blocks(value.reshape(b, k))
-    raise ValueError(kind)
-
-
 def diagonal_to_blocks(diag: Array) -> Array:
     """(B, K) diagonal entries -> (B * K, K) blocks with zeros off the diagonal."""
     b, k = diag.shape
