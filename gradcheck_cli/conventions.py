@@ -315,6 +315,8 @@ def _rowwise_products(spec: FunctionSpec, convention: str, x: Array, y: Array,
     else:
         for i in range(len(first), count):
             store(i, _expect_shape(name, _call(name, fn, arg, basis(range(i, i + 1))[0]), out_shape, meaning))
+    if b == 1:  # one row: the blocks are the dense Jacobian, built from the same basis vectors
+        return blocks.reshape(k_out, k)
     # One random vector must agree with the blocks, or rows of the batch interact.
     probe = np.random.default_rng(5).normal(size=(b, k if convention == "jvp" else k_out))
     got = _call(name, fn, arg, probe)
