@@ -208,27 +208,33 @@ def _scan_rows(analytic: Array, numeric: Array, error: Array, tolerance: Toleran
         a, num, err = analytic[start:start + step], numeric[start:start + step], error[start:start + step]
         diff = np.subtract(a, num)
         np.abs(diff, out=diff)
-        finite = bool(np.isfinite(diff).all())
+        column_abs = diff.max(axis=0)  # max propagates nan: finite maxima mean a finite block
+        finite = bool(np.isfinite(column_abs).all())
         size = np.abs(a)
         tol = size * ulps
         if not finite:  # nan or inf anywhere (analytic or numeric): that entry is infinitely wrong
             broken = ~np.isfinite(diff)
             diff[broken] = np.inf
             tol[broken] = 0.0
+            column_abs = diff.max(axis=0)
         tol += tolerance.safety * err
         if rtol:
             tol += rtol * np.abs(num)
         if atol:
             tol += atol
-        failing = diff > tol
-        if failing.any():
-            where = np.flatnonzero(failing)
-            bad.append(where + (offset + start * n))
-            bad_abs_err.append(diff.ravel()[where])
-        np.maximum(abs_err, diff.max(axis=0), out=abs_err)
+        np.maximum(abs_err, column_abs, out=abs_err)
         # abs_err / tolerance: 0/0 (nan) counts as 0 and x/0 as inf, so fmax skips the nans.
-        np.fmax(ratio, np.fmax.reduce(diff / tol, axis=0), out=ratio)
-        np.maximum(size, np.abs(num), out=size)
+        quotient = np.divide(diff, tol)
+        column_ratio = np.fmax.reduce(quotient, axis=0)
+        np.fmax(ratio, column_ratio, out=ratio)
+        # diff > tol implies diff / tol >= 1 after rounding, so a block whose quotients all
+        # stay below 1 has no failing entry and needs no mask.
+        if (column_ratio >= 1.0).any():
+            where = np.flatnonzero(diff > tol)
+            if where.size:
+                bad.append(where + (offset + start * n))
+                bad_abs_err.append(diff.ravel()[where])
+        np.maximum(size, np.abs(num, out=quotient), out=size)
         np.maximum(size, err, out=size)
         rel = np.divide(diff, size, out=size)
         if not finite:
