@@ -33,9 +33,10 @@ def console(stream: IO[str] | None = None) -> Console:
     stream = stream or sys.stdout
     tty = stream.isatty()
     width = None if tty else int(os.environ.get("COLUMNS", "140"))
-    # markup=False: messages quote user text ("gradcheck-cli[plot]", dy[0,1]) verbatim.
+    # markup=False, emoji=False: messages quote user text ("gradcheck-cli[plot]", dy[0,1],
+    # a plugin named "f:x:") verbatim; no emoji table is loaded either.
     return Console(file=stream, width=width, no_color=not tty or None, highlight=False,
-                   soft_wrap=False, markup=False)
+                   soft_wrap=False, markup=False, emoji=False)
 
 
 def _num(value: float | None) -> str:
