@@ -145,3 +145,23 @@ def test_entry_points_are_skipped_when_disabled(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("GRADCHECK_DISABLE_PLUGIN_AUTOLOAD", "1")
     assert load_entry_points(Registry()) == []
 
+
+
+def test_entry_point_look_ahead_finds_what_importlib_metadata_would(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    # importlib.metadata is only imported when some distribution on sys.path might declare the group.
+    from gradcheck_cli.plugins import ENTRY_POINT_GROUP, _group_may_be_declared
+
+    site = tmp_path / "site"
+    info = site / "demo_pkg-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "entry_points.txt").write_text("[console_scripts]\ndemo = demo:main\n")
+    monkeypatch.setattr(sys, "path", [str(site), str(tmp_path / "missing")])
+    assert not _group_may_be_declared(ENTRY_POINT_GROUP)
+    assert _group_may_be_declared("console_scripts")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\ndemo = demo_plugin\n")
+    assert _group_may_be_declared(ENTRY_POINT_GROUP)
+    archive = tmp_path / "bundle.zip"
+    archive.write_bytes(b"")
+    monkeypatch.setattr(sys, "path", [str(archive)])
+    assert _group_may_be_declared(ENTRY_POINT_GROUP)  # an archive: importlib.metadata decides
