@@ -44,21 +44,24 @@ class ConventionError(Exception):
 
 
 def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False, fresh: bool = False,
-          quiet: bool = False, repeat: bool = True) -> Array:
+          quiet: bool = False, repeat: bool = True, large: bool = False) -> Array:
     """Call user code on copies of ``args`` (in the checked dtype); with ``probe``, also
     require that it leaves its inputs alone and (unless not ``repeat``: the caller checks
     that itself) gives the same result twice. ``fresh`` arguments are temporaries nobody
     reads again: they are handed over without a copy. ``quiet`` ignores floating-point
     warnings instead of recording them (the warnings machinery is process-wide, so calls on
-    worker threads must not touch it)."""
+    worker threads must not touch it). A ``large`` result of threadsafe code has its repeat
+    call run on the pool, beside the first."""
     args = tuple(a.astype(_DTYPE[0], copy=False) if a.dtype.kind == "f" else a for a in args)
     copies = list(args) if fresh and not probe else [a.copy() for a in args]
+    second = parallel.background(functools.partial(_quietly, fn, *(a.copy() for a in args)),
+                                 large and is_threadsafe(fn)) if probe and repeat else None
     try:
         with np.errstate(all="ignore") if quiet else floating.recording(FP_WARNINGS):
             out = fn(*copies)
             if probe:
                 _unchanged(name, args, copies)
-            again = np.asarray(fn(*(a.copy() for a in args))) if probe and repeat else out
+            again = second() if second is not None else out
     except ConventionError:
         raise
     except Exception as exc:  # user code: any exception becomes a report
@@ -69,6 +72,12 @@ def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False, 
     if probe and repeat and not same_values(arr, again):
         raise _not_deterministic(name)
     return arr.astype(np.float64, copy=False)
+
+
+def _quietly(fn: Callable[..., Any], *args: Array) -> Array:
+    """``fn(*args)`` as an array, numpy's warnings ignored (the first call records them)."""
+    with np.errstate(all="ignore"):
+        return np.asarray(fn(*args))
 
 
 def _not_deterministic(name: str) -> ConventionError:
@@ -134,7 +143,7 @@ def analytic_jacobian(spec: FunctionSpec, convention: str, x: Array, y: Array | 
                           y.shape, "like y = forward(x)")
         return np.diag(d.ravel()) if m == x.size else _shape_mismatch(y, x)
     if convention == "jacobian":
-        jac = _call("jacobian(x)", fn, arg, probe=True)
+        jac = _call("jacobian(x)", fn, arg, probe=True, large=x.size * y.shape[-1] >= parallel.BESIDE_SIZE)
         kout = y.shape[-1]
         if jac.shape == (kout, k) and b == 1:
             jac = jac[None]
@@ -219,7 +228,8 @@ def analytic_form(spec: FunctionSpec, convention: str, x: Array, y: Array, struc
         d = _expect_shape(name, _call(name, spec.derivatives[convention], arg, probe=True), x.shape, "like x")
         return "diagonal", d
     if convention == "jacobian" and y.ndim == 2 and y.shape[0] == b:
-        jac = _call("jacobian(x)", spec.derivatives["jacobian"], x if fed is None else fed, probe=True)
+        jac = _call("jacobian(x)", spec.derivatives["jacobian"], x if fed is None else fed, probe=True,
+                    large=x.size * y.shape[1] >= parallel.BESIDE_SIZE)
         k_out = y.shape[1]
         if jac.shape == (k_out, k) and b == 1:
             jac = jac[None]

@@ -34,8 +34,6 @@ from gradcheck_cli.structure import ELEMENTWISE, GENERAL, ROWWISE, Pattern, dete
 
 Array = NDArray[np.float64]
 EPS = float(np.finfo(np.float64).eps)
-# Inputs from this size on are large enough for a probe's repeat call to run on another thread.
-PARALLEL_SIZE = 1 << 16
 # Elements per evaluated chunk (inputs plus outputs): ~4 MB, measured fastest on softmax n=1000.
 CHUNK_ELEMENTS = 1 << 19
 ROUNDING_ULPS = 4.0
@@ -118,7 +116,7 @@ class Evaluator:
         seen = x.copy()
         # The repeat call of a large threadsafe probe runs beside the first, on the pool.
         repeat = parallel.background(functools.partial(self._quiet_call, x.copy()),
-                                     probe and is_threadsafe(self.user_f) and x.size >= PARALLEL_SIZE) if probe \
+                                     probe and is_threadsafe(self.user_f) and x.size >= parallel.BESIDE_SIZE) if probe \
             else None
         try:
             with floating.recording(self.warnings):

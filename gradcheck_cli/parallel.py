@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MAX_THREADS = 8
+# Results from this many entries on are large enough for a probe's repeat call (the
+# determinism check) to run on another thread, beside the first call.
+BESIDE_SIZE = 1 << 16
 _PREFIX = "gradcheck-pool"
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid that made it, pool): threads do not survive fork
 _limit: list[int] = []

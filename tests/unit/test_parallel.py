@@ -142,7 +142,7 @@ def test_a_vjp_that_cannot_share_x_across_a_stack_still_gets_every_column(rng: n
 
 
 def test_probes_still_catch_randomness_when_the_repeat_runs_on_another_thread(two_threads: None) -> None:
-    n = numdiff.PARALLEL_SIZE
+    n = parallel.BESIDE_SIZE
     x = np.random.default_rng(0).normal(size=(1, n))
     noise = np.random.default_rng(1)
 
