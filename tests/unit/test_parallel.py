@@ -163,6 +163,17 @@ def test_probes_still_catch_randomness_when_the_repeat_runs_on_another_thread(tw
     (row,) = run(["noisy"], CheckOptions(shape=(1, n), fast=True, trials=1), registry=reg).results
     assert row.verdict is Verdict.ERROR and "not deterministic" in row.diagnosis
 
+    @threadsafe
+    def noisy_jacobian(v: np.ndarray) -> np.ndarray:
+        return softmax_jacobian(v) * (1.0 + 1e-9 * noise.random())
+
+    k = int(np.sqrt(n)) + 1  # a K x K Jacobian large enough for its repeat call to run beside the first
+    reg = Registry()
+    with registering(reg, "test"):
+        register_activation("noisy_jacobian", forward=softmax, jacobian=noisy_jacobian)
+    (row,) = run(["noisy_jacobian"], CheckOptions(shape=(1, k), trials=1), registry=reg).results
+    assert row.verdict is Verdict.ERROR and "not deterministic" in row.diagnosis
+
 
 def test_work_started_on_a_pool_thread_runs_inline_instead_of_deadlocking(two_threads: None) -> None:
     def nested(i: int) -> list[int]:
