@@ -93,8 +93,12 @@ def _died(job: Job, exitcode: int | None) -> CheckResult:
 
 
 def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isolate: bool = True,
-             progress: Progress | None = None) -> RunResult:
-    """Run ``jobs`` (each isolated in a forked process when ``isolate``) and keep their order."""
+             progress: Progress | None = None, meanwhile: Callable[[], object] | None = None) -> RunResult:
+    """Run ``jobs`` (each isolated in a forked process when ``isolate``) and keep their order.
+
+    ``meanwhile`` is work of the caller's own (loading the report modules) done once while
+    the first checks run in their processes; without processes, before them.
+    """
     results: list[list[CheckResult] | None] = [None] * len(jobs)
     done = 0
 
@@ -107,6 +111,8 @@ def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isola
 
     can_fork = isolate and "fork" in multiprocessing.get_all_start_methods()
     if not can_fork:
+        if meanwhile is not None:
+            meanwhile()
         for i, job in enumerate(jobs):
             finish(i, run_job(job, registry))
         return RunResult(tuple(r for rows in results if rows for r in rows))
@@ -126,6 +132,9 @@ def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isola
             limit = jobs[i].timeout
             deadline = time.monotonic() + limit if limit else None
             running[i] = (proc, receive, deadline)
+        if meanwhile is not None:
+            prepare, meanwhile = meanwhile, None
+            prepare()
         deadlines = [d for _, _, d in running.values() if d is not None]
         wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         ready = wait([c for _, c, _ in running.values()], timeout=wait_for)

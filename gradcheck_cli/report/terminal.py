@@ -6,10 +6,9 @@ both). Numbers are shown to three significant digits; arrays never in full.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import IO, Any
 
 import numpy as np
@@ -201,53 +200,12 @@ def render_explanation(exp: Any, out: Console) -> None:
     render_run(exp.rows, out, verbose=True)
 
 
-class _LazyProgress:
-    """A progress bar on stderr that appears only once a run has taken over a second."""
+def start_progress(total: int, done: int, label: str) -> tuple[Any, Any]:
+    """A transient Rich progress bar on stderr, started: (bar, task) for ``bar.update``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def __init__(self, total: int) -> None:
-        import threading
-
-        self.total = total
-        self.done = 0
-        self.label = ""
-        self.lock = threading.Lock()
-        self.bar: Any = None
-        self.task: Any = None
-        self.timer = threading.Timer(1.0, self._show)
-        self.timer.daemon = True
-
-    def _show(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with self.lock:
-            self.bar = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("{task.description}"),
-                                console=Console(file=sys.stderr), transient=True)
-            self.task = self.bar.add_task(self.label, total=self.total, completed=self.done)
-            self.bar.start()
-
-    def __call__(self, done: int, total: int, label: str) -> None:
-        with self.lock:
-            self.done, self.label = done, label
-            if self.bar is not None:
-                self.bar.update(self.task, completed=done, description=label)
-
-    def close(self) -> None:
-        self.timer.cancel()
-        with self.lock:
-            if self.bar is not None:
-                self.bar.stop()
-
-
-@contextlib.contextmanager
-def progress(total: int) -> Iterator[Callable[[int, int, str], None] | None]:
-    """Yield a progress callback when stderr is a terminal, else None (silent)."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    bar = _LazyProgress(total)
-    bar.timer.start()
-    try:
-        yield bar
-    finally:
-        bar.close()
+    bar = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.description}"), console=Console(file=sys.stderr), transient=True)
+    task = bar.add_task(label, total=total, completed=done)
+    bar.start()
+    return bar, task
