@@ -212,11 +212,17 @@ class Evaluator:
         t, residual_maker = _NOISE_DESIGNS[points]
         signs = np.random.default_rng(2024).integers(0, 2, (directions, *self.x.shape)) * 2.0 - 1.0
         steps = self.eps ** (1.0 / 3.0) * scale * signs  # (directions, B, K)
-        stack = self.x[None, None] + t[None, :, None, None] * steps[:, None]
-        ys = self(stack.reshape(-1, *self.x.shape)).reshape(directions, points, -1)
-        residuals = np.matmul(residual_maker[None], ys)  # (directions, points, M)
-        np.square(residuals, out=residuals)
-        sigma = np.sqrt(np.sum(residuals.reshape(-1, residuals.shape[-1]), axis=0) / (directions * (points - 4)))
+        # All directions in one call for small inputs; one direction per call for large ones,
+        # so a million-input forward is never handed 24 copies of its input at once.
+        per_call = directions if (points * directions) * (self.x.size + self.y0.size) <= CHUNK_ELEMENTS else 1
+        total = np.zeros(self.y0.size)
+        for first in range(0, directions, per_call):
+            part = self.x[None, None] + t[None, :, None, None] * steps[first:first + per_call, None]
+            ys = self(part.reshape(-1, *self.x.shape)).reshape(len(part), points, -1)
+            residuals = np.matmul(residual_maker[None], ys)  # (directions, points, M)
+            np.square(residuals, out=residuals)
+            total += np.sum(residuals.reshape(-1, residuals.shape[-1]), axis=0)
+        sigma = np.sqrt(total / (directions * (points - 4)))
         return np.where(np.isfinite(sigma), sigma, 0.0)
 
     def representable(self, x: Array) -> Array:
@@ -603,16 +609,19 @@ def one_sided(evaluate: Evaluator, x: Array, h: Array) -> tuple[Array, Array]:
     return left.T, right.T
 
 
-def second_diagonal(evaluate: Evaluator, x: Array, scale: Array) -> Estimate:
+def second_diagonal(evaluate: Evaluator, x: Array, scale: Array, kind: str | None = None) -> Estimate:
     """Elementwise second derivatives d^2 y_j / d x_j^2 as a (1, N) row, with error bounds.
 
     S(h) = (f(x+h) - 2 f(x) + f(x-h)) / h^2 at h = eps^(1/4) max(1, |x|), where truncation
     (h^2 f''''/12) and rounding (~4 u |f| / h^2) balance near eps^(1/2) ~ 1e-8 relative;
-    |S(h) - S(2h)| / 3 estimates the truncation error.
+    |S(h) - S(2h)| / 3 estimates the truncation error. ``kind`` is the structure already
+    verified at this point, if any (else it is detected here).
     """
     h = evaluate.exact_steps(x, np.maximum(scale * evaluate.eps**0.25, MIN_STEP_ULPS * np.spacing(np.abs(x))))
     n = x.size
-    if evaluate.y0.shape != x.shape or detect(evaluate, x, evaluate.y0, scale) != ELEMENTWISE:
+    if kind is None and evaluate.y0.shape == x.shape:
+        kind = detect(evaluate, x, evaluate.y0, scale)
+    if evaluate.y0.shape != x.shape or kind != ELEMENTWISE:
         raise EvaluationError("is not elementwise (an output depends on another input), but derivative2 "
                               "gives f''(x) elementwise; check it through a jacobian instead")
     # Elementwise: every coordinate moves at once, 4 evaluations in all.

@@ -618,6 +618,28 @@ def _call_forward(spec: FunctionSpec, x: Array) -> Array:
         raise _Skip(f"forward raised {type(exc).__name__}: {exc}") from exc
 
 
+def _streams(act: FunctionSpec, convention: str, points: _Points, options: CheckOptions,
+             numeric: dict[int, tuple[Evaluator, numdiff.StructuredEstimate]]) -> bool:
+    """Is this convention's Jacobian too large to hold, so that it must be streamed?
+
+    ``numeric`` caches the quick estimate per trial; it gets trial 0's when this looks.
+    """
+    b, k = options.point_shape
+    k_out = None if options.fast else _output_width(act, points, options)
+    if k_out is None or not stream.needed(b, k, k_out, convention):
+        return False
+    if convention in conventions.ELEMENTWISE:
+        # A diagonal derivative of a function the probes find elementwise is compared as
+        # its diagonal, in O(B*K) memory and time: only other structures need streaming.
+        try:
+            if 0 not in numeric:
+                numeric[0] = _numeric_structured(act, points.input_only(0), options, quick=True)
+        except _Skip:
+            return False  # the in-memory path reports it
+        return numeric[0][1].structure != structure.ELEMENTWISE
+    return True
+
+
 def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions) -> list[CheckResult]:
     rows = []
     # trial -> quick numerical Jacobian, shared by every convention of the entry
@@ -627,8 +649,7 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
     checked = _checked_conventions(act, options)
     skipped = [c for c in act.conventions if c not in checked]
     for convention in checked:
-        k_out = None if options.fast else _output_width(act, points, options)
-        if k_out is not None and stream.needed(b, k, k_out, convention):
+        if _streams(act, convention, points, options, numeric):
             rows.append(_streamed_row(spec, act, convention, points, options))
             continue
 
@@ -688,20 +709,29 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
                 f"({b * k * k * 8 / 2**30:.1f} GiB); this row checks the same derivative")
         rows = [replace(r, notes=(*r.notes, note)) for r in rows]
     if "derivative2" in act.second and not options.fast:
-        rows.append(_second_row(spec, act, points, options))
+        rows.append(_second_row(spec, act, points, options, numeric))
     return rows
 
 
-def _second_row(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions) -> CheckResult:
-    """The elementwise second derivative against second differences."""
+def _second_row(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions,
+                numeric: dict[int, tuple[Evaluator, numdiff.StructuredEstimate]]) -> CheckResult:
+    """The elementwise second derivative against second differences.
+
+    ``numeric`` holds the Jacobian rows' evaluator and verified structure per trial, when
+    they ran: the same point, so its noise measurement and structure probes are reused.
+    """
 
     def second(t: int, failing: Index | None) -> _Trial:
         x = points.input_only(t)
         scale = inputs.step_scale(x, act.domain)
         try:
-            evaluator = Evaluator(act.forward, x, scale, options.dtype)
+            if t in numeric:  # its structure is only a verdict when elementwise (--method complex skips probes)
+                evaluator, kind = numeric[t][0], numeric[t][1].structure
+                kind = kind if kind == structure.ELEMENTWISE else None
+            else:
+                evaluator, kind = Evaluator(act.forward, x, scale, options.dtype), None
             _forward_values(evaluator, f"{act.name} forward", x)
-            est = numdiff.second_diagonal(evaluator, x, scale)
+            est = numdiff.second_diagonal(evaluator, x, scale, kind)
         except EvaluationError as exc:
             raise _Skip(f"{act.name} forward {exc}") from exc
         layout = Layout(x.shape[0], x.shape[-1], x.shape[-1], scalar=True, second=True)
