@@ -725,11 +725,12 @@ def _second_row(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOp
         x = points.input_only(t)
         scale = inputs.step_scale(x, act.domain)
         try:
+            kind: str | None = None
             if t in numeric:  # its structure is only a verdict when elementwise (--method complex skips probes)
-                evaluator, kind = numeric[t][0], numeric[t][1].structure
-                kind = kind if kind == structure.ELEMENTWISE else None
+                evaluator = numeric[t][0]
+                kind = structure.ELEMENTWISE if numeric[t][1].structure == structure.ELEMENTWISE else None
             else:
-                evaluator, kind = Evaluator(act.forward, x, scale, options.dtype), None
+                evaluator = Evaluator(act.forward, x, scale, options.dtype)
             _forward_values(evaluator, f"{act.name} forward", x)
             est = numdiff.second_diagonal(evaluator, x, scale, kind)
         except EvaluationError as exc:
