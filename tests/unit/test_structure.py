@@ -9,6 +9,7 @@ and a VJP that cannot take a stack of inputs is judged exactly like one that can
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -91,6 +92,44 @@ def test_detect_names_the_structure(rng: np.random.Generator, f: Callable[[Array
     if shape[0] == 1 and f is column_softmax:
         expected = structure.ELEMENTWISE  # one row: a softmax over the batch axis is the constant 1
     assert structure.detect(evaluator, x, evaluator.y0, scale) == expected
+
+
+@pytest.mark.parametrize("n", [*range(1, 70), 1000, 4097])
+def test_separating_sets_separate_every_ordered_pair_with_few_sets(n: int) -> None:
+    sets = structure.separating_sets(n)
+    # For every i != j some set holds j and not i: no index's membership column contains another's.
+    inside = sets.T.astype(int)  # (n, sets)
+    holds_j_not_i = inside @ (1 - inside).T  # [j, i]: sets holding j but not i
+    np.fill_diagonal(holds_j_not_i, 1)
+    assert holds_j_not_i.min() >= 1
+    m = len(sets)
+    assert math.comb(m, m // 2) >= n and (m == 1 or math.comb(m - 1, (m - 1) // 2) < n)  # as few as Sperner allows
+    assert m <= 2 * max(1, (n - 1).bit_length())  # never more than the bit-and-complement sets
+
+
+def test_a_single_coupling_between_far_columns_or_rows_is_seen_by_the_probes(rng: np.random.Generator) -> None:
+    # Elementwise except that output 700 also reads input 3: a single pair the sets must separate.
+    def almost_elementwise(v: Array) -> Array:
+        out = np.tanh(v)
+        out[..., 700] += 1e-3 * v[..., 3]
+        return out
+
+    x = rng.normal(size=(2, 1000))
+    scale = inputs.step_scale(x, "real")
+    evaluator = Evaluator(almost_elementwise, x, scale)
+    assert structure.detect(evaluator, x, evaluator.y0, scale) == structure.ROWWISE
+    evaluator = Evaluator(np.tanh, x, scale)
+    assert structure.detect(evaluator, x, evaluator.y0, scale) == structure.ELEMENTWISE
+
+    def one_row_reads_another(v: Array) -> Array:  # row 37 of 40 also reads row 2
+        out = softmax(v)
+        out[..., 37, :] += 1e-3 * v[..., 2, :1]
+        return out
+
+    x = rng.normal(size=(40, 6))
+    scale = inputs.step_scale(x, "real")
+    evaluator = Evaluator(one_row_reads_another, x, scale)
+    assert structure.detect(evaluator, x, evaluator.y0, scale) == structure.GENERAL
 
 
 def test_detect_refuses_outputs_that_are_not_batched(rng: np.random.Generator) -> None:
