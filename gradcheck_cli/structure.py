@@ -168,11 +168,12 @@ def detect(evaluate: object, x: Array, y0: Array, scale: Array) -> str:
     k_out = y0.shape[1]
     rng = np.random.default_rng(7)
     bump = PROBE_STEP * scale * rng.uniform(1.0, 2.0, x.shape)
+    moved = x + bump
     base = y0.reshape(b, -1)
 
     def moved_rows(sets: NDArray[np.bool_]) -> bool:
         """Does moving each set of rows change any row outside it?"""
-        stack = x[None] + bump[None] * sets[:, :, None]
+        stack = np.where(sets[:, :, None], moved[None], x[None])  # the others bit for bit as they were
         ys = evaluate(stack).reshape(len(sets), b, k_out)  # type: ignore[operator]
         changed = ys != base[None]
         changed[sets] = False
@@ -180,7 +181,7 @@ def detect(evaluate: object, x: Array, y0: Array, scale: Array) -> str:
 
     def moved_cols(sets: NDArray[np.bool_]) -> bool:
         """Does moving each set of columns change any output column outside it?"""
-        stack = x[None] + bump[None] * sets[:, None, :]
+        stack = np.where(sets[:, None, :], moved[None], x[None])
         ys = evaluate(stack).reshape(len(sets), b, k)  # type: ignore[operator]
         changed = ys != base[None]
         changed &= ~sets[:, None, :]
