@@ -61,6 +61,20 @@ def test_analytic_vjp_multiplies_the_upstream_gradient(reg: Registry, rng: np.ra
     np.testing.assert_allclose(out, (1 - np.tanh(x) ** 2) * g, atol=1e-15)
 
 
+def test_jacobian_vjp_multiplies_row_blocks_without_the_dense_matrix(reg: Registry, rng: np.random.Generator,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # The chain rule of a (64, 300) pair through a jacobian convention needs J^T g, not the
+    # 19,200 x 19,200 block-diagonal matrix.
+    def no_dense(blocks: np.ndarray) -> np.ndarray:
+        raise AssertionError("dense block-diagonal matrix built")
+
+    monkeypatch.setattr(conventions, "_block_diagonal", no_dense)
+    x = rng.normal(size=(64, 300))
+    g = rng.normal(size=(64, 300))
+    out = conventions.analytic_vjp(reg.get("sm"), "jacobian", x, g)
+    np.testing.assert_allclose(out, softmax_vjp(x, g), atol=1e-15)
+
+
 def test_loss_gradient_is_a_row(reg: Registry, rng: np.random.Generator) -> None:
     p, t = rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
     row = conventions.analytic_gradient(reg.get("sq"), p, t)
