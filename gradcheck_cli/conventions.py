@@ -132,7 +132,6 @@ def analytic_jacobian(spec: FunctionSpec, convention: str, x: Array, y: Array | 
     if y is None:
         y = _call("forward", spec.forward, x)
     arg = x if fed is None else fed
-    b, k = x.shape
     m = y.size
     if convention == "derivative":
         d = _expect_shape("derivative(x)", _call("derivative(x)", fn, arg, probe=True), x.shape, "like x")
@@ -143,12 +142,7 @@ def analytic_jacobian(spec: FunctionSpec, convention: str, x: Array, y: Array | 
                           y.shape, "like y = forward(x)")
         return np.diag(d.ravel()) if m == x.size else _shape_mismatch(y, x)
     if convention == "jacobian":
-        jac = _call("jacobian(x)", fn, arg, probe=True, large=x.size * y.shape[-1] >= parallel.BESIDE_SIZE)
-        kout = y.shape[-1]
-        if jac.shape == (kout, k) and b == 1:
-            jac = jac[None]
-        jac = _expect_shape("jacobian(x)", jac, (b, kout, k), "J[b, i, j] = dy[b, i] / dx[b, j]")
-        return _block_diagonal(jac)
+        return _block_diagonal(_jacobian_blocks(fn, arg, x, y))
     if convention in ("vjp", "backward"):
         name = "vjp(x, g)" if convention == "vjp" else "forward(x) then backward(g)"
         rows = np.empty((m, x.size))
@@ -167,6 +161,16 @@ def analytic_jacobian(spec: FunctionSpec, convention: str, x: Array, y: Array | 
             cols[:, j] = _expect_shape("jvp(x, v)", out, y.shape, "J v, like y").ravel()
         return cols
     raise ConventionError(f"convention '{convention}' is not supported for this check yet")
+
+
+def _jacobian_blocks(fn: Callable[..., Any], arg: Array, x: Array, y: Array) -> Array:
+    """A ``jacobian`` convention's blocks (B, K_out, K), probed; (K_out, K) is accepted for one row."""
+    b, k = x.shape
+    k_out = y.shape[-1]
+    jac = _call("jacobian(x)", fn, arg, probe=True, large=x.size * k_out >= parallel.BESIDE_SIZE)
+    if jac.shape == (k_out, k) and b == 1:
+        jac = jac[None]
+    return _expect_shape("jacobian(x)", jac, (b, k_out, k), "J[b, i, j] = dy[b, i] / dx[b, j]")
 
 
 def _shape_mismatch(y: Array, x: Array) -> Array:
@@ -235,13 +239,8 @@ def analytic_form(spec: FunctionSpec, convention: str, x: Array, y: Array, struc
         d = _expect_shape(name, _call(name, spec.derivatives[convention], arg, probe=True), x.shape, "like x")
         return "diagonal", d
     if convention == "jacobian" and y.ndim == 2 and y.shape[0] == b:
-        jac = _call("jacobian(x)", spec.derivatives["jacobian"], x if fed is None else fed, probe=True,
-                    large=x.size * y.shape[1] >= parallel.BESIDE_SIZE)
-        k_out = y.shape[1]
-        if jac.shape == (k_out, k) and b == 1:
-            jac = jac[None]
-        jac = _expect_shape("jacobian(x)", jac, (b, k_out, k), "J[b, i, j] = dy[b, i] / dx[b, j]")
-        return "blocks", jac.reshape(b * k_out, k)
+        jac = _jacobian_blocks(spec.derivatives["jacobian"], x if fed is None else fed, x, y)
+        return "blocks", jac.reshape(b * y.shape[1], k)
     if convention in ("vjp", "backward", "jvp") and structure != "general" and y.ndim == 2 and y.shape[0] == b:
         blocks = _rowwise_products(spec, convention, x, y, fed)
         if blocks is not None:

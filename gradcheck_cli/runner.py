@@ -618,14 +618,14 @@ def _call_forward(spec: FunctionSpec, x: Array) -> Array:
         raise _Skip(f"forward raised {type(exc).__name__}: {exc}") from exc
 
 
-def _streams(act: FunctionSpec, convention: str, points: _Points, options: CheckOptions,
+def _streams(act: FunctionSpec, convention: str, points: _Points, options: CheckOptions, k_out: int | None,
              numeric: dict[int, tuple[Evaluator, numdiff.StructuredEstimate]]) -> bool:
     """Is this convention's Jacobian too large to hold, so that it must be streamed?
 
-    ``numeric`` caches the quick estimate per trial; it gets trial 0's when this looks.
+    ``k_out`` is the output width (:func:`_output_width`; None: never stream). ``numeric``
+    caches the quick estimate per trial; it gets trial 0's when this looks.
     """
     b, k = options.point_shape
-    k_out = None if options.fast else _output_width(act, points, options)
     if k_out is None or not stream.needed(b, k, k_out, convention):
         return False
     if convention in conventions.ELEMENTWISE:
@@ -648,8 +648,9 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
     b, k = options.point_shape
     checked = _checked_conventions(act, options)
     skipped = [c for c in act.conventions if c not in checked]
+    k_out = None if options.fast else _output_width(act, points, options)  # one forward call, not one per convention
     for convention in checked:
-        if _streams(act, convention, points, options, numeric):
+        if _streams(act, convention, points, options, k_out, numeric):
             rows.append(_streamed_row(spec, act, convention, points, options))
             continue
 
