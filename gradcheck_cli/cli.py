@@ -12,8 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, TextIO
 
 import typer
 
@@ -50,7 +49,8 @@ Plugins = Annotated[Optional[list[str]], typer.Option("--plugin", help="Plugin f
 JsonPath = Annotated[Optional[str], typer.Option("--json", help="Write a JSON report to PATH ('-' for stdout).")]  # noqa: UP045
 JunitPath = Annotated[Optional[str], typer.Option("--junit-xml", help="Write a JUnit XML report to PATH.")]  # noqa: UP045
 Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Checks to run at once, each in its own process.")]
-Timeout = Annotated[float, typer.Option(help="Seconds a single check may take before it is stopped.")]
+Timeout = Annotated[float, typer.Option(
+    help="Seconds a single check may take before it is stopped; 0 or inf: no limit.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Details, worst entries and heatmaps for every row.")]
 SaveFailures = Annotated[Optional[str], typer.Option(  # noqa: UP045
     "--save-failures", metavar="DIR", help="Write failing inputs as .npz files to DIR.")]
@@ -98,17 +98,10 @@ class Outputs:
         return "-" in (self.json, self.junit)
 
     def check(self) -> None:
-        """Refuse unwritable report paths before anything runs (exit 2 means nothing checked)."""
-        from gradcheck_cli.errors import UsageError
+        """Refuse report paths that cannot work before anything runs (exit 2 means nothing checked)."""
+        from gradcheck_cli.report import check_paths
 
-        for option, path in (("JSON", self.json), ("JUnit", self.junit)):
-            if path is None or path == "-":
-                continue
-            folder = Path(path).parent
-            if not folder.is_dir() or not os.access(folder, os.W_OK) or Path(path).is_dir():
-                raise UsageError(f"Cannot write the {option} report to '{path}': the folder '{folder}' does not "
-                                 f"exist or is not writable, or the path is a folder. Give a writable file "
-                                 f"path, or - for standard output.")
+        check_paths({"--json": self.json, "--junit-xml": self.junit}, {"--save-failures": self.save_failures})
 
     @contextlib.contextmanager
     def reserve_stdout(self) -> Iterator[None]:
@@ -128,8 +121,8 @@ class Outputs:
 
 
 def _execute(load: Callable[[], tuple[Registry, list[Job]]], workers: int, outputs: Outputs,
-             start: float) -> RunResult:
-    """Load, run jobs isolated (progress bar on a terminal), and write every report."""
+             start: float) -> int:
+    """Load, run jobs isolated (progress bar on a terminal), write every report; return the exit code."""
     from gradcheck_cli.errors import UsageError
     from gradcheck_cli.report.progress import progress
     from gradcheck_cli.suite import run_jobs
@@ -143,32 +136,60 @@ def _execute(load: Callable[[], tuple[Registry, list[Job]]], workers: int, outpu
             # Rich (~30 ms to import) loads in this process while the first checks run in theirs.
             result = run_jobs(jobs, registry, workers=workers, isolate=True, progress=advance,
                               meanwhile=_load_terminal)
-    from gradcheck_cli.report import terminal
+    return _deliver(result, outputs, time.perf_counter() - start)
 
-    elapsed = time.perf_counter() - start
-    if outputs.json is not None:
-        from gradcheck_cli.report import json as json_report
 
-        json_report.write(result.to_dict(), outputs.json)
-    if outputs.junit is not None:
-        from gradcheck_cli.report import junit
+def _deliver(result: RunResult, outputs: Outputs, elapsed: float) -> int:
+    """Write the reports, then the table; return the exit code.
 
-        junit.write(result, outputs.junit, elapsed)
-    out = terminal.console(sys.stderr if outputs.stdout_taken else sys.stdout)
-    terminal.render_run(result, out, verbose=outputs.verbose, elapsed=elapsed)
+    The code is the verdict, unless a report could not be written: then 3 where the verdict
+    was 0 (the result was not delivered), never 2 (something was checked). The table comes
+    last so that its summary line states that code; the problems follow it on stderr.
+    """
+    from gradcheck_cli.report import Delivery, terminal
+
+    delivery = Delivery(int(result.exit_code))
+    saved = None
     if outputs.save_failures is not None:
         from gradcheck_cli.report import failures
 
-        written = failures.save(result, outputs.save_failures)
-        out.print(f"saved {len(written)} failing input(s) to {outputs.save_failures}/ (np.load(path)['input'])")
-    return result
+        folder = outputs.save_failures
+        saved = delivery.attempt(lambda: failures.save(result, folder))
+    if outputs.junit is not None:
+        from gradcheck_cli.report import junit
+
+        junit_path = outputs.junit
+        delivery.attempt(lambda: junit.write(result, junit_path, elapsed), _stdout_if(junit_path), "the JUnit report")
+    if outputs.json is not None:
+        from gradcheck_cli.report import json as json_report
+
+        json_path = outputs.json
+        data = {**result.to_dict(), "exit_code": delivery.exit_code}
+        delivery.attempt(lambda: json_report.write(data, json_path), _stdout_if(json_path), "the JSON report")
+    stream = sys.stderr if outputs.stdout_taken else sys.stdout
+
+    def show() -> None:
+        out = terminal.console(stream)
+        terminal.render_run(result, out, verbose=outputs.verbose, elapsed=elapsed, exit_code=delivery.exit_code)
+        if saved:
+            out.print(f"saved {len(saved)} failing input(s) to {outputs.save_failures}/ (np.load(path)['input'])")
+        elif saved is not None:
+            out.print(f"no failing inputs to save in {outputs.save_failures}/")
+
+    delivery.attempt(show, stream, "the results table")
+    delivery.report_problems()
+    return delivery.exit_code
+
+
+def _stdout_if(path: str) -> TextIO | None:
+    return sys.stdout if path == "-" else None
 
 
 def _load_terminal() -> None:
     import gradcheck_cli.report.terminal  # noqa: F401
 
 
-def _jobs_for(names: list[str], options: CheckOptions, registry: Registry, timeout: float) -> list[Job]:
+def _jobs_for(names: list[str], options: CheckOptions, registry: Registry, timeout: float | None) -> list[Job]:
     from gradcheck_cli.runner import check_explicit_input, parse_spec
     from gradcheck_cli.suite import Job
 
@@ -190,39 +211,48 @@ def run(
     save_failures: SaveFailures = None, verbose: Verbose = False,
 ) -> None:
     """Check registry entries: the activation's Jacobian, the loss gradient, the chain rule."""
+    from gradcheck_cli.inputs import parse_timeout
     from gradcheck_cli.plugins import default_registry
 
     start = time.perf_counter()
     with user_errors():
         options = _options(seed, trials, shape, input, target, method, rtol, atol, dtype, edges, fast)
+        limit = parse_timeout(timeout)
 
         def load() -> tuple[Registry, list[Job]]:
             registry = default_registry(tuple(plugin or ()))
-            return registry, _jobs_for(specs, options, registry, timeout)
+            return registry, _jobs_for(specs, options, registry, limit)
 
-        result = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
-    raise typer.Exit(int(result.exit_code))
+        code = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
+    raise typer.Exit(code)
 
 
 @app.command("list")
 def list_entries(plugin: Plugins = None, json: JsonPath = None) -> None:
     """Table of every registered activation, loss and variant."""
     from gradcheck_cli.plugins import default_registry
-    from gradcheck_cli.report import terminal
+    from gradcheck_cli.report import Delivery, terminal
 
     with user_errors():
-        registry = default_registry(tuple(plugin or ()))
-        if json is not None:
-            from gradcheck_cli.report import json as json_report
+        outputs = Outputs(json=json)
+        outputs.check()
+        with outputs.reserve_stdout():
+            registry = default_registry(tuple(plugin or ()))
+    delivery = Delivery(0, ran=False)
+    if json is not None:
+        from gradcheck_cli.report import json as json_report
 
-            entries = [{"name": s.name, "kind": s.kind, "convention": s.conventions[0],
-                        "conventions": list(s.conventions) + list(s.second), "formula": s.formula,
-                        "origin": s.origin, "domain": s.domain, "target": s.target,
-                        "mistake": s.mistake, "fix": s.fix} for s in registry]
-            json_report.write({"schema": 1, "entries": entries}, json)
-            if json == "-":
-                return
-    terminal.render_list(registry, registry.fused_formulas(), terminal.console())
+        entries = [{"name": s.name, "kind": s.kind, "convention": s.conventions[0],
+                    "conventions": list(s.conventions) + list(s.second), "formula": s.formula,
+                    "origin": s.origin, "domain": s.domain, "target": s.target,
+                    "mistake": s.mistake, "fix": s.fix} for s in registry]
+        delivery.attempt(lambda: json_report.write({"schema": 1, "entries": entries}, json), _stdout_if(json),
+                         "the JSON list")
+    if json != "-":
+        delivery.attempt(lambda: terminal.render_list(registry, registry.fused_formulas(), terminal.console()),
+                         sys.stdout, "the list")
+    delivery.report_problems()
+    raise typer.Exit(delivery.exit_code)
 
 
 @app.command()
@@ -246,10 +276,18 @@ def explain(
             from gradcheck_cli.report import plot as plotting
 
             plotting.draw(exp, plot)
-    terminal.render_explanation(exp, terminal.console())
-    if plot is not None:
-        terminal.console().print(f"plot written to {plot}")
-    raise typer.Exit(int(exp.rows.exit_code))
+    from gradcheck_cli.report import Delivery
+
+    def show() -> None:
+        out = terminal.console()
+        terminal.render_explanation(exp, out)
+        if plot is not None:
+            out.print(f"plot written to {plot}")
+
+    delivery = Delivery(int(exp.rows.exit_code))
+    delivery.attempt(show, sys.stdout, "the explanation")
+    delivery.report_problems()
+    raise typer.Exit(delivery.exit_code)
 
 
 @app.command()
@@ -262,11 +300,13 @@ def check(
 ) -> None:
     """Load a plugin and check every entry it registers."""
     from gradcheck_cli.errors import PluginError
+    from gradcheck_cli.inputs import parse_timeout
     from gradcheck_cli.plugins import default_registry, load_plugin
 
     start = time.perf_counter()
     with user_errors():
         options = _options(seed, trials, shape, None, None, method, rtol, atol, dtype, edges, fast)
+        limit = parse_timeout(timeout)
 
         def load() -> tuple[Registry, list[Job]]:
             registry = default_registry()
@@ -274,34 +314,38 @@ def check(
             if not names:
                 raise PluginError(f"Plugin '{plugin_source}' loaded but registered nothing. Call "
                                   f"register_activation(...) or register_loss(...) at import time.")
-            return registry, _jobs_for(names, options, registry, timeout)
+            return registry, _jobs_for(names, options, registry, limit)
 
-        result = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
-    raise typer.Exit(int(result.exit_code))
+        code = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
+    raise typer.Exit(code)
 
 
 @app.command()
 def ci(
     config: Annotated[str, typer.Argument(metavar="CONFIG.yaml", help="Suite configuration (version: 1).")],
     json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1,
-    timeout: Annotated[Optional[float], typer.Option(help="Default per-check timeout in seconds.")] = None,  # noqa: UP045
+    timeout: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Seconds a check may take, for checks whose config sets no timeout (default 600); 0 or inf: "
+             "no limit.")] = None,
     save_failures: SaveFailures = None, verbose: Verbose = False,
     shard: Annotated[Optional[str], typer.Option(  # noqa: UP045
         metavar="I/N", help="Run only shard I of N (checks I, I+N, ...): spread a suite over N CI jobs.")] = None,
 ) -> None:
     """Run a configured suite: the CI gate. Exit 0 only when every check is as expected."""
+    from gradcheck_cli.inputs import parse_timeout
     from gradcheck_cli.suite import jobs_from_config, parse_shard, select_shard
 
     start = time.perf_counter()
     with user_errors():
         part = parse_shard(shard) if shard is not None else None
+        limit = parse_timeout(timeout) if timeout is not None else DEFAULT_TIMEOUT
 
         def load() -> tuple[Registry, list[Job]]:
-            registry, job_list = jobs_from_config(config, timeout or DEFAULT_TIMEOUT)
+            registry, job_list = jobs_from_config(config, limit)
             return registry, select_shard(job_list, part)
 
-        result = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
-    raise typer.Exit(int(result.exit_code))
+        code = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
+    raise typer.Exit(code)
 
 
 def entry() -> None:
@@ -309,4 +353,17 @@ def entry() -> None:
     from gradcheck_cli.allocator import keep_freed_memory
 
     keep_freed_memory()
-    app()
+    try:
+        app()
+    finally:
+        _flush_stdout()
+
+
+def _flush_stdout() -> None:
+    """Flush stdout now, so that a reader that went away cannot fail Python's own flush at exit."""
+    from gradcheck_cli.report import silence
+
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        silence(sys.stdout)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gradcheck_cli.errors import ConfigError, suggest
+from gradcheck_cli.errors import ConfigError, GradcheckError, suggest
 
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
 OPTION_KEYS = ("seed", "trials", "shape", "method", "dtype", "edges", "fast", "rtol", "atol", "timeout")
@@ -154,6 +154,17 @@ def _float(reader: _Reader, value: Any, key: str, positive: bool = False) -> flo
     return number
 
 
+def _timeout(reader: _Reader, value: Any, key: str) -> float | None:
+    # The same meaning as --timeout: seconds > 0; 0 and .inf mean no limit (None).
+    from gradcheck_cli.inputs import parse_timeout
+
+    try:
+        return parse_timeout(value if isinstance(value, int | float | str) else repr(value), key)
+    except GradcheckError:
+        raise reader.fail(key, f"expected a number of seconds > 0, or 0 or .inf for no limit; got "
+                               f"{_type_name(value)} {value!r}") from None
+
+
 def _str(reader: _Reader, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise reader.fail(key, f"expected a non-empty string; got {_type_name(value)} {value!r}")
@@ -211,7 +222,7 @@ def _options(reader: _Reader, raw: dict[str, Any], key: str) -> dict[str, Any]:
         elif k in ("rtol", "atol"):
             out[k] = _float(reader, v, sub)
         elif k == "timeout":
-            out[k] = _float(reader, v, sub, positive=True)
+            out[k] = _timeout(reader, v, sub)
         elif k in ("input", "target"):
             out[k] = _matrix_text(reader, v, sub)
     return out

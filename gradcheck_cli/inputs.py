@@ -5,6 +5,8 @@ Arrays are always batched ``(B, K)`` float64; an explicit ``--input 2,4,2,1`` is
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -178,3 +180,25 @@ def edge_input(domain: str, shape: tuple[int, int], index: int, kinks: tuple[flo
         room = EDGE_ROOM * float(np.finfo(np.dtype(dtype)).eps) / 2.0
         x = np.minimum(x, 1.0 - room)
     return label, x.astype(dtype).astype(np.float64)
+
+
+# A limit beyond ~31 years is no limit; it also keeps deadline arithmetic and the wait
+# calls (whose timeouts overflow near 2**63 ns) finite.
+MAX_TIMEOUT = 1e9
+
+
+def parse_timeout(value: float | str, source: str = "--timeout") -> float | None:
+    """Seconds a check may take: a positive number; ``0`` and ``inf`` mean no limit (None).
+
+    One meaning for ``--timeout`` (run, check, ci) and the config key ``timeout:``. Negative
+    numbers and NaN are refused: neither is a length of time.
+    """
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if math.isnan(seconds) or seconds < 0:
+        raise UsageError(f"{source} expects a number of seconds > 0, or 0 or inf for no limit; got {value!r}.")
+    if seconds == 0 or seconds > MAX_TIMEOUT:
+        return None
+    return seconds

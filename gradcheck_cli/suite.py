@@ -169,7 +169,7 @@ def _stop(proc: Any) -> None:
         proc.join()
 
 
-def jobs_from_config(path: str, default_timeout: float) -> tuple[Registry, list[Job]]:
+def jobs_from_config(path: str, default_timeout: float | None) -> tuple[Registry, list[Job]]:
     """Load a config: its plugins and functions into a registry, its checks into jobs.
 
     Every problem (a bad key, a plugin that fails to import, an unknown name in a spec)

@@ -1,21 +1,246 @@
-"""Reports: terminal (Rich), JSON and JUnit renderings of plain result data."""
+"""Reports: terminal (Rich), JSON and JUnit renderings of plain result data.
+
+This module also owns how reports reach their destination. A report file is written
+atomically (a temporary file in the same folder, flushed, fsynced, then renamed over the
+path), so a reader, an interrupt or a full disk never leaves a 0-byte or partial report:
+the path holds the old report or the new one. Paths are checked before any check runs
+(:func:`check_paths`); a write that still fails afterwards is a :class:`ReportError`, and
+:class:`Delivery` turns it, and a closed or full standard output, into the run's exit code.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, TypeVar
 
-from gradcheck_cli.errors import UsageError
+from gradcheck_cli.errors import ExitCode, UsageError
+
+T = TypeVar("T")
+
+
+class ReportError(UsageError):
+    """A report that cannot be written: before the checks a usage error, after them a lost delivery."""
 
 
 def write_text(text: str, path: str, what: str) -> None:
-    """Write a report to ``path``; ``-`` means standard output."""
+    """Write a report to ``path`` atomically; ``-`` means standard output (whose errors propagate)."""
     if path == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
+    data = text.encode("utf-8")
+    write_atomic(path, lambda f: f.write(data), f"the {what} report")
+
+
+def _default_mode() -> int:
+    # What open() would have given a new file: 0o666 minus the umask (read without changing it
+    # for long: umask has no getter).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object], what: str) -> None:
+    """Write a file through ``write(f)`` so that ``path`` is never seen partly written.
+
+    The bytes go to a hidden temporary file in the same folder (same filesystem, so the
+    rename is atomic), which is flushed and fsynced, then renamed over ``path``. On any
+    failure, KeyboardInterrupt included, the temporary file is removed and ``path`` is left
+    as it was. A path that exists but is not a regular file (``/dev/null``, ``/dev/full``,
+    a FIFO) is written in place: it is a stream, not a file to replace.
+
+    Raises
+    ------
+    ReportError
+        Naming ``what``, the path and the system's reason, when the file cannot be written.
+    """
+    target = Path(path)
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        if target.exists() and not target.is_file() and not target.is_dir():
+            with open(target, "wb") as stream:
+                write(stream)
+            return
+        mode = target.stat().st_mode & 0o777 if target.is_file() else _default_mode()
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name[:100]}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
-        raise UsageError(f"Cannot write the {what} report to '{path}': {exc.strerror}. Give a "
-                         f"writable file path, or - for standard output.") from exc
+        raise _report_error(what, path, exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise _report_error(what, path, exc) from exc
+        raise
+    # Make the rename itself durable; a filesystem that cannot fsync a folder loses nothing here.
+    with contextlib.suppress(OSError):
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _report_error(what: str, path: str | Path, exc: OSError) -> ReportError:
+    reason = exc.strerror or str(exc)
+    return ReportError(f"Cannot write {what} to '{path}': {reason}. Give a writable file path"
+                       f"{', or - for standard output' if 'report' in what else ''}.")
+
+
+def check_paths(reports: dict[str, str | None], folders: dict[str, str | None] | None = None) -> None:
+    """Refuse report destinations that cannot work, before anything runs.
+
+    ``reports`` maps an option (``--json``) to its path (``-`` for standard output);
+    ``folders`` maps an option naming a folder to create (``--save-failures``) to its path.
+    Refused: a file path whose folder is missing or not writable, a path that is a folder,
+    a read-only file, two reports on standard output or on one file (compared after
+    resolving links and ``..``), and a folder path that is a file or cannot be created.
+
+    Raises
+    ------
+    UsageError
+        Naming the option, the path and what to give instead.
+    """
+    given = {option: path for option, path in reports.items() if path is not None}
+    on_stdout = [option for option, path in given.items() if path == "-"]
+    if len(on_stdout) > 1:
+        raise UsageError(f"{' and '.join(on_stdout)} both write to standard output ('-'), where they would "
+                         f"interleave. Send at most one report to '-' and the others to files.")
+    seen: dict[str, str] = {}
+    for option, path in given.items():
+        if path == "-":
+            continue
+        _check_file(option, path)
+        key = os.path.realpath(path)
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {option} both write to '{path}' (the same file), so one would "
+                             f"overwrite the other. Give each report its own path.")
+        seen[key] = option
+    for option, folder in (folders or {}).items():
+        if folder is not None:
+            _check_folder(option, folder)
+
+
+REPORT_NAMES = {"--json": "JSON", "--junit-xml": "JUnit"}
+
+
+def _check_file(option: str, path: str) -> None:
+    target = Path(path)
+    option = f"{REPORT_NAMES.get(option, option)} report ({option})"
+    if target.is_dir():
+        raise UsageError(f"Cannot write the {option} to '{path}': it is a folder. Give a file path, "
+                         f"e.g. '{path.rstrip('/')}/report', or - for standard output.")
+    if target.exists() and not target.is_file():
+        # A device or FIFO (/dev/null, /dev/stderr) is written in place: it must itself be writable.
+        if not os.access(target, os.W_OK):
+            raise UsageError(f"Cannot write the {option} to '{path}': it is not writable. Give a "
+                             f"writable file path, or - for standard output.")
+        return
+    folder = target.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        state = "does not exist" if not folder.exists() else ("is not a folder" if not folder.is_dir()
+                                                              else "is not writable")
+        raise UsageError(f"Cannot write the {option} to '{path}': the folder '{folder}' {state}. "
+                         f"Give a file path in a writable folder, or - for standard output.")
+    if target.is_file() and not os.access(target, os.W_OK):
+        raise UsageError(f"Cannot write the {option} to '{path}': the file is read-only. Make it "
+                         f"writable (chmod u+w) or give another path.")
+
+
+def _check_folder(option: str, path: str) -> None:
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{option} expects a folder, but '{path}' is a file. Give a folder path (it is created "
+                         f"when a check fails).")
+    # The folder is created (with its missing parents) only when there is something to save;
+    # here it is enough that the nearest existing ancestor is a writable folder.
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"Cannot create the {option} folder '{path}': '{existing}' is a file. Give a folder "
+                         f"path under a writable folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"Cannot create the {option} folder '{path}': '{existing}' is not writable. Give a "
+                         f"folder path under a writable folder.")
+
+
+def silence(stream: IO[str]) -> None:
+    """Point ``stream``'s file descriptor at /dev/null, after its reader went away or it failed.
+
+    Python flushes stdout once more at exit; without this that flush fails again and prints
+    "Exception ignored ... BrokenPipeError" (the advice in the signal module's documentation).
+    """
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+class Delivery:
+    """What became of a run's outputs after the checks ran, and the exit code that leaves.
+
+    The checks' verdict is known; a report that could not be written turns a 0 into 3 (the
+    result could not be delivered) and never into 2 (something was checked). A reader that
+    stopped reading standard output (EPIPE, ``| head``) is not an error: the verdict stands.
+    """
+
+    def __init__(self, verdict: int, ran: bool = True) -> None:
+        self.verdict = verdict
+        self.ran = ran
+        self.problems: list[str] = []
+        self.closed: set[str] = set()
+
+    @property
+    def exit_code(self) -> int:
+        if not self.problems or self.verdict in (ExitCode.FLAGGED, ExitCode.NOT_RUN):
+            return self.verdict
+        return int(ExitCode.NOT_RUN)
+
+    def attempt(self, action: Callable[[], T], stream: IO[str] | None = None, what: str = "") -> T | None:
+        """Run ``action``; record a :class:`ReportError`, or an OSError on ``stream`` (stdout or stderr)."""
+        if stream is not None and stream.name in self.closed:
+            return None
+        try:
+            return action()
+        except ReportError as exc:
+            self.problems.append(exc.message)
+        except OSError as exc:
+            if stream is None:
+                raise
+            self.closed.add(stream.name)
+            silence(stream)
+            if exc.errno != errno.EPIPE:
+                ran = "The checks ran, but their results were not delivered (exit code 3 unless flagged). " \
+                    if self.ran else ""
+                self.problems.append(f"Cannot write {what} to {stream.name.strip('<>')}: {exc.strerror or exc}. "
+                                     f"{ran}Free some space, or send the output to another file.")
+        return None
+
+    def report_problems(self) -> None:
+        """One line per problem on stderr (if stderr itself still works)."""
+        for problem in self.problems:
+            if sys.stderr.name in self.closed:
+                return
+            try:
+                sys.stderr.write(f"gradcheck: error: {problem}\n")
+                sys.stderr.flush()
+            except OSError:
+                self.closed.add(sys.stderr.name)
+                silence(sys.stderr)

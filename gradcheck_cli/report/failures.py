@@ -6,33 +6,61 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gradcheck_cli.errors import UsageError
+from gradcheck_cli.report import ReportError, write_atomic
 from gradcheck_cli.results import RunResult, Verdict
+
+# File names stay far below the usual 255-byte limit, whatever the check is called.
+MAX_STEM = 100
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9@+_.-]+", "_", text).strip("_") or "check"
 
 
+def file_name(index: int, check: str, component: str, convention: str) -> str:
+    """``000-softmax@diagonal-jacobian-derivative.npz``; a long name is cut and given a short hash.
+
+    The slug is ASCII, so characters are bytes; the hash of the full name keeps two long
+    names that share their first bytes apart.
+    """
+    stem = f"{index:03d}-{_slug(check)}-{component}-{convention}"
+    if len(stem) > MAX_STEM:
+        digest = hashlib.sha1(stem.encode(), usedforsecurity=False).hexdigest()[:10]
+        stem = f"{stem[:MAX_STEM - 11]}-{digest}"
+    return f"{stem}.npz"
+
+
 def save(result: RunResult, folder: str) -> list[Path]:
-    """Write every FAIL row's input (and target) to ``folder``; return the paths written."""
+    """Write every FAIL row's input (and target) to ``folder``; return the paths written.
+
+    The folder (and its missing parents) is created only when there is something to save;
+    each file is written atomically.
+
+    Raises
+    ------
+    ReportError
+        When the folder cannot be created or a file cannot be written.
+    """
+    rows = [(i, row) for i, row in enumerate(result.results) if row.verdict is Verdict.FAIL and row.input is not None]
+    if not rows:
+        return []
     directory = Path(folder)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"Cannot create --save-failures folder '{folder}': {exc.strerror}. "
-                         f"Give a writable folder path.") from exc
+        raise ReportError(f"Cannot create the --save-failures folder '{folder}': {exc.strerror or exc}. "
+                          f"Give a writable folder path.") from exc
     written = []
-    for index, row in enumerate(result.results):
-        if row.verdict is not Verdict.FAIL or row.input is None:
-            continue
-        path = directory / f"{index:03d}-{_slug(row.check)}-{row.component}-{row.convention}.npz"
+    for index, row in rows:
+        path = directory / file_name(index, row.check, row.component, row.convention)
         arrays: dict[str, Any] = {
             "input": np.asarray(row.input, dtype=np.float64), "check": np.asarray(row.check),
             "component": np.asarray(row.component), "seed": np.asarray(row.seed),
@@ -40,6 +68,6 @@ def save(result: RunResult, folder: str) -> list[Path]:
             "reproduce": np.asarray(row.reproduce)}
         if row.target is not None:
             arrays["target"] = np.asarray(row.target, dtype=np.float64)
-        np.savez(path, **arrays)
+        write_atomic(path, functools.partial(np.savez, **arrays), "a --save-failures file")
         written.append(path)
     return written

@@ -6,6 +6,7 @@ both). Numbers are shown to three significant digits; arrays never in full.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Iterable
@@ -27,6 +28,14 @@ SUMMARY_WORDS = {"PASS": "passed", "FAIL": "failed", "KINK": "at a kink", "ERROR
 MAX_SHOWN = 8
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # Rich's default exits with code 1, which means "flagged" here: let the caller, who
+        # knows the run's verdict, handle the reader that went away.
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
 def console(stream: IO[str] | None = None) -> Console:
     """A console for ``stream``: full width on a terminal, 140 columns (or $COLUMNS) otherwise."""
     stream = stream or sys.stdout
@@ -34,7 +43,7 @@ def console(stream: IO[str] | None = None) -> Console:
     width = None if tty else int(os.environ.get("COLUMNS", "140"))
     # markup=False, emoji=False: messages quote user text ("gradcheck-cli[plot]", dy[0,1],
     # a plugin named "f:x:") verbatim; no emoji table is loaded either.
-    return Console(file=stream, width=width, no_color=not tty or None, highlight=False,
+    return _Console(file=stream, width=width, no_color=not tty or None, highlight=False,
                    soft_wrap=False, markup=False, emoji=False)
 
 
@@ -61,8 +70,13 @@ def _index(row: CheckResult) -> str:
     return f"dL/dx[{idx[0]},{idx[1]}]"
 
 
-def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: float | None = None) -> None:
-    """The results table, one explanation per flagged row, and a summary line."""
+def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: float | None = None,
+               exit_code: int | None = None) -> None:
+    """The results table, one explanation per flagged row, and a summary line.
+
+    ``exit_code`` is the process's code when it differs from the verdict's (a report
+    that could not be written); the summary line states it.
+    """
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     show_origin = any(r.origin != "builtin" for r in result.results)
     for name, justify in (("check", "left"), ("component", "left"), ("input x trials", "right"),
@@ -86,7 +100,8 @@ def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: 
         _render_detail(row, out, verbose)
     summary = ", ".join(f"{n} {SUMMARY_WORDS[v]}" for v, n in result.summary().items() if n)
     took = f" in {elapsed:.2f}s" if elapsed is not None else ""
-    out.print(f"\n{summary or 'nothing checked'}{took}; exit code {int(result.exit_code)}")
+    code = int(result.exit_code) if exit_code is None else exit_code
+    out.print(f"\n{summary or 'nothing checked'}{took}; exit code {code}")
 
 
 HEAT_LEVELS = ((1e-2, " ", "grey11"), (1.0, ".", "dark_green"), (1e3, "+", "orange3"), (float("inf"), "#", "red3"))

@@ -167,11 +167,16 @@ ERRORS = [
         checks:
           - {spec: softmax, rtol: -1e-6}
         """, 3, "checks[0].rtol", r"expected a finite number >= 0"),
-    ("timeout_zero", """\
+    ("timeout_negative", """\
         version: 1
-        defaults: {timeout: 0}
+        defaults: {timeout: -1}
         checks: [softmax]
-        """, 2, "defaults.timeout", r"expected a finite number > 0"),
+        """, 2, "defaults.timeout", r"expected a number of seconds > 0, or 0 or \.inf for no limit; got int -1"),
+    ("timeout_nan", """\
+        version: 1
+        checks:
+          - {spec: softmax, timeout: .nan}
+        """, 3, "checks[0].timeout", r"expected a number of seconds > 0, or 0 or \.inf for no limit; got float nan"),
     ("method", """\
         version: 1
         defaults: {method: centrl}
@@ -597,6 +602,19 @@ def test_defaults_and_overrides_reach_the_jobs(tmp_path: Path) -> None:
 def test_timeout_falls_back_to_the_command_default(tmp_path: Path) -> None:
     _, jobs = jobs_from_config(str(write(tmp_path, "version: 1\nchecks: [softmax]\n")), 42.0)
     assert jobs[0].timeout == 42.0
+
+
+def test_timeout_zero_or_inf_means_no_limit_and_wins_over_the_command_default(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        version: 1
+        defaults: {timeout: 0}
+        checks:
+          - softmax
+          - {spec: softmax+mse, timeout: .inf}
+          - {spec: mse, timeout: 2.5}
+        """)
+    _, jobs = jobs_from_config(str(path), 42.0)
+    assert [job.timeout for job in jobs] == [None, None, 2.5]
 
 
 @pytest.mark.parametrize(("checks", "key", "pattern"), [
