@@ -62,9 +62,12 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except GradcheckError as exc:
-        from gradcheck_cli.report import terminal
+        from gradcheck_cli.report import silence, terminal
 
-        terminal.console(sys.stderr).print(f"gradcheck: error: {exc.message}", style="red", soft_wrap=True)
+        try:
+            terminal.console(sys.stderr).print(f"gradcheck: error: {exc.message}", style="red", soft_wrap=True)
+        except OSError:  # stderr is closed or full: the exit code still says what happened
+            silence(sys.stderr)
         raise typer.Exit(int(exc.exit_code)) from None
 
 

@@ -60,7 +60,8 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object], what: s
     ReportError
         Naming ``what``, the path and the system's reason, when the file cannot be written.
     """
-    target = Path(path)
+    # A link is followed, so the file it points to is replaced (not the link by a file).
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     try:
         if target.exists() and not target.is_file() and not target.is_dir():
             with open(target, "wb") as stream:
