@@ -118,19 +118,34 @@ def check_paths(reports: dict[str, str | None], folders: dict[str, str | None] |
     if len(on_stdout) > 1:
         raise UsageError(f"{' and '.join(on_stdout)} both write to standard output ('-'), where they would "
                          f"interleave. Send at most one report to '-' and the others to files.")
-    seen: dict[str, str] = {}
+    seen: dict[object, str] = {}
     for option, path in given.items():
-        if path == "-":
-            continue
-        _check_file(option, path)
-        key = os.path.realpath(path)
+        if path != "-":
+            _check_file(option, path)
+        key = _identity(path)
         if key in seen:
+            if path == "-" or seen[key] in on_stdout:
+                raise UsageError(f"{seen[key]} and {option} both write to standard output ('{path}' is standard "
+                                 f"output), where they would interleave. Give each report its own path.")
             raise UsageError(f"{seen[key]} and {option} both write to '{path}' (the same file), so one would "
                              f"overwrite the other. Give each report its own path.")
         seen[key] = option
     for option, folder in (folders or {}).items():
-        if folder is not None:
-            _check_folder(option, folder)
+        if folder is None:
+            continue
+        _check_folder(option, folder)
+        if _identity(folder) in seen:
+            raise UsageError(f"{option} names '{folder}', the path of the {seen[_identity(folder)]} report. Give the "
+                             f"failing inputs their own folder.")
+
+
+def _identity(path: str) -> object:
+    """What a destination really is: the same for two spellings of one file, and for ``-`` and /dev/stdout."""
+    try:
+        found = os.fstat(sys.stdout.fileno()) if path == "-" else os.stat(path)
+    except (OSError, ValueError):
+        return os.path.realpath(path)
+    return (found.st_dev, found.st_ino)
 
 
 REPORT_NAMES = {"--json": "JSON", "--junit-xml": "JUnit"}

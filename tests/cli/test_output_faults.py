@@ -145,6 +145,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
     start("same_file", "run", "softmax", "--plugin", "plugin.py", "--json", "out/r.xml", "--junit-xml",
           "./out/../out/r.xml")
     start("both_stdout", "run", "softmax", "--plugin", "plugin.py", "--json", "-", "--junit-xml", "-")
+    start("dev_stdout", "run", "softmax", "--plugin", "plugin.py", "--json", "/dev/stdout", "--junit-xml", "-")
+    start("failures_on_report", "run", "softmax", "--plugin", "plugin.py", "--junit-xml", "out/r", "--save-failures",
+          "out/./r")
     start("failures_on_file", "run", "softmax@diagonal", "--plugin", "plugin.py", "--save-failures", "a_file")
     start("failures_under_file", "ci", "gradcheck.yaml", "--save-failures", "a_file/sub")
     start("json_is_folder", "list", "--plugin", "plugin.py", "--json", "out")
@@ -191,6 +194,8 @@ def _summary_code(text: str) -> int:
 @pytest.mark.parametrize(("name", "fragment"), [
     ("same_file", "--json and --junit-xml both write to './out/../out/r.xml' (the same file)"),
     ("both_stdout", "--json and --junit-xml both write to standard output ('-'), where they would interleave"),
+    ("dev_stdout", "--json and --junit-xml both write to standard output ('-' is standard output)"),
+    ("failures_on_report", "--save-failures names 'out/./r', the path of the --junit-xml report"),
     ("failures_on_file", "--save-failures expects a folder, but 'a_file' is a file"),
     ("failures_under_file", "Cannot create the --save-failures folder 'a_file/sub': 'a_file' is a file"),
     ("json_is_folder", "Cannot write the JSON report (--json) to 'out': it is a folder"),
