@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -20,10 +20,9 @@ import typer
 from gradcheck_cli.errors import GradcheckError
 
 if TYPE_CHECKING:
-    from gradcheck_cli.registry import Registry
     from gradcheck_cli.results import RunResult
     from gradcheck_cli.runner import CheckOptions
-    from gradcheck_cli.suite import Job
+    from gradcheck_cli.worker import Load
 
 app = typer.Typer(
     name="gradcheck",
@@ -59,6 +58,8 @@ SaveFailures = Annotated[Optional[str], typer.Option(  # noqa: UP045
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a :class:`GradcheckError` into its message on stderr and its exit code."""
+    from gradcheck_cli.worker import Interrupted
+
     try:
         yield
     except GradcheckError as exc:
@@ -66,6 +67,9 @@ def user_errors() -> Iterator[None]:
 
         terminal.console(sys.stderr).print(f"gradcheck: error: {exc.message}", style="red", soft_wrap=True)
         raise typer.Exit(int(exc.exit_code)) from None
+    except Interrupted as stop:
+        sys.stderr.write(f"gradcheck: {stop.message}\n")
+        raise typer.Exit(stop.exit_code) from None
 
 
 def _options(seed: int, trials: int, shape: str, input_text: str | None, target_text: str | None,
@@ -127,22 +131,18 @@ class Outputs:
             os.close(saved)
 
 
-def _execute(load: Callable[[], tuple[Registry, list[Job]]], workers: int, outputs: Outputs,
-             start: float) -> RunResult:
-    """Load, run jobs isolated (progress bar on a terminal), and write every report."""
+def _execute(load: Load, workers: int, outputs: Outputs, start: float) -> RunResult:
+    """Run ``load`` in a loader process (progress bar on a terminal) and write every report."""
     from gradcheck_cli.errors import UsageError
     from gradcheck_cli.report.progress import progress
-    from gradcheck_cli.suite import run_jobs
+    from gradcheck_cli.worker import supervise
 
     if workers < 1:
         raise UsageError(f"--jobs must be at least 1; got {workers}.")
     outputs.check()
-    with outputs.reserve_stdout():
-        registry, jobs = load()
-        with progress(len(jobs)) as advance:
-            # Rich (~30 ms to import) loads in this process while the first checks run in theirs.
-            result = run_jobs(jobs, registry, workers=workers, isolate=True, progress=advance,
-                              meanwhile=_load_terminal)
+    with outputs.reserve_stdout(), progress() as advance:
+        # Rich (~30 ms to import) loads in this process while the loader loads the plugins.
+        result: RunResult = supervise(load, workers=workers, progress=advance, meanwhile=_load_terminal)
     from gradcheck_cli.report import terminal
 
     elapsed = time.perf_counter() - start
@@ -168,18 +168,6 @@ def _load_terminal() -> None:
     import gradcheck_cli.report.terminal  # noqa: F401
 
 
-def _jobs_for(names: list[str], options: CheckOptions, registry: Registry, timeout: float) -> list[Job]:
-    from gradcheck_cli.runner import check_explicit_input, parse_spec
-    from gradcheck_cli.suite import Job
-
-    jobs = []
-    for name in names:
-        spec = parse_spec(name, registry)
-        check_explicit_input(spec, options)
-        jobs.append(Job(name, spec, options, timeout=timeout))
-    return jobs
-
-
 @app.command()
 def run(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="ACT+LOSS, ACT or LOSS, e.g. softmax+mse.")],
@@ -190,39 +178,40 @@ def run(
     save_failures: SaveFailures = None, verbose: Verbose = False,
 ) -> None:
     """Check registry entries: the activation's Jacobian, the loss gradient, the chain rule."""
-    from gradcheck_cli.plugins import default_registry
+    from gradcheck_cli.worker import Load
 
     start = time.perf_counter()
     with user_errors():
         options = _options(seed, trials, shape, input, target, method, rtol, atol, dtype, edges, fast)
-
-        def load() -> tuple[Registry, list[Job]]:
-            registry = default_registry(tuple(plugin or ()))
-            return registry, _jobs_for(specs, options, registry, timeout)
-
+        load = Load("run", plugins=tuple(plugin or ()), specs=tuple(specs), options=options, timeout=timeout)
         result = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
     raise typer.Exit(int(result.exit_code))
 
 
 @app.command("list")
-def list_entries(plugin: Plugins = None, json: JsonPath = None) -> None:
+def list_entries(plugin: Plugins = None, json: JsonPath = None, timeout: Timeout = DEFAULT_TIMEOUT) -> None:
     """Table of every registered activation, loss and variant."""
-    from gradcheck_cli.plugins import default_registry
-    from gradcheck_cli.report import terminal
+    from gradcheck_cli.worker import Load, supervise
 
     with user_errors():
-        registry = default_registry(tuple(plugin or ()))
+        outputs = Outputs(json=json)
+        outputs.check()
+        with outputs.reserve_stdout():
+            entries, fused = supervise(Load("list", plugins=tuple(plugin or ()), timeout=timeout),
+                                       meanwhile=_load_terminal)
         if json is not None:
             from gradcheck_cli.report import json as json_report
 
-            entries = [{"name": s.name, "kind": s.kind, "convention": s.conventions[0],
-                        "conventions": list(s.conventions) + list(s.second), "formula": s.formula,
-                        "origin": s.origin, "domain": s.domain, "target": s.target,
-                        "mistake": s.mistake, "fix": s.fix} for s in registry]
-            json_report.write({"schema": 1, "entries": entries}, json)
+            rows = [{"name": s.name, "kind": s.kind, "convention": s.conventions[0],
+                     "conventions": list(s.conventions) + list(s.second), "formula": s.formula,
+                     "origin": s.origin, "domain": s.domain, "target": s.target,
+                     "mistake": s.mistake, "fix": s.fix} for s in entries]
+            json_report.write({"schema": 1, "entries": rows}, json)
             if json == "-":
                 return
-    terminal.render_list(registry, registry.fused_formulas(), terminal.console())
+    from gradcheck_cli.report import terminal
+
+    terminal.render_list(entries, fused, terminal.console())
 
 
 @app.command()
@@ -231,17 +220,18 @@ def explain(
     input: InputOpt = None, target: TargetOpt = None, seed: Seed = 0,
     shape: Annotated[str, typer.Option(help="Random input shape B,K when no --input.")] = "2,4",
     method: Method = "central", dtype: Dtype = "float64", rtol: Rtol = None, atol: Atol = None,
-    plugin: Plugins = None,
+    plugin: Plugins = None, timeout: Timeout = DEFAULT_TIMEOUT,
     plot: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--plot", metavar="FILE.png", help="Also draw the Jacobians (needs matplotlib).")] = None,
 ) -> None:
     """For a small input: output, analytic and numerical Jacobian, difference, formula."""
     from gradcheck_cli.report import terminal
-    from gradcheck_cli.runner import explain as explain_entry
+    from gradcheck_cli.worker import Load, supervise
 
     with user_errors():
         options = _options(seed, 1, shape, input, target, method, rtol, atol, dtype)
-        exp = explain_entry(name, options, plugins=tuple(plugin or ()))
+        exp = supervise(Load("explain", plugins=tuple(plugin or ()), options=options, timeout=timeout,
+                             source=name))
         if plot is not None:
             from gradcheck_cli.report import plot as plotting
 
@@ -261,21 +251,12 @@ def check(
     save_failures: SaveFailures = None, verbose: Verbose = False,
 ) -> None:
     """Load a plugin and check every entry it registers."""
-    from gradcheck_cli.errors import PluginError
-    from gradcheck_cli.plugins import default_registry, load_plugin
+    from gradcheck_cli.worker import Load
 
     start = time.perf_counter()
     with user_errors():
         options = _options(seed, trials, shape, None, None, method, rtol, atol, dtype, edges, fast)
-
-        def load() -> tuple[Registry, list[Job]]:
-            registry = default_registry()
-            names = load_plugin(plugin_source, registry)
-            if not names:
-                raise PluginError(f"Plugin '{plugin_source}' loaded but registered nothing. Call "
-                                  f"register_activation(...) or register_loss(...) at import time.")
-            return registry, _jobs_for(names, options, registry, timeout)
-
+        load = Load("check", options=options, timeout=timeout, source=plugin_source)
         result = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
     raise typer.Exit(int(result.exit_code))
 
@@ -290,16 +271,13 @@ def ci(
         metavar="I/N", help="Run only shard I of N (checks I, I+N, ...): spread a suite over N CI jobs.")] = None,
 ) -> None:
     """Run a configured suite: the CI gate. Exit 0 only when every check is as expected."""
-    from gradcheck_cli.suite import jobs_from_config, parse_shard, select_shard
+    from gradcheck_cli.suite import parse_shard
+    from gradcheck_cli.worker import Load
 
     start = time.perf_counter()
     with user_errors():
         part = parse_shard(shard) if shard is not None else None
-
-        def load() -> tuple[Registry, list[Job]]:
-            registry, job_list = jobs_from_config(config, timeout or DEFAULT_TIMEOUT)
-            return registry, select_shard(job_list, part)
-
+        load = Load("ci", timeout=timeout or DEFAULT_TIMEOUT, source=config, shard=part)
         result = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
     raise typer.Exit(int(result.exit_code))
 
@@ -307,6 +285,9 @@ def ci(
 def entry() -> None:
     """Console-script entry point."""
     from gradcheck_cli.allocator import keep_freed_memory
+    from gradcheck_cli.processes import become_subreaper
 
     keep_freed_memory()
+    # Adopt what checks leave behind in sessions of their own, so that it can be killed.
+    become_subreaper()
     app()
