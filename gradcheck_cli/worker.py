@@ -193,10 +193,13 @@ def supervise(load: Load, *, workers: int = 1, progress: Callable[[int, int, str
     receive, send = ctx.Pipe(duplex=False)
     # Not a daemon: daemonic processes may not start processes (its checks); _clean_up ends it.
     proc = ctx.Process(target=_loader, args=(load, send, workers, os.getpid()), daemon=False)
-    run = _Run([], [], [], {}, {}, set(processes.children(os.getpid())))
+    run = _Run([], [], [], {}, {}, set())
     with _signals_raise(run):
         try:
             proc.start()
+            # Children from before the run, and those starting the loader made (spawn's
+            # resource tracker), are not ours to sweep; the loader has started no check yet.
+            run.keep = set(processes.children(os.getpid())) - {proc.pid}
             send.close()
             if meanwhile is not None:
                 meanwhile()
