@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Optional, TextIO
 
@@ -19,10 +19,9 @@ import typer
 from gradcheck_cli.errors import GradcheckError
 
 if TYPE_CHECKING:
-    from gradcheck_cli.registry import Registry
     from gradcheck_cli.results import RunResult
     from gradcheck_cli.runner import CheckOptions
-    from gradcheck_cli.suite import Job
+    from gradcheck_cli.worker import Load
 
 app = typer.Typer(
     name="gradcheck",
@@ -59,6 +58,8 @@ SaveFailures = Annotated[Optional[str], typer.Option(  # noqa: UP045
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a :class:`GradcheckError` into its message on stderr and its exit code."""
+    from gradcheck_cli.worker import Interrupted
+
     try:
         yield
     except GradcheckError as exc:
@@ -69,6 +70,9 @@ def user_errors() -> Iterator[None]:
         except OSError:  # stderr is closed or full: the exit code still says what happened
             silence(sys.stderr)
         raise typer.Exit(int(exc.exit_code)) from None
+    except Interrupted as stop:
+        sys.stderr.write(f"gradcheck: {stop.message}\n")
+        raise typer.Exit(stop.exit_code) from None
 
 
 def _options(seed: int, trials: int, shape: str, input_text: str | None, target_text: str | None,
@@ -123,22 +127,18 @@ class Outputs:
             os.close(saved)
 
 
-def _execute(load: Callable[[], tuple[Registry, list[Job]]], workers: int, outputs: Outputs,
-             start: float) -> int:
-    """Load, run jobs isolated (progress bar on a terminal), write every report; return the exit code."""
+def _execute(load: Load, workers: int, outputs: Outputs, start: float) -> int:
+    """Run ``load`` in a loader process (progress bar on a terminal), write every report; return the exit code."""
     from gradcheck_cli.errors import UsageError
     from gradcheck_cli.report.progress import progress
-    from gradcheck_cli.suite import run_jobs
+    from gradcheck_cli.worker import supervise
 
     if workers < 1:
         raise UsageError(f"--jobs must be at least 1; got {workers}.")
     outputs.check()
-    with outputs.reserve_stdout():
-        registry, jobs = load()
-        with progress(len(jobs)) as advance:
-            # Rich (~30 ms to import) loads in this process while the first checks run in theirs.
-            result = run_jobs(jobs, registry, workers=workers, isolate=True, progress=advance,
-                              meanwhile=_load_terminal)
+    with outputs.reserve_stdout(), progress() as advance:
+        # Rich (~30 ms to import) loads in this process while the loader loads the plugins.
+        result: RunResult = supervise(load, workers=workers, progress=advance, meanwhile=_load_terminal)
     return _deliver(result, outputs, time.perf_counter() - start)
 
 
@@ -192,18 +192,6 @@ def _load_terminal() -> None:
     import gradcheck_cli.report.terminal  # noqa: F401
 
 
-def _jobs_for(names: list[str], options: CheckOptions, registry: Registry, timeout: float | None) -> list[Job]:
-    from gradcheck_cli.runner import check_explicit_input, parse_spec
-    from gradcheck_cli.suite import Job
-
-    jobs = []
-    for name in names:
-        spec = parse_spec(name, registry)
-        check_explicit_input(spec, options)
-        jobs.append(Job(name, spec, options, timeout=timeout))
-    return jobs
-
-
 @app.command()
 def run(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="ACT+LOSS, ACT or LOSS, e.g. softmax+mse.")],
@@ -215,45 +203,44 @@ def run(
 ) -> None:
     """Check registry entries: the activation's Jacobian, the loss gradient, the chain rule."""
     from gradcheck_cli.inputs import parse_timeout
-    from gradcheck_cli.plugins import default_registry
+    from gradcheck_cli.worker import Load
 
     start = time.perf_counter()
     with user_errors():
         options = _options(seed, trials, shape, input, target, method, rtol, atol, dtype, edges, fast)
-        limit = parse_timeout(timeout)
-
-        def load() -> tuple[Registry, list[Job]]:
-            registry = default_registry(tuple(plugin or ()))
-            return registry, _jobs_for(specs, options, registry, limit)
-
+        load = Load("run", plugins=tuple(plugin or ()), specs=tuple(specs), options=options,
+                    timeout=parse_timeout(timeout))
         code = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
     raise typer.Exit(code)
 
 
 @app.command("list")
-def list_entries(plugin: Plugins = None, json: JsonPath = None) -> None:
+def list_entries(plugin: Plugins = None, json: JsonPath = None, timeout: Timeout = DEFAULT_TIMEOUT) -> None:
     """Table of every registered activation, loss and variant."""
-    from gradcheck_cli.plugins import default_registry
-    from gradcheck_cli.report import Delivery, terminal
+    from gradcheck_cli.inputs import parse_timeout
+    from gradcheck_cli.worker import Load, supervise
 
     with user_errors():
         outputs = Outputs(json=json)
         outputs.check()
+        limit = parse_timeout(timeout)
         with outputs.reserve_stdout():
-            registry = default_registry(tuple(plugin or ()))
+            entries, fused = supervise(Load("list", plugins=tuple(plugin or ()), timeout=limit),
+                                       meanwhile=_load_terminal)
+    from gradcheck_cli.report import Delivery, terminal
+
     delivery = Delivery(0, ran=False)
     if json is not None:
         from gradcheck_cli.report import json as json_report
 
-        entries = [{"name": s.name, "kind": s.kind, "convention": s.conventions[0],
-                    "conventions": list(s.conventions) + list(s.second), "formula": s.formula,
-                    "origin": s.origin, "domain": s.domain, "target": s.target,
-                    "mistake": s.mistake, "fix": s.fix} for s in registry]
-        delivery.attempt(lambda: json_report.write({"schema": 1, "entries": entries}, json), _stdout_if(json),
+        rows = [{"name": s.name, "kind": s.kind, "convention": s.conventions[0],
+                 "conventions": list(s.conventions) + list(s.second), "formula": s.formula,
+                 "origin": s.origin, "domain": s.domain, "target": s.target,
+                 "mistake": s.mistake, "fix": s.fix} for s in entries]
+        delivery.attempt(lambda: json_report.write({"schema": 1, "entries": rows}, json), _stdout_if(json),
                          "the JSON list")
     if json != "-":
-        delivery.attempt(lambda: terminal.render_list(registry, registry.fused_formulas(), terminal.console()),
-                         sys.stdout, "the list")
+        delivery.attempt(lambda: terminal.render_list(entries, fused, terminal.console()), sys.stdout, "the list")
     delivery.report_problems()
     raise typer.Exit(delivery.exit_code)
 
@@ -264,22 +251,23 @@ def explain(
     input: InputOpt = None, target: TargetOpt = None, seed: Seed = 0,
     shape: Annotated[str, typer.Option(help="Random input shape B,K when no --input.")] = "2,4",
     method: Method = "central", dtype: Dtype = "float64", rtol: Rtol = None, atol: Atol = None,
-    plugin: Plugins = None,
+    plugin: Plugins = None, timeout: Timeout = DEFAULT_TIMEOUT,
     plot: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--plot", metavar="FILE.png", help="Also draw the Jacobians (needs matplotlib).")] = None,
 ) -> None:
     """For a small input: output, analytic and numerical Jacobian, difference, formula."""
-    from gradcheck_cli.report import terminal
-    from gradcheck_cli.runner import explain as explain_entry
+    from gradcheck_cli.inputs import parse_timeout
+    from gradcheck_cli.report import Delivery, terminal
+    from gradcheck_cli.worker import Load, supervise
 
     with user_errors():
         options = _options(seed, 1, shape, input, target, method, rtol, atol, dtype)
-        exp = explain_entry(name, options, plugins=tuple(plugin or ()))
+        exp = supervise(Load("explain", plugins=tuple(plugin or ()), options=options,
+                             timeout=parse_timeout(timeout), source=name))
         if plot is not None:
             from gradcheck_cli.report import plot as plotting
 
             plotting.draw(exp, plot)
-    from gradcheck_cli.report import Delivery
 
     def show() -> None:
         out = terminal.console()
@@ -302,23 +290,13 @@ def check(
     save_failures: SaveFailures = None, verbose: Verbose = False,
 ) -> None:
     """Load a plugin and check every entry it registers."""
-    from gradcheck_cli.errors import PluginError
     from gradcheck_cli.inputs import parse_timeout
-    from gradcheck_cli.plugins import default_registry, load_plugin
+    from gradcheck_cli.worker import Load
 
     start = time.perf_counter()
     with user_errors():
         options = _options(seed, trials, shape, None, None, method, rtol, atol, dtype, edges, fast)
-        limit = parse_timeout(timeout)
-
-        def load() -> tuple[Registry, list[Job]]:
-            registry = default_registry()
-            names = load_plugin(plugin_source, registry)
-            if not names:
-                raise PluginError(f"Plugin '{plugin_source}' loaded but registered nothing. Call "
-                                  f"register_activation(...) or register_loss(...) at import time.")
-            return registry, _jobs_for(names, options, registry, limit)
-
+        load = Load("check", options=options, timeout=parse_timeout(timeout), source=plugin_source)
         code = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
     raise typer.Exit(code)
 
@@ -336,17 +314,14 @@ def ci(
 ) -> None:
     """Run a configured suite: the CI gate. Exit 0 only when every check is as expected."""
     from gradcheck_cli.inputs import parse_timeout
-    from gradcheck_cli.suite import jobs_from_config, parse_shard, select_shard
+    from gradcheck_cli.suite import parse_shard
+    from gradcheck_cli.worker import Load
 
     start = time.perf_counter()
     with user_errors():
         part = parse_shard(shard) if shard is not None else None
         limit = parse_timeout(timeout) if timeout is not None else DEFAULT_TIMEOUT
-
-        def load() -> tuple[Registry, list[Job]]:
-            registry, job_list = jobs_from_config(config, limit)
-            return registry, select_shard(job_list, part)
-
+        load = Load("ci", timeout=limit, source=config, shard=part)
         code = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
     raise typer.Exit(code)
 
@@ -354,8 +329,11 @@ def ci(
 def entry() -> None:
     """Console-script entry point."""
     from gradcheck_cli.allocator import keep_freed_memory
+    from gradcheck_cli.processes import become_subreaper
 
     keep_freed_memory()
+    # Adopt what checks leave behind in sessions of their own, so that it can be killed.
+    become_subreaper()
     try:
         app()
     finally:

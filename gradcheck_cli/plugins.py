@@ -6,13 +6,14 @@ through :func:`load_plugin` like any user module, so the loader is exercised on 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,27 @@ BUILTIN_MODULES = (
     "gradcheck_cli.registry.variants",
 )
 ENTRY_POINT_GROUP = "gradcheck_cli.plugins"
+
+# Who is told what is about to load (the loader process tells the gradcheck process, so that
+# a plugin that ends or hangs its process is named). A stack: the innermost listener hears.
+_listeners: list[Callable[[str], None]] = []
+
+
+@contextlib.contextmanager
+def announcing(listener: Callable[[str], None]) -> Iterator[None]:
+    """Call ``listener(what)`` before each plugin, entry point or config function loads."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.pop()
+
+
+def announce(what: str) -> None:
+    """Say that ``what`` (a plugin, an entry point, a config function) is about to load."""
+    if _listeners:
+        _listeners[-1](what)
+
 
 # A module registers at import time, which happens once per process; remember what it
 # registered so a second registry (tests, a fresh run) can be given the same entries.
@@ -75,6 +97,7 @@ def load_plugin(source: str, registry: Registry = REGISTRY) -> list[str]:
         # Already loaded into this registry (an entry point named again): nothing new.
         return list(registry.sources[key])
     before = set(registry.names())
+    announce(f"plugin '{source}'")
     try:
         if is_file:
             path = Path(source)
@@ -125,6 +148,7 @@ def load_entry_points(registry: Registry = REGISTRY) -> list[str]:
 
     loaded: list[str] = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        announce(f"entry point '{ep.name}' ({ep.value})")
         loaded += load_plugin(ep.value.split(":", 1)[0], registry)
     return loaded
 
@@ -261,6 +285,7 @@ def register_functions(functions: Sequence[Any], base: Path, registry: Registry)
     for fn in functions:
         instances: dict[type, Any] = {}
         key = f"{fn.where}: functions.{fn.name}"
+        announce(f"{key} ({fn.forward})")
         init_at = fn.at("init")
         forward, factory = resolve_reference(fn.forward, base, fn.at("forward"), dict(fn.init), instances, init_at)
         conventions = {}

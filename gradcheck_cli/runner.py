@@ -22,7 +22,7 @@ from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
 from gradcheck_cli.errors import UsageError
 from gradcheck_cli.numdiff import EvaluationError, Evaluator
-from gradcheck_cli.registry import FunctionSpec, Registry
+from gradcheck_cli.registry import EntrySummary, FunctionSpec, Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 
 Array = NDArray[np.float64]
@@ -913,7 +913,7 @@ def run(specs: Sequence[str], options: CheckOptions | None = None, registry: Reg
 class Explanation:
     """Everything ``gradcheck explain`` shows for one name at one input."""
 
-    spec: FunctionSpec
+    spec: EntrySummary
     convention: str
     x: Array
     target: Array | None
@@ -974,5 +974,5 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
         numeric, error = est.value, est.error
     except (_Skip, ConventionError, EvaluationError):
         output = np.full(x.shape, np.nan)
-    return Explanation(entry, convention, x, target, output, analytic, numeric, error, rows,
+    return Explanation(entry.summary(), convention, x, target, output, analytic, numeric, error, rows,
                        upstream, analytic_vjp, numeric_vjp)

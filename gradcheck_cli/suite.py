@@ -1,13 +1,16 @@
 """Run many checks: each in its own process, with a timeout, several at once.
 
-A check runs plugin code, which may raise, hang or kill its process. Each check is forked
-into a child process that sends its rows back through a pipe; a child that times out is
-terminated, one that dies is reported with its exit code or signal, and every other check
-still runs. Where ``fork`` is unavailable, checks run in this process (no timeout).
+A check runs plugin code, which may raise, hang or kill its process. Each check runs in a
+child process of its own (forked from the process that loaded the plugins, or spawned and
+loading them again) that sends its rows back through a pipe; a child that times out is
+killed with everything it started, one that dies is reported with its exit code or signal,
+and every other check still runs. This runs inside the loader process of
+:mod:`gradcheck_cli.worker`, never in the ``gradcheck`` process itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -18,12 +21,10 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from gradcheck_cli import parallel
+from gradcheck_cli import parallel, processes
 from gradcheck_cli.registry import Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 from gradcheck_cli.runner import CheckOptions, Spec, check_spec, reproduce_command
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class Job:
     timeout: float | None = None
 
 
-def _error_row(job: Job, message: str) -> CheckResult:
+def error_row(job: Job, message: str) -> CheckResult:
+    """An ERROR row for ``job`` carrying ``message``."""
     entry = job.spec.activation or job.spec.loss
     return CheckResult(check=job.name, component="jacobian" if job.spec.activation else "gradient",
                        convention=entry.conventions[0] if entry else "",
@@ -54,7 +56,7 @@ def run_job(job: Job, registry: Registry) -> list[CheckResult]:
     except BaseException as exc:  # noqa: BLE001 - a plugin may even raise SystemExit
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f" at {frame.filename}:{frame.lineno}" if frame else ""
-        rows = [_error_row(job, f"the check raised {type(exc).__name__}: {exc}{where}")]
+        rows = [error_row(job, f"the check raised {type(exc).__name__}: {exc}{where}")]
     return expect(rows, job)
 
 
@@ -71,102 +73,189 @@ def expect(rows: list[CheckResult], job: Job) -> list[CheckResult]:
     return [replace(r, verdict=Verdict.XPASS, diagnosis=note) if r.verdict is Verdict.PASS else r for r in rows]
 
 
-def _child(job: Job, registry: Registry, conn: Connection, threads: int) -> None:
+def _forked_child(job: Job, registry: Registry, conn: Connection, threads: int, parent: int) -> None:
+    processes.isolate_self(parent)
     parallel.limit(threads)
-    rows = run_job(job, registry)
-    conn.send(rows)
+    conn.send(run_job(job, registry))
+    conn.close()
+
+
+def _spawned_child(load: Any, index: int, name: str, conn: Connection, threads: int, parent: int) -> None:
+    """A check in a spawned process: load the same plugins and config, then run check ``index``."""
+    from gradcheck_cli.worker import build_jobs
+
+    processes.isolate_self(parent)
+    parallel.limit(threads)
+    try:
+        registry, jobs = build_jobs(load)
+    except BaseException as exc:  # noqa: BLE001 - reported as this check's row
+        conn.send(f"loading the plugins again in this check's process failed: {type(exc).__name__}: {exc}")
+        return
+    if index >= len(jobs) or jobs[index].name != name:
+        conn.send("loading the plugins again in this check's process gave other checks (a plugin registers "
+                  "different entries each time it is imported); make its registrations deterministic")
+        return
+    conn.send(run_job(jobs[index], registry))
     conn.close()
 
 
 def _died(job: Job, exitcode: int | None) -> CheckResult:
     if exitcode is not None and exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        message = (f"the check's process was killed by {name} (a crash in native code, or "
+        message = (f"the check's process was {processes.exit_text(exitcode)} (a crash in native code, or "
                    f"the plugin killed its own process); the rest of the suite ran on")
     else:
         message = (f"the check's process exited with code {exitcode} before reporting (the "
                    f"plugin called os._exit or exit); the rest of the suite ran on")
-    return _error_row(job, message)
+    return error_row(job, message)
+
+
+def _descriptor_budget() -> int:
+    """Checks that may run at once without running out of file descriptors (about 4 each)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 64
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 16
+    return max(1, (int(soft) - 48) // 4)
+
+
+@dataclass
+class _Running:
+    proc: Any
+    conn: Connection
+    deadline: float | None
 
 
 def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isolate: bool = True,
-             progress: Progress | None = None, meanwhile: Callable[[], object] | None = None) -> RunResult:
-    """Run ``jobs`` (each isolated in a forked process when ``isolate``) and keep their order.
+             load: Any = None, on_start: Callable[[int, int], None] | None = None,
+             on_done: Callable[[int, list[CheckResult]], None] | None = None) -> RunResult:
+    """Run ``jobs``, each in a process of its own when ``isolate``, and keep their order.
 
-    ``meanwhile`` is work of the caller's own (loading the report modules) done once while
-    the first checks run in their processes; without processes, before them.
+    Processes are forked, or spawned where :func:`processes.start_method` says so; a
+    spawned check loads ``load`` (a :class:`gradcheck_cli.worker.Load`) again to rebuild the
+    registry. A check that outlives its timeout is killed with every process it started.
+    ``on_start(index, pid)`` and ``on_done(index, rows)`` report progress.
     """
     results: list[list[CheckResult] | None] = [None] * len(jobs)
-    done = 0
 
     def finish(index: int, rows: list[CheckResult]) -> None:
-        nonlocal done
         results[index] = rows
-        done += 1
-        if progress is not None:
-            progress(done, len(jobs), jobs[index].name)
+        if on_done is not None:
+            on_done(index, rows)
 
-    can_fork = isolate and "fork" in multiprocessing.get_all_start_methods()
-    if not can_fork:
-        if meanwhile is not None:
-            meanwhile()
+    method = processes.start_method() if isolate else "none"
+    if method == "spawn" and load is None:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "none"
+    if method == "none":
         for i, job in enumerate(jobs):
             finish(i, run_job(job, registry))
         return RunResult(tuple(r for rows in results if rows for r in rows))
 
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(method)
+    workers = max(1, min(workers, len(jobs), _descriptor_budget()))
     # Workers share the machine's cores: each gets its share of threads (at least one).
-    threads = max(1, parallel.threads() // max(1, min(workers, len(jobs))))
+    threads = max(1, parallel.threads() // workers)
     pending = list(range(len(jobs)))
-    running: dict[int, tuple[Any, Connection, float | None]] = {}
+    running: dict[int, _Running] = {}
+    me = os.getpid()
     while pending or running:
-        while pending and len(running) < max(1, workers):
+        while pending and len(running) < workers:
             i = pending.pop(0)
-            receive, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(jobs[i], registry, send, threads), daemon=True)
-            proc.start()
-            send.close()
-            limit = jobs[i].timeout
-            deadline = time.monotonic() + limit if limit else None
-            running[i] = (proc, receive, deadline)
-        if meanwhile is not None:
-            prepare, meanwhile = meanwhile, None
-            prepare()
-        deadlines = [d for _, _, d in running.values() if d is not None]
+            try:
+                started = _start(ctx, method, jobs, i, registry, load, threads, me)
+            except OSError as exc:  # out of processes or file descriptors
+                if running:
+                    pending.insert(0, i)  # try again when a running check ends
+                    break
+                finish(i, [error_row(jobs[i], f"could not start a process for this check: {exc}; "
+                                               f"lower --jobs or raise the limit")])
+                continue
+            running[i] = started
+            if on_start is not None and started.proc.pid is not None:
+                on_start(i, started.proc.pid)
+        if not running:
+            continue
+        deadlines = [r.deadline for r in running.values() if r.deadline is not None]
         wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-        ready = wait([c for _, c, _ in running.values()], timeout=wait_for)
+        ready = wait([r.conn for r in running.values()], timeout=wait_for)
         now = time.monotonic()
         for i in list(running):
-            proc, conn, deadline = running[i]
-            if conn in ready:
-                try:
-                    rows = conn.recv()
-                except EOFError:
-                    proc.join()
-                    rows = [_died(jobs[i], proc.exitcode)]
-                proc.join()
-            elif deadline is not None and now >= deadline:
-                _stop(proc)
-                rows = [_error_row(jobs[i], f"timed out after {jobs[i].timeout:g} s (per-check "
-                                            f"--timeout); the function hangs or is far too slow "
-                                            f"at this size")]
+            run = running[i]
+            if run.conn in ready:
+                rows = _receive(jobs[i], run)
+            elif run.deadline is not None and now >= run.deadline:
+                processes.kill_tree(run.proc.pid)
+                run.proc.join()
+                rows = [error_row(jobs[i], f"timed out after {jobs[i].timeout:g} s (per-check --timeout) and "
+                                            f"was stopped with every process it started; the function hangs "
+                                            f"or is far too slow at this size")]
             else:
                 continue
-            conn.close()
+            _end_group(run.proc.pid)
+            run.conn.close()
             del running[i]
             finish(i, rows)
     return RunResult(tuple(r for rows in results if rows for r in rows))
 
 
-def _stop(proc: Any) -> None:
-    proc.terminate()
-    proc.join(1.0)
-    if proc.is_alive() and proc.pid is not None:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.join()
+def _start(ctx: Any, method: str, jobs: Sequence[Job], i: int, registry: Registry, load: Any, threads: int,
+           me: int) -> _Running:
+    receive, send = ctx.Pipe(duplex=False)
+    try:
+        if method == "fork":
+            proc = ctx.Process(target=_forked_child, args=(jobs[i], registry, send, threads, me), daemon=True)
+        else:
+            proc = ctx.Process(target=_spawned_child, args=(load, i, jobs[i].name, send, threads, me), daemon=True)
+        proc.start()
+    except BaseException:
+        receive.close()
+        send.close()
+        raise
+    send.close()
+    limit = jobs[i].timeout
+    return _Running(proc, receive, time.monotonic() + limit if limit else None)
+
+
+def _receive(job: Job, run: _Running) -> list[CheckResult]:
+    """The rows a finished check sent, or an ERROR row saying how its process ended."""
+    try:
+        sent = run.conn.recv()
+    except (EOFError, OSError):
+        run.proc.join()
+        return [_died(job, run.proc.exitcode)]
+    except Exception as exc:  # noqa: BLE001 - rows that cannot be unpickled
+        sent = f"its result could not be read back: {type(exc).__name__}: {exc}"
+    run.proc.join(5.0)
+    if run.proc.is_alive():  # sent its rows but does not exit (a non-daemon thread of the plugin)
+        processes.kill_tree(run.proc.pid)
+        run.proc.join()
+    if isinstance(sent, str):
+        return [error_row(job, sent)]
+    rows: list[CheckResult] = sent
+    return rows
+
+
+def _end_group(pid: int | None) -> None:
+    """Kill what a finished check left running in its process group (background helpers)."""
+    if pid is None or not hasattr(os, "killpg"):
+        return
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def jobs_for(names: list[str], options: CheckOptions, registry: Registry, timeout: float | None) -> list[Job]:
+    """One job per spec in ``names``; unknown names and inputs outside a domain raise UsageError."""
+    from gradcheck_cli.runner import check_explicit_input, parse_spec
+
+    jobs = []
+    for name in names:
+        spec = parse_spec(name, registry)
+        check_explicit_input(spec, options)
+        jobs.append(Job(name, spec, options, timeout=timeout))
+    return jobs
 
 
 def jobs_from_config(path: str, default_timeout: float | None) -> tuple[Registry, list[Job]]:
@@ -180,8 +269,9 @@ def jobs_from_config(path: str, default_timeout: float | None) -> tuple[Registry
     from gradcheck_cli import inputs
     from gradcheck_cli.config import load_config
     from gradcheck_cli.errors import ConfigError, GradcheckError
-    from gradcheck_cli.plugins import default_registry, load_plugin, register_functions
+    from gradcheck_cli.plugins import announce, default_registry, load_plugin, register_functions
 
+    announce(f"config '{path}'")
     config = load_config(path)
     for folder in (str(config.folder.resolve()), os.getcwd()):
         if folder not in sys.path:

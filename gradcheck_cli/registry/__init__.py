@@ -83,6 +83,31 @@ class FunctionSpec:
     def is_variant(self) -> bool:
         return "@" in self.name
 
+    def summary(self) -> EntrySummary:
+        """What ``list`` and ``explain`` show of this entry, as plain (picklable) data."""
+        return EntrySummary(self.name, self.kind, self.conventions, tuple(self.second), self.formula,
+                            self.domain, self.target, self.origin, self.mistake, self.fix)
+
+
+@dataclass(frozen=True)
+class EntrySummary:
+    """A registry entry without its code: what a report shows of it."""
+
+    name: str
+    kind: str
+    conventions: tuple[str, ...]
+    second: tuple[str, ...]
+    formula: str
+    domain: str
+    target: str | None
+    origin: str
+    mistake: str | None
+    fix: str | None
+
+    @property
+    def is_variant(self) -> bool:
+        return "@" in self.name
+
 
 @dataclass(frozen=True)
 class FusedSpec:
@@ -131,6 +156,10 @@ class Registry:
 
     def fused_formulas(self) -> list[FusedSpec]:
         return list(self._fused.values())
+
+    def fused_summaries(self) -> list[tuple[str, str, str]]:
+        """``(ACT+LOSS, formula, origin)`` of every fused formula, as plain data."""
+        return [(f"{f.activation}+{f.loss}", f.formula, f.origin) for f in self._fused.values()]
 
     def fused(self, activation: str, loss: str) -> FusedSpec | None:
         return self._fused.get((activation, loss))

@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -72,12 +74,12 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object], what: s
     except OSError as exc:
         raise _report_error(what, path, exc) from exc
     try:
-        with os.fdopen(fd, "wb") as stream:
+        with _signals_raise(), os.fdopen(fd, "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, target)
+            os.chmod(temporary, mode)
+            os.replace(temporary, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
@@ -91,6 +93,30 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object], what: s
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """While a report is written, SIGTERM and SIGHUP end the process by an exception, so that
+    the temporary file is removed on the way out (their default action would leave it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {}
+    for name in names:
+        sig = getattr(signal, name)
+        if signal.getsignal(sig) == signal.SIG_DFL:  # an ignored or handled signal stays as it is
+            previous[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _report_error(what: str, path: str | Path, exc: OSError) -> ReportError:

@@ -20,8 +20,8 @@ DELAY = 1.0
 class _LazyProgress:
     """Counts finished checks; shows a bar on stderr once ``DELAY`` has passed."""
 
-    def __init__(self, total: int) -> None:
-        self.total = total
+    def __init__(self) -> None:
+        self.total = 0
         self.done = 0
         self.label = ""
         self.lock = threading.Lock()
@@ -38,9 +38,9 @@ class _LazyProgress:
 
     def __call__(self, done: int, total: int, label: str) -> None:
         with self.lock:
-            self.done, self.label = done, label
+            self.done, self.total, self.label = done, total, label
             if self.bar is not None:
-                self.bar.update(self.task, completed=done, description=label)
+                self.bar.update(self.task, completed=done, total=total, description=label)
 
     def close(self) -> None:
         self.timer.cancel()
@@ -50,12 +50,12 @@ class _LazyProgress:
 
 
 @contextlib.contextmanager
-def progress(total: int) -> Iterator[Callable[[int, int, str], None] | None]:
+def progress() -> Iterator[Callable[[int, int, str], None] | None]:
     """Yield a progress callback ``(done, total, label)`` when stderr is a terminal, else None."""
     if not sys.stderr.isatty():
         yield None
         return
-    bar = _LazyProgress(total)
+    bar = _LazyProgress()
     bar.timer.start()
     try:
         yield bar

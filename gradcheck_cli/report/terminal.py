@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.registry import FunctionSpec
+from gradcheck_cli.registry import EntrySummary
 from gradcheck_cli.report.text import worst_text
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 
@@ -140,7 +140,7 @@ def _render_detail(row: CheckResult, out: Console, verbose: bool = False) -> Non
         out.print(f"  reproduce: {row.reproduce}", style="dim")
 
 
-def render_list(entries: Iterable[FunctionSpec], fused: Iterable[Any], out: Console) -> None:
+def render_list(entries: Iterable[EntrySummary], fused: Iterable[tuple[str, str, str]], out: Console) -> None:
     """Every registered entry with its convention, domain/target, formula and origin."""
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     table.add_column("name", no_wrap=True)
@@ -159,8 +159,8 @@ def render_list(entries: Iterable[FunctionSpec], fused: Iterable[Any], out: Cons
                   title_justify="left")
     for name in ("pair", "formula", "origin"):
         pairs.add_column(name)
-    for item in fused:
-        pairs.add_row(f"{item.activation}+{item.loss}", item.formula, item.origin)
+    for pair, formula, origin in fused:
+        pairs.add_row(pair, formula, origin)
     out.print()
     out.print(pairs)
     out.print("\nNames in red are deliberately wrong variants (NAME@VARIANT): run one to see a flag.")
@@ -186,7 +186,7 @@ def _matrix(title: str, values: Any, out: Console, fmt: str | None = None) -> No
 
 def render_explanation(exp: Any, out: Console) -> None:
     """Input, output, analytic/numerical derivative, their difference, formula and verdicts."""
-    spec: FunctionSpec = exp.spec
+    spec: EntrySummary = exp.spec
     out.print(Text(f"{spec.name}", style="bold") + Text(f"  ({spec.kind}, {exp.convention}, origin {spec.origin})"))
     if spec.formula:
         out.print(f"formula: {spec.formula}")
@@ -221,6 +221,6 @@ def start_progress(total: int, done: int, label: str) -> tuple[Any, Any]:
 
     bar = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.description}"), console=Console(file=sys.stderr), transient=True)
-    task = bar.add_task(label, total=total, completed=done)
+    task = bar.add_task(label, total=total or None, completed=done)
     bar.start()
     return bar, task

@@ -25,11 +25,15 @@ ENV.pop("FORCE_COLOR", None)
 CLI = [sys.executable, "-m", "gradcheck_cli"]
 SMALL = ["--shape", "2,3", "--trials", "1"]
 HAS_DEV_FULL = os.path.exists("/dev/full")
-# A run with the table (and the plugin's import) interrupted right before a report's rename.
-INTERRUPTED = ("import os, sys; sys.argv = ['gradcheck', *sys.argv[1:]]\n"
-               "def fsync(fd): raise KeyboardInterrupt\n"
-               "os.fsync = fsync\n"
-               "from gradcheck_cli.cli import entry; entry()")
+# A run interrupted (Ctrl-C, or SIGTERM from outside) when a report's bytes are written but
+# not yet renamed into place.
+STOPPED_WHILE_WRITING = ("import os, signal, sys, time\n"
+                         "how, sys.argv = sys.argv[1], ['gradcheck', *sys.argv[2:]]\n"
+                         "def fsync(fd):\n"
+                         "    if how == 'int': raise KeyboardInterrupt\n"
+                         "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+                         "os.fsync = fsync\n"
+                         "from gradcheck_cli.cli import entry; entry()")
 
 PLUGIN = """\
 import pathlib
@@ -163,8 +167,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
         start("junit_full_flagged", "run", "softmax@diagonal", *SMALL, "--junit-xml", "/dev/full")
     # Reports written atomically.
     start("too_large", "run", "softmax+mse", *SMALL, "--json", "old.json", preexec=_file_size_limit)
-    start("interrupted", "run", "softmax+mse", *SMALL, "--json", "old.json",
-          argv=[sys.executable, "-c", INTERRUPTED])
+    start("interrupted", "int", "run", "softmax+mse", *SMALL, "--json", "old.json",
+          argv=[sys.executable, "-c", STOPPED_WHILE_WRITING])
+    start("terminated", "term", "run", "softmax+mse", *SMALL, "--json", "old.json",
+          argv=[sys.executable, "-c", STOPPED_WHILE_WRITING])
     start("replaced", "run", "softmax+mse", *SMALL, "--json", "old.json", "--junit-xml", "new.xml")
     # --save-failures: long names, a folder made only when needed.
     start("long_names", "check", "plugin.py", *SMALL, "--save-failures", "deep/er/saved", "--json", "r.json")
@@ -260,9 +266,11 @@ def test_a_report_write_that_fails_part_way_leaves_the_old_report_whole(runs: di
     assert sorted(p.name for p in proc.cwd.iterdir() if p.name.startswith(".")) == [], "no temporary file left"
 
 
-def test_an_interrupt_while_writing_leaves_the_old_report_and_no_temporary_file(runs: dict[str, Proc]) -> None:
-    proc = runs["interrupted"]
-    assert proc.done.returncode == 130, proc.done.stdout + proc.done.stderr
+@pytest.mark.parametrize(("name", "code"), [("interrupted", 130), ("terminated", 128 + signal.SIGTERM)])
+def test_an_interrupt_while_writing_leaves_the_old_report_and_no_temporary_file(runs: dict[str, Proc], name: str,
+                                                                                 code: int) -> None:
+    proc = runs[name]
+    assert proc.done.returncode == code, proc.done.stdout + proc.done.stderr
     assert (proc.cwd / "old.json").read_text() == '{"old": true}\n'
     assert sorted(p.name for p in proc.cwd.iterdir() if p.name.startswith(".")) == []
 

@@ -32,7 +32,7 @@ def _read_all(fd: int, wait: float = 0.2) -> str:
 
 def test_no_bar_when_stderr_is_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    with progress(3) as advance:
+    with progress() as advance:
         assert advance is None
 
 
@@ -43,7 +43,7 @@ def test_bar_appears_on_a_terminal_only_after_the_delay(monkeypatch: pytest.Monk
     monkeypatch.setattr(sys, "stderr", terminal)
     monkeypatch.setattr(progress_module, "DELAY", 0.3)
     try:
-        with progress(3) as advance:
+        with progress() as advance:
             assert advance is not None
             advance(1, 3, "softmax+mse")
             assert _read_all(master, 0.1) == ""  # a quick run shows nothing

@@ -1,0 +1,344 @@
+"""The loader process: plugins, configs and checks run there, never in ``gradcheck`` itself.
+
+The ``gradcheck`` process never imports user code. A plugin that calls ``os._exit(0)``,
+crashes, raises KeyboardInterrupt, hangs, starts a thread or prints while it loads could
+otherwise end the gate green without checking, wedge it, or corrupt a report on stdout.
+
+``gradcheck`` starts one loader process (forked, or spawned where fork is unsafe) with a
+:class:`Load`: which command, plugins, config and options. The loader loads the built-ins,
+entry points, plugins and config, builds the checks and runs them, each in a process of
+its own (:func:`gradcheck_cli.suite.run_jobs`), and sends back plain data only: what is
+loading, which checks there are, when each starts (its pid) and its rows.
+:func:`supervise` follows it from ``gradcheck``:
+
+- loading is bounded by the timeout; a loader that ends, crashes or hangs while loading is
+  a load error (exit 2) naming the plugin it was loading;
+- a loader that dies or stops answering after loading leaves ERROR rows for every check it
+  did not report (never a pass), and a backstop deadline per started check catches a
+  loader that does not enforce timeouts any more;
+- SIGINT, SIGTERM and SIGHUP kill every process of the run, its checks and whatever they
+  started, before ``gradcheck`` exits with 128 + the signal's number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from gradcheck_cli import processes
+from gradcheck_cli.errors import ExitCode, GradcheckError, PluginError
+
+if TYPE_CHECKING:
+    from gradcheck_cli.registry import Registry
+    from gradcheck_cli.results import CheckResult, RunResult
+    from gradcheck_cli.runner import CheckOptions
+    from gradcheck_cli.suite import Job
+
+# Seconds the loader may overrun a check's own timeout (killing a tree takes a moment)
+# before gradcheck decides that the loader itself is stuck.
+BACKSTOP_GRACE = 10.0
+# Seconds a loader that reported everything may take to exit before it is killed.
+EXIT_GRACE = 5.0
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a loader process loads and does; plain data, so a spawned process can receive it.
+
+    ``command`` is ``run``, ``check``, ``ci``, ``list`` or ``explain``; ``source`` the plugin
+    (check), the config file (ci) or the name to explain.
+    """
+
+    command: str
+    plugins: tuple[str, ...] = ()
+    specs: tuple[str, ...] = ()
+    options: CheckOptions | None = None
+    timeout: float | None = None
+    source: str = ""
+    shard: tuple[int, int] | None = None
+
+
+class Interrupted(Exception):
+    """``gradcheck`` received SIGINT, SIGTERM or SIGHUP; every process of the run is gone."""
+
+    def __init__(self, signum: int, finished: int, total: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.finished = finished
+        self.total = total
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def message(self) -> str:
+        name = signal.Signals(self.signum).name
+        done = f"; {self.finished} of {self.total} checks had finished" if self.total else ""
+        return (f"interrupted by {name}: every check process was stopped{done}. No report was written "
+                f"(an existing report file was left as it was).")
+
+
+def build_jobs(load: Load) -> tuple[Registry, list[Job]]:
+    """The registry and the checks ``load`` describes (runs plugin code: loader processes only)."""
+    from gradcheck_cli.plugins import default_registry, load_plugin
+    from gradcheck_cli.suite import jobs_for, jobs_from_config, select_shard
+
+    if load.command == "ci":
+        registry, jobs = jobs_from_config(load.source, load.timeout)
+        return registry, select_shard(jobs, load.shard)
+    assert load.options is not None
+    if load.command == "check":
+        registry = default_registry()
+        names = load_plugin(load.source, registry)
+        if not names:
+            raise PluginError(f"Plugin '{load.source}' loaded but registered nothing. Call "
+                              f"register_activation(...) or register_loss(...) at import time.")
+        return registry, jobs_for(names, load.options, registry, load.timeout)
+    registry = default_registry(load.plugins)
+    return registry, jobs_for(list(load.specs), load.options, registry, load.timeout)
+
+
+def _loader(load: Load, conn: Connection, workers: int, parent: int) -> None:
+    """The loader process's main function."""
+    processes.isolate_self(parent)
+    try:
+        _serve(load, conn, workers)
+    except BaseException as exc:  # noqa: BLE001 - a plugin's KeyboardInterrupt, SystemExit, anything
+        with contextlib.suppress(Exception):
+            conn.send(("error", f"{type(exc).__name__}: {exc}", int(ExitCode.USAGE)))
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _serve(load: Load, conn: Connection, workers: int) -> None:
+    from gradcheck_cli.plugins import announcing
+
+    def tell(what: str) -> None:
+        conn.send(("loading", what))
+
+    try:
+        with announcing(tell):
+            if load.command == "list":
+                conn.send(("result", _entries(load)))
+                return
+            if load.command == "explain":
+                conn.send(("result", _explain(load, tell)))
+                return
+            registry, jobs = build_jobs(load)
+    except GradcheckError as exc:
+        conn.send(("error", exc.message, int(exc.exit_code)))
+        return
+    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt or SystemExit raised by a plugin
+        conn.send(("load-raised", f"{type(exc).__name__}: {exc}"))
+        return
+    from gradcheck_cli.suite import error_row, run_jobs
+
+    conn.send(("jobs", [(job.name, job.timeout, error_row(job, "")) for job in jobs]))
+    run_jobs(jobs, registry, workers=workers, load=load,
+             on_start=lambda i, pid: conn.send(("start", i, pid)),
+             on_done=lambda i, rows: conn.send(("done", i, rows)))
+    conn.send(("end",))
+
+
+def _entries(load: Load) -> tuple[list[Any], list[tuple[str, str, str]]]:
+    from gradcheck_cli.plugins import default_registry
+
+    registry = default_registry(load.plugins)
+    return [spec.summary() for spec in registry], registry.fused_summaries()
+
+
+def _explain(load: Load, tell: Callable[[str], None]) -> Any:
+    from gradcheck_cli.plugins import default_registry
+    from gradcheck_cli.runner import explain
+
+    registry = default_registry(load.plugins)
+    tell(f"explaining '{load.source}'")
+    return explain(load.source, load.options, registry=registry)
+
+
+@dataclass
+class _Run:
+    """What gradcheck knows of the loader's checks."""
+
+    names: list[str]
+    timeouts: list[float | None]
+    templates: list[CheckResult]
+    rows: dict[int, list[CheckResult]]
+    started: dict[int, tuple[int, float | None]]  # index -> (pid, backstop deadline)
+    keep: set[int]  # this process's children from before the run: not ours to sweep
+    complete: bool = False
+
+
+def supervise(load: Load, *, workers: int = 1, progress: Callable[[int, int, str], None] | None = None,
+              meanwhile: Callable[[], object] | None = None) -> Any:
+    """Run ``load`` in a loader process and follow it; return its result.
+
+    ``run``/``check``/``ci`` give a :class:`RunResult`; ``list`` gives (entries, fused);
+    ``explain`` an :class:`~gradcheck_cli.runner.Explanation`. Load problems raise
+    :class:`GradcheckError`; a signal raises :class:`Interrupted` once every process is gone.
+    ``meanwhile`` is work of gradcheck's own, done while the loader loads.
+    """
+    ctx: Any = multiprocessing.get_context(processes.start_method())
+    receive, send = ctx.Pipe(duplex=False)
+    # Not a daemon: daemonic processes may not start processes (its checks); _clean_up ends it.
+    proc = ctx.Process(target=_loader, args=(load, send, workers, os.getpid()), daemon=False)
+    run = _Run([], [], [], {}, {}, set())
+    with _signals_raise(run):
+        try:
+            proc.start()
+            # Children from before the run, and those starting the loader made (spawn's
+            # resource tracker), are not ours to sweep; the loader has started no check yet.
+            run.keep = set(processes.children(os.getpid())) - {proc.pid}
+            send.close()
+            if meanwhile is not None:
+                meanwhile()
+            return _follow(load, proc, receive, run, progress)
+        finally:
+            _clean_up(proc, run)
+            receive.close()
+
+
+class _Signalled(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise(run: _Run) -> Iterator[None]:
+    """SIGINT/SIGTERM/SIGHUP raise in the main thread (once; later ones are ignored while cleaning up)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Signalled(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    try:
+        yield
+    except _Signalled as got:
+        raise Interrupted(got.signum, len(run.rows), len(run.names)) from None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _next(conn: Connection, deadline: float | None) -> tuple[Any, ...] | None:
+    """The loader's next message; None when it is gone; TimeoutError past ``deadline``."""
+    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+    if not conn.poll(wait):
+        raise TimeoutError
+    try:
+        message: tuple[Any, ...] = conn.recv()
+    except (EOFError, OSError):
+        return None
+    return message
+
+
+def _follow(load: Load, proc: Any, conn: Connection, run: _Run,
+            progress: Callable[[int, int, str], None] | None) -> Any:
+    what = "the built-in entries"
+    deadline = time.monotonic() + load.timeout if load.timeout else None
+    while True:
+        try:
+            message = _next(conn, deadline)
+        except TimeoutError:
+            raise PluginError(f"Loading {what} did not finish within {load.timeout:g} s (--timeout): its "
+                              f"import hangs or is far too slow. Nothing was checked. Make importing it only "
+                              f"register entries, or raise --timeout.") from None
+        if message is None:
+            proc.join(EXIT_GRACE)
+            raise PluginError(f"Loading {what} ended gradcheck's loader process ({processes.exit_text(proc.exitcode)}) "
+                              f"before anything was checked: the plugin exits, crashes or kills its process "
+                              f"while it is imported. Make importing it only register entries.")
+        kind = message[0]
+        if kind == "loading":
+            what = message[1]
+        elif kind == "error":
+            error = GradcheckError(message[1])
+            error.exit_code = ExitCode(message[2])
+            raise error
+        elif kind == "load-raised":
+            raise PluginError(f"Loading {what} raised {message[1]}. Nothing was checked. Make importing it "
+                              f"only register entries.")
+        elif kind == "result":
+            run.complete = True
+            return message[1]
+        elif kind == "jobs":
+            for name, timeout, template in message[1]:
+                run.names.append(name)
+                run.timeouts.append(timeout)
+                run.templates.append(template)
+            if progress is not None:
+                progress(0, len(run.names), "")
+            return _follow_checks(proc, conn, run, progress)
+
+
+def _follow_checks(proc: Any, conn: Connection, run: _Run,
+                   progress: Callable[[int, int, str], None] | None) -> RunResult:
+    from gradcheck_cli.results import RunResult
+
+    why = ""
+    while len(run.rows) < len(run.names):
+        backstops = [d for i, (_, d) in run.started.items() if d is not None and i not in run.rows]
+        try:
+            message = _next(conn, min(backstops) if backstops else None)
+        except TimeoutError:
+            why = ("gradcheck's loader process stopped answering (a check ran past its timeout and was "
+                   "not stopped); every process of the run was killed")
+            break
+        if message is None:
+            proc.join(EXIT_GRACE)
+            why = (f"gradcheck's loader process ended ({processes.exit_text(proc.exitcode)}) before this check "
+                   f"reported: it was killed from outside, or a plugin's code ended it")
+            break
+        if message[0] == "start":
+            index, pid = message[1], message[2]
+            limit = run.timeouts[index]
+            run.started[index] = (pid, time.monotonic() + limit + BACKSTOP_GRACE if limit else None)
+        elif message[0] == "done":
+            run.rows[message[1]] = message[2]
+            processes.sweep(run.keep | {proc.pid})  # daemons a check left behind in a session of their own
+            if progress is not None:
+                progress(len(run.rows), len(run.names), run.names[message[1]])
+        elif message[0] == "end":
+            run.complete = True
+            break
+        elif message[0] == "error":  # gradcheck's own failure in the loader, after loading
+            why = f"gradcheck's loader process failed: {message[1]}"
+    rows: list[CheckResult] = []
+    for i, template in enumerate(run.templates):
+        if i in run.rows:
+            rows += run.rows[i]
+        else:
+            rows.append(replace(template, diagnosis=why or "the check did not report"))
+    return RunResult(tuple(rows))
+
+
+def _clean_up(proc: Any, run: _Run) -> None:
+    """Leave nothing behind: the loader, its checks, and whatever they started."""
+    if proc.pid is None:
+        return
+    proc.join(EXIT_GRACE if run.complete else 0)
+    if proc.is_alive():
+        processes.kill_tree(proc.pid)
+    for index, (pid, _) in run.started.items():
+        if index not in run.rows:  # still running when the loader went: its group may live on
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+    proc.join()
+    processes.sweep(run.keep)
