@@ -151,12 +151,33 @@ ERRORS = [
         defaults:
           shape: 4
         checks: [softmax]
-        """, 3, "defaults.shape", r"expected \[B, K\], two positive integers; got int 4"),
+        """, 3, "defaults.shape", r"shape expects two positive integers B,K .*e\.g\. shape: \[4, 10\]; got int 4"),
     ("shape_zero", """\
         version: 1
         checks:
           - {spec: softmax, shape: [0, 3]}
         """, 3, "checks[0].shape", r"two positive integers"),
+    ("shape_arabic_indic_digits", """\
+        version: 1
+        checks:
+          - {spec: softmax, shape: "٤,١٠"}
+        """, 3, "checks[0].shape", r"written in ASCII digits 0-9.*got '٤,١٠'"),
+    ("shape_arabic_indic_in_a_list", """\
+        version: 1
+        defaults: {shape: [٤, 10]}
+        checks: [softmax]
+        """, 2, "defaults.shape", r"ASCII digits 0-9.*got list \['٤', 10\]"),
+    ("shape_underscore", """\
+        version: 1
+        defaults: {shape: "4_0,10"}
+        checks: [softmax]
+        """, 2, "defaults.shape", r"ASCII digits 0-9.*got '4_0,10'"),
+    ("shape_past_the_size_limit", """\
+        version: 1
+        defaults:
+          shape: [100000, 100000]
+        checks: [softmax]
+        """, 3, "defaults.shape", r"shape 100000,100000 has 10,000,000,000 elements, more than the 50,000,000"),
     ("rtol_text", """\
         version: 1
         checks:
