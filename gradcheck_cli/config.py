@@ -307,17 +307,22 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
         output_attr=_str(reader, raw["output_attr"], f"{key}.output_attr") if "output_attr" in raw else None,
         grad_attr=_str(reader, raw["grad_attr"], f"{key}.grad_attr") if "grad_attr" in raw else None,
         formula=str(raw.get("formula", "")),
-        kinks=tuple(_float_any(reader, v, f"{key}.kinks[{i}]") for i, v in enumerate(kinks)),
+        kinks=tuple(_kink(reader, v, f"{key}.kinks[{i}]") for i, v in enumerate(kinks)),
         where=f"{reader.path}:{reader.lines.get(key, 1)}",
         key_lines={k: f"{reader.path}:{reader.lines.get(f'{key}.{k}', 1)}" for k in raw},
     )
 
 
-def _float_any(reader: _Reader, value: Any, key: str) -> float:
+def _kink(reader: _Reader, value: Any, key: str) -> float:
+    # Any finite number (1e-6 without a dot is a YAML string); .nan or .inf marks no point.
     try:
-        return float(value)
+        number = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
-        raise reader.fail(key, f"expected a number; got {_type_name(value)} {value!r}") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise reader.fail(key, f"expected a finite number, an input where the function has no derivative; "
+                               f"got {_type_name(value)} {value!r}. Remove it or write the point, e.g. 0.0.")
+    return number
 
 
 def _check(reader: _Reader, index: int, raw: Any) -> CheckConfig:

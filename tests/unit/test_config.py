@@ -323,6 +323,38 @@ ERRORS = [
             domain: postive
         checks: [f]
         """, 7, "functions.f.domain", r"Did you mean 'positive'\?"),
+    ("kink_nan", """\
+        version: 1
+        functions:
+          f:
+            kind: activation
+            forward: lib.py:f
+            derivative: lib.py:g
+            kinks: [0.0,
+                    .nan]
+        checks: [f]
+        """, 8, "functions.f.kinks[1]", r"expected a finite number, an input where the function has no derivative; "
+                                        r"got float nan"),
+    ("kink_inf", """\
+        version: 1
+        functions:
+          f:
+            kind: loss
+            forward: lib.py:f
+            gradient: lib.py:g
+            kinks: [-.inf]
+        checks: [f]
+        """, 7, "functions.f.kinks[0]", r"expected a finite number.*got float -inf"),
+    ("kink_text", """\
+        version: 1
+        functions:
+          f:
+            kind: activation
+            forward: lib.py:f
+            derivative: lib.py:g
+            kinks: [nan]
+        checks: [f]
+        """, 7, "functions.f.kinks[0]", r"expected a finite number.*got str 'nan'"),
     ("function_init_list", """\
         version: 1
         functions:
