@@ -88,3 +88,63 @@ def test_integer_options_and_shape_take_ascii_digits_only(tmp_path: Path) -> Non
         code, _, err = finish(proc)
         assert code == 2, (args, err)
         assert cases[args] in err, err
+
+
+# --- control characters from plugins never reach the terminal --------------------------------
+
+ESCAPES = "\x1b[2J\x1b]0;pwned\x07\x9b31m\x7f\r"
+FORMULA = "\x1b[5mblink" + ESCAPES
+PLUGIN = f'''\
+import numpy as np
+
+from gradcheck_cli import register_activation
+
+
+def derivative(x):
+    raise ValueError({ESCAPES!r})
+
+
+register_activation("boom", forward=np.tanh, derivative=derivative, formula={FORMULA!r})
+'''
+
+
+def assert_no_control_bytes(data: bytes) -> None:
+    """Nothing a terminal would act on: no ESC, no C1 (UTF-8 c2 80-9f), no BEL/CR/DEL."""
+    text = data.decode("utf-8")
+    bad = [c for c in text if c != "\n" and (ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f)]
+    assert not bad, (bad, text)
+
+
+def test_control_characters_are_escaped_in_every_report_text(tmp_path: Path) -> None:
+    # The plugin's folder name (its origin), its exception message, its formula and a
+    # config's check name all carry escape sequences; stdout is a pipe, NO_COLOR is set.
+    folder = tmp_path / "evil\x1b[2J"
+    folder.mkdir()
+    (folder / "plugin.py").write_text(PLUGIN, encoding="utf-8")
+    (folder / "gradcheck.yaml").write_text(
+        'version: 1\nplugins: [plugin.py]\nchecks:\n  - {spec: boom, name: "\\e[31mred\\x9b", trials: 1}\n',
+        encoding="utf-8")
+    broken = tmp_path / "broken.py"
+    broken.write_text(f"raise RuntimeError({ESCAPES!r})\n", encoding="utf-8")
+    procs = {
+        "check": start(tmp_path, "check", str(folder / "plugin.py"), "--trials", "1", "--verbose"),
+        "ci": start(folder, "ci", "gradcheck.yaml"),
+        "list": start(tmp_path, "list", "--plugin", str(folder / "plugin.py")),
+        "load error": start(tmp_path, "run", "softmax", "--plugin", str(broken)),
+    }
+    outputs = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=60)
+        assert_no_control_bytes(out)
+        assert_no_control_bytes(err)
+        outputs[name] = (proc.returncode, out.decode() + err.decode())
+    code, text = outputs["check"]
+    assert code == 3, text
+    assert "ValueError: \\x1b[2J\\x1b]0;pwned\\x07\\x9b31m\\x7f\\x0d" in text  # the diagnosis, escaped
+    assert "evil\\x1b[2J" in text  # the origin
+    code, text = outputs["ci"]
+    assert code == 3 and "\\x1b[31mred\\x9b" in text, text  # the check's name
+    code, text = outputs["list"]
+    assert code == 0 and "\\x1b[5mblink" in text, text
+    code, text = outputs["load error"]
+    assert code == 2 and "RuntimeError: \\x1b[2J" in text, text
