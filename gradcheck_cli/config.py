@@ -82,7 +82,13 @@ class Config:
 
     @property
     def folder(self) -> Path:
-        return self.path.parent
+        """Where relative paths start: the folder of the real file, after following symlinks.
+
+        A config linked into another folder (``ln -s ../ci/gradcheck.yaml``) keeps meaning
+        the plugins and libraries beside it. A plain file keeps its path as given, so that
+        origins in reports stay as short as the user wrote them.
+        """
+        return self.path.resolve().parent if self.path.is_symlink() else self.path.parent
 
     def where(self, key: str) -> str:
         """``file:line: key`` for messages."""

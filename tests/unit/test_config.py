@@ -699,6 +699,28 @@ def test_plugins_relative_to_the_config_folder(tmp_path: Path, isolated_imports:
     assert [r.verdict for r in rows] == [Verdict.PASS, Verdict.PASS]
 
 
+def test_a_symlinked_config_resolves_paths_from_the_real_files_folder(tmp_path: Path, library: str) -> None:
+    # ci/gradcheck.yaml is a link to lib/gradcheck.yaml: plug.py and layers.py are beside the real file.
+    (tmp_path / "lib" / "plug.py").write_text(
+        "import numpy as np\nfrom gradcheck_cli import register_activation\n"
+        "register_activation('sym_tanh', forward=np.tanh, derivative=lambda x: 1 - np.tanh(x) ** 2)\n")
+    real = write(tmp_path / "lib", """\
+        version: 1
+        defaults: {trials: 1, shape: [2, 3]}
+        plugins: [plug.py]
+        functions:
+          sym_softmax: {kind: activation, forward: "layers.py:softmax", vjp: "layers.py:softmax_vjp"}
+        checks: [sym_tanh, sym_softmax]
+        """)
+    (tmp_path / "ci").mkdir()
+    link = tmp_path / "ci" / "gradcheck.yaml"
+    link.symlink_to(Path("..") / "lib" / "gradcheck.yaml")
+    assert load_config(link).folder == real.resolve().parent
+    registry, _, rows = run_config(link)
+    assert registry.get("sym_tanh").origin == str(real.resolve().parent / "plug.py")
+    assert [(r.check, r.verdict) for r in rows] == [("sym_tanh", Verdict.PASS), ("sym_softmax", Verdict.PASS)]
+
+
 @pytest.mark.parametrize(("plugin", "body", "pattern"), [
     ("missing.py", None, r"Plugin file '.*missing\.py' does not exist"),
     ("gc_cfg_missing_module_zz", None, r"Plugin module 'gc_cfg_missing_module_zz' cannot be imported"),
