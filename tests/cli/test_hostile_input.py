@@ -126,11 +126,14 @@ def test_control_characters_are_escaped_in_every_report_text(tmp_path: Path) -> 
         encoding="utf-8")
     broken = tmp_path / "broken.py"
     broken.write_text(f"raise RuntimeError({ESCAPES!r})\n", encoding="utf-8")
+    badly_named = tmp_path / "badly_named.py"
+    badly_named.write_text(PLUGIN.replace('"boom"', repr("\x1b[31mred")), encoding="utf-8")
     procs = {
         "check": start(tmp_path, "check", str(folder / "plugin.py"), "--trials", "1", "--verbose"),
         "ci": start(folder, "ci", "gradcheck.yaml"),
         "list": start(tmp_path, "list", "--plugin", str(folder / "plugin.py")),
         "load error": start(tmp_path, "run", "softmax", "--plugin", str(broken)),
+        "bad name": start(tmp_path, "check", str(badly_named)),
     }
     outputs = {}
     for name, proc in procs.items():
@@ -148,3 +151,7 @@ def test_control_characters_are_escaped_in_every_report_text(tmp_path: Path) -> 
     assert code == 0 and "\\x1b[5mblink" in text, text
     code, text = outputs["load error"]
     assert code == 2 and "RuntimeError: \\x1b[2J" in text, text
+    code, text = outputs["bad name"]
+    assert code == 2, text
+    assert f"got '\\x1b[31mred' of type str (registered by {badly_named}): it contains '\\x1b' at position 0" \
+        in " ".join(text.split()), text
