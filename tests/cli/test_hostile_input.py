@@ -50,12 +50,8 @@ HOSTILE = {
                        r"gradcheck.yaml:2: .*more than 100,000 values once its aliases \(\*name\) are expanded"),
     "recursive_alias": ("version: 1\na: &a [*a]\nchecks: [softmax]\n",
                         r"gradcheck.yaml:2: a\[0\]: an alias \(\*name\) is used inside the value its anchor"),
-    "recursive_alias_in_a_mapping": ("version: 1\ndefaults: &d {x: *d}\nchecks: [softmax]\n",
-                                     r"gradcheck.yaml:2: defaults.x: an alias \(\*name\) is used inside"),
     "deep_nesting": ("version: 1\nchecks: " + "[" * 5000 + "]" * 5000 + "\n",
                      r"gradcheck.yaml:2: lists and mappings are nested more than 64 levels deep"),
-    "deep_mappings": ("version: 1\ndefaults: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n",
-                      r"gradcheck.yaml:2: lists and mappings are nested more than 64 levels deep"),
     "deep_through_an_alias": ("version: 1\nd: &d " + "[" * 40 + "]" * 40 + "\nchecks: " + "[" * 40 + "*d"
                               + "]" * 40 + "\n", r"gradcheck.yaml:2: checks.* nested more than 64 levels deep"),
 }

@@ -355,6 +355,18 @@ ERRORS = [
             kinks: [nan]
         checks: [f]
         """, 7, "functions.f.kinks[0]", r"expected a finite number.*got str 'nan'"),
+    ("recursive_alias_in_a_mapping", """\
+        version: 1
+        defaults: &d {seed: 1, x: *d}
+        checks: [softmax]
+        """, 2, "defaults.x", r"an alias \(\*name\) is used inside the value its anchor \(&name\) marks"),
+    ("alias_cycle_through_two_anchors", """\
+        version: 1
+        a: &a [1, &b [2, *a]]
+        checks: [softmax]
+        """, 2, "a[1][1]", r"an alias \(\*name\) is used inside the value its anchor"),
+    ("deep_mappings", "version: 1\ndefaults: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n",
+     2, "", r"lists and mappings are nested more than 64 levels deep here"),
     ("function_init_list", """\
         version: 1
         functions:
@@ -427,6 +439,18 @@ def test_boolean_version_is_rejected(tmp_path: Path) -> None:
 
 
 # --- load_config: what valid files become ----------------------------------------------------
+
+def test_an_alias_used_twice_is_no_cycle(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, """\
+        version: 1
+        defaults: {shape: &s [2, 3], trials: 1}
+        checks:
+          - {spec: softmax, shape: *s}
+          - {spec: tanh, shape: *s}
+        """))
+    assert config.defaults["shape"] == (2, 3)
+    assert [c.options["shape"] for c in config.checks] == [(2, 3), (2, 3)]
+
 
 def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
     # YAML 1.1 reads 1e-6 as the string "1e-6"; the config must read it as the number.
