@@ -148,8 +148,9 @@ class _Reader:
         self.expanded += 1
         if self.expanded > MAX_VALUES:
             raise self.fail(key, f"the config stands for more than {MAX_VALUES:,} values once its aliases "
-                                 f"(*name) are expanded, each use counted; a real suite has a few hundred. "
-                                 f"This looks like an alias bomb: write the values out, or use fewer aliases.")
+                                 f"(*name) are expanded, each use counted; a real suite holds a few hundred, and "
+                                 f"nested aliases can make a few lines stand for billions. Use fewer aliases "
+                                 f"(or shorter lists).")
         if depth > MAX_DEPTH:
             raise _too_deep(self.path, f"{self.lines[key]}: {key}")
         if id(node) in self.open:
