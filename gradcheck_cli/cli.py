@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -33,8 +34,19 @@ app = typer.Typer(
 
 DEFAULT_TIMEOUT = 600.0
 
-Seed = Annotated[int, typer.Option(help="Random seed; runs repeat exactly with the same seed.")]
-Trials = Annotated[int, typer.Option(help="Random sample points per check.")]
+
+def ascii_int(value: str | int) -> int:
+    """Parse an integer option like click's INT, minus what ``int()`` also reads: '٤', '４', '4_0'."""
+    if isinstance(value, int):
+        return value  # the default
+    if not re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+        raise typer.BadParameter(f"expected a whole number written in ASCII digits 0-9, e.g. 3; got {value!r}.")
+    return int(value)
+
+
+Seed = Annotated[int, typer.Option(parser=ascii_int, metavar="INTEGER",
+                                    help="Random seed; runs repeat exactly with the same seed.")]
+Trials = Annotated[int, typer.Option(parser=ascii_int, metavar="INTEGER", help="Random sample points per check.")]
 Shape = Annotated[str, typer.Option(help="Input shape B,K (batch rows, features).")]
 InputOpt = Annotated[Optional[str], typer.Option("--input", help="Explicit input, e.g. 2,4,2,1; ';' separates rows.")]  # noqa: UP045
 TargetOpt = Annotated[Optional[str], typer.Option("--target", help="Explicit loss target, same layout as --input.")]  # noqa: UP045
@@ -47,7 +59,8 @@ Atol = Annotated[Optional[float], typer.Option(help="Absolute tolerance added to
 Plugins = Annotated[Optional[list[str]], typer.Option("--plugin", help="Plugin file or module to load (repeatable).")]  # noqa: UP045
 JsonPath = Annotated[Optional[str], typer.Option("--json", help="Write a JSON report to PATH ('-' for stdout).")]  # noqa: UP045
 JunitPath = Annotated[Optional[str], typer.Option("--junit-xml", help="Write a JUnit XML report to PATH.")]  # noqa: UP045
-Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Checks to run at once, each in its own process.")]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", parser=ascii_int, metavar="INTEGER",
+                                    help="Checks to run at once, each in its own process.")]
 Timeout = Annotated[float, typer.Option(
     help="Seconds a single check may take before it is stopped; 0 or inf: no limit.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Details, worst entries and heatmaps for every row.")]

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gradcheck_cli.errors import ConfigError, GradcheckError, suggest
+from gradcheck_cli.errors import ConfigError, UsageError, suggest
 
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
 OPTION_KEYS = ("seed", "trials", "shape", "method", "dtype", "edges", "fast", "rtol", "atol", "timeout")
@@ -27,6 +27,12 @@ CONVENTION_KEYS = ("derivative", "derivative_of_output", "jacobian", "vjp", "jvp
 FUNCTION_KEYS = ("kind", "forward", *CONVENTION_KEYS, "init", "target", "domain", "output_attr",
                  "grad_attr", "formula", "kinks")
 METHODS = ("central", "richardson", "complex")
+# Bounds on what a config may stand for, far above any real suite (hundreds of values, a
+# handful of levels) and far below what hurts: aliases let a 1 kB file name 9**9 values
+# ("billion laughs"; an alias counts each time it is used), and both yaml's composer and
+# the reader below recurse once per level.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -76,31 +82,96 @@ class Config:
 
     @property
     def folder(self) -> Path:
-        return self.path.parent
+        """Where relative paths start: the folder of the real file, after following symlinks.
+
+        A config linked into another folder (``ln -s ../ci/gradcheck.yaml``) keeps meaning
+        the plugins and libraries beside it. A plain file keeps its path as given, so that
+        origins in reports stay as short as the user wrote them.
+        """
+        return self.path.resolve().parent if self.path.is_symlink() else self.path.parent
 
     def where(self, key: str) -> str:
         """``file:line: key`` for messages."""
         return f"{self.path}:{self.lines.get(key, 1)}: {key}"
 
 
+class _TooDeep(Exception):
+    """Raised by :class:`_Loader` at the line where nesting passes MAX_DEPTH."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose composer stops at MAX_DEPTH levels instead of recursing until Python gives up."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.depth >= MAX_DEPTH:
+            raise _TooDeep(self.peek_event().start_mark.line + 1)  # type: ignore[no-untyped-call]
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self.depth -= 1
+
+
+def _too_deep(path: Path, line: int | str) -> ConfigError:
+    return ConfigError(f"{path}:{line}: lists and mappings are nested more than {MAX_DEPTH} levels deep here; "
+                       f"a config needs a few levels. Flatten it (an alias to a deep value counts its depth "
+                       f"where it is used).")
+
+
 class _Reader:
-    """Convert composed YAML nodes to plain values, remembering each key path's line."""
+    """Convert composed YAML nodes to plain values, remembering each key path's line.
+
+    Aliases are expanded where they are used, so the reader counts every value it builds
+    (MAX_VALUES), limits the depth (MAX_DEPTH) and refuses an alias inside its own anchor.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lines: dict[str, int] = {}
         self.constructor = yaml.SafeLoader("")
+        self.expanded = 0
+        self.open: set[int] = set()
+        """ids of the collection nodes being expanded: meeting one again is an alias cycle."""
 
     def fail(self, key: str, message: str) -> ConfigError:
         line = self.lines.get(key, 1)
         return ConfigError(f"{self.path}:{line}: {key}: {message}")
 
-    def value(self, node: yaml.Node, key: str) -> Any:
+    def value(self, node: yaml.Node, key: str, depth: int = 0) -> Any:
         self.lines[key] = node.start_mark.line + 1
+        self.expanded += 1
+        if self.expanded > MAX_VALUES:
+            raise self.fail(key, f"the config stands for more than {MAX_VALUES:,} values once its aliases "
+                                 f"(*name) are expanded, each use counted; a real suite holds a few hundred, and "
+                                 f"nested aliases can make a few lines stand for billions. Use fewer aliases "
+                                 f"(or shorter lists).")
+        if depth > MAX_DEPTH:
+            raise _too_deep(self.path, f"{self.lines[key]}: {key}")
+        if id(node) in self.open:
+            raise self.fail(key, "an alias (*name) is used inside the value its anchor (&name) marks, as in "
+                                 "'a: &a [*a]', so the value would contain itself without end. Point the "
+                                 "alias at a value defined before and outside it.")
         if node.tag not in PLAIN_TAGS:
             raise self.fail(key, f"the YAML tag '{node.tag}' is not allowed; configs hold plain "
                                  f"values only (strings, numbers, lists, mappings), never objects. "
                                  f"Remove the tag.")
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            self.open.add(id(node))
+            try:
+                return self._collection(node, key, depth)
+            finally:
+                self.open.discard(id(node))
+        if node.tag.endswith(":timestamp"):
+            return str(node.value)
+        return self.constructor.construct_object(node, deep=True)
+
+    def _collection(self, node: yaml.MappingNode | yaml.SequenceNode, key: str, depth: int) -> Any:
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for k_node, v_node in node.value:
@@ -111,14 +182,10 @@ class _Reader:
                 if k in out:
                     self.lines[sub] = k_node.start_mark.line + 1
                     raise self.fail(sub, "this key appears twice in the same mapping; keep one")
-                out[k] = self.value(v_node, sub)
+                out[k] = self.value(v_node, sub, depth + 1)
                 self.lines[sub] = k_node.start_mark.line + 1
             return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.value(v, f"{key}[{i}]") for i, v in enumerate(node.value)]
-        if node.tag.endswith(":timestamp"):
-            return str(node.value)
-        return self.constructor.construct_object(node, deep=True)
+        return [self.value(v, f"{key}[{i}]", depth + 1) for i, v in enumerate(node.value)]
 
 
 def _type_name(value: Any) -> str:
@@ -160,7 +227,7 @@ def _timeout(reader: _Reader, value: Any, key: str) -> float | None:
 
     try:
         return parse_timeout(value if isinstance(value, int | float | str) else repr(value), key)
-    except GradcheckError:
+    except UsageError:
         raise reader.fail(key, f"expected a number of seconds > 0, or 0 or .inf for no limit; got "
                                f"{_type_name(value)} {value!r}") from None
 
@@ -189,16 +256,13 @@ def _matrix_text(reader: _Reader, value: Any, key: str) -> str:
 
 
 def _shape(reader: _Reader, value: Any, key: str) -> tuple[int, int]:
-    parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else value
-    if not (isinstance(parts, list) and len(parts) == 2):
-        raise reader.fail(key, f"expected [B, K], two positive integers; got {_type_name(value)} {value!r}")
+    # The same check as --shape's (ASCII digits, positive, size limit), reported at the key.
+    from gradcheck_cli.inputs import parse_shape  # numpy: only once a shape is read
+
     try:
-        dims = [int(p) for p in parts]
-    except (TypeError, ValueError):
-        dims = [0]
-    if min(dims) < 1 or any(isinstance(p, bool | float) for p in parts):
-        raise reader.fail(key, f"expected [B, K], two positive integers; got {value!r}")
-    return (dims[0], dims[1])
+        return parse_shape(value, option="shape")
+    except UsageError as exc:
+        raise reader.fail(key, exc.message) from None
 
 
 def _options(reader: _Reader, raw: dict[str, Any], key: str) -> dict[str, Any]:
@@ -261,17 +325,22 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
         output_attr=_str(reader, raw["output_attr"], f"{key}.output_attr") if "output_attr" in raw else None,
         grad_attr=_str(reader, raw["grad_attr"], f"{key}.grad_attr") if "grad_attr" in raw else None,
         formula=str(raw.get("formula", "")),
-        kinks=tuple(_float_any(reader, v, f"{key}.kinks[{i}]") for i, v in enumerate(kinks)),
+        kinks=tuple(_kink(reader, v, f"{key}.kinks[{i}]") for i, v in enumerate(kinks)),
         where=f"{reader.path}:{reader.lines.get(key, 1)}",
         key_lines={k: f"{reader.path}:{reader.lines.get(f'{key}.{k}', 1)}" for k in raw},
     )
 
 
-def _float_any(reader: _Reader, value: Any, key: str) -> float:
+def _kink(reader: _Reader, value: Any, key: str) -> float:
+    # Any finite number (1e-6 without a dot is a YAML string); .nan or .inf marks no point.
     try:
-        return float(value)
+        number = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
-        raise reader.fail(key, f"expected a number; got {_type_name(value)} {value!r}") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise reader.fail(key, f"expected a finite number, an input where the function has no derivative; "
+                               f"got {_type_name(value)} {value!r}. Remove it or write the point, e.g. 0.0.")
+    return number
 
 
 def _check(reader: _Reader, index: int, raw: Any) -> CheckConfig:
@@ -312,7 +381,12 @@ def load_config(path: str | Path) -> Config:
                           f"offset {exc.start}); save it as UTF-8.") from None
     reader = _Reader(path)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
+    except _TooDeep as exc:
+        raise _too_deep(path, exc.line) from None
+    except RecursionError:
+        # Not expected below MAX_DEPTH, but the stack may already be deep when load_config is called.
+        raise _too_deep(path, "?") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"{mark.line + 1}" if mark is not None else "?"

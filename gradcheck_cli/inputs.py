@@ -6,6 +6,8 @@ Arrays are always batched ``(B, K)`` float64; an explicit ``--input 2,4,2,1`` is
 from __future__ import annotations
 
 import math
+import re
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,6 +21,9 @@ DOMAIN_TEXT = {"real": "any real number", "positive": "x > 0", "unit": "0 < x < 
 # that no finite-difference stencil straddles it.
 KINK_MARGIN = 0.02
 MAX_ELEMENTS = 50_000_000
+# ASCII digits only: int() also reads '٤' (Arabic-Indic four), '４' and '4_0', which no
+# user means as a size and which would come back in reports spelt differently.
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def parse_matrix(text: str, option: str = "--input") -> Array:
@@ -53,26 +58,39 @@ def parse_matrix(text: str, option: str = "--input") -> Array:
     return np.asarray(parsed, dtype=np.float64)
 
 
-def parse_shape(text: str | tuple[int, ...] | list[int]) -> tuple[int, int]:
-    """Parse ``"B,K"`` (or ``"K"``, meaning one row) into a positive 2-tuple."""
-    parts: list[str] = [str(p) for p in text] if not isinstance(text, str) else text.split(",")
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        dims = ()
-    if len(dims) == 1:
-        dims = (1, dims[0])
-    if len(dims) != 2 or min(dims) < 1:
+def _dimension(part: object) -> int | None:
+    """One entry of a shape: an int (not a bool) or ASCII digits; None for anything else."""
+    if isinstance(part, int) and not isinstance(part, bool):
+        return part
+    if isinstance(part, str) and _DIGITS.fullmatch(part.strip()):
+        return int(part)
+    return None
+
+
+def parse_shape(text: str | tuple[Any, ...] | list[Any], option: str = "--shape") -> tuple[int, int]:
+    """Parse ``"B,K"`` (or ``"K"``, meaning one row) or a list ``[B, K]`` into a positive 2-tuple.
+
+    The one check of a shape, for ``--shape`` and a config's ``shape:`` alike (``option``
+    names where it came from): ASCII digits, positive, at most MAX_ELEMENTS elements.
+    """
+    parts: list[Any] | None = text.split(",") if isinstance(text, str) else (
+        list(text) if isinstance(text, list | tuple) else None)
+    dims = [_dimension(p) for p in parts] if parts is not None else []
+    sizes = [d for d in dims if d is not None and d >= 1]
+    if len(sizes) != len(dims) or len(sizes) not in (1, 2):
+        example = f"{option} 4,10" if option.startswith("--") else f"{option}: [4, 10]"
+        got = repr(text) if isinstance(text, str) else f"{type(text).__name__} {text!r}"
         raise UsageError(
-            f"--shape expects two positive integers B,K (batch rows, features), e.g. "
-            f"--shape 4,10; got {text!r}."
+            f"{option} expects two positive integers B,K (batch rows, features) written in ASCII "
+            f"digits 0-9, e.g. {example}; got {got}."
         )
-    if dims[0] * dims[1] > MAX_ELEMENTS:
+    b, k = (1, sizes[0]) if len(sizes) == 1 else (sizes[0], sizes[1])
+    if b * k > MAX_ELEMENTS:
         raise UsageError(
-            f"--shape {dims[0]},{dims[1]} has {dims[0] * dims[1]:,} elements, more than the "
+            f"{option} {b},{k} has {b * k:,} elements, more than the "
             f"{MAX_ELEMENTS:,} a check can hold. Use a smaller shape."
         )
-    return (dims[0], dims[1])
+    return (b, k)
 
 
 def _away_from_kinks(x: Array, kinks: tuple[float, ...], offset: Array | float = 0.0) -> Array:

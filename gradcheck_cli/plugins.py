@@ -18,7 +18,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
-from gradcheck_cli.errors import PluginError, suggest
+from gradcheck_cli.errors import PluginError, UsageError, suggest
 from gradcheck_cli.registry import REGISTRY, FunctionSpec, FusedSpec, Registry, registering
 
 BUILTIN_MODULES = (
@@ -27,6 +27,11 @@ BUILTIN_MODULES = (
     "gradcheck_cli.registry.variants",
 )
 ENTRY_POINT_GROUP = "gradcheck_cli.plugins"
+AUTOLOAD_SWITCH = "GRADCHECK_DISABLE_PLUGIN_AUTOLOAD"
+# Only a true value turns auto-loading off: "0" or "false" must not (pytest's
+# PYTEST_DISABLE_PLUGIN_AUTOLOAD reads any non-empty value as true, a known surprise).
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
 
 # Who is told what is about to load (the loader process tells the gradcheck process, so that
 # a plugin that ends or hangs its process is named). A stack: the innermost listener hears.
@@ -142,7 +147,7 @@ def load_entry_points(registry: Registry = REGISTRY) -> list[str]:
 
     Set ``GRADCHECK_DISABLE_PLUGIN_AUTOLOAD=1`` to skip them.
     """
-    if os.environ.get("GRADCHECK_DISABLE_PLUGIN_AUTOLOAD") or not _group_may_be_declared(ENTRY_POINT_GROUP):
+    if autoload_disabled() or not _group_may_be_declared(ENTRY_POINT_GROUP):
         return []
     from importlib import metadata  # ~20 ms with the email package it pulls in: only when needed
 
@@ -151,6 +156,23 @@ def load_entry_points(registry: Registry = REGISTRY) -> list[str]:
         announce(f"entry point '{ep.name}' ({ep.value})")
         loaded += load_plugin(ep.value.split(":", 1)[0], registry)
     return loaded
+
+
+def autoload_disabled() -> bool:
+    """Whether ``GRADCHECK_DISABLE_PLUGIN_AUTOLOAD`` turns entry points off: 1/true/yes/on, any case.
+
+    0/false/no/off and empty (or unset) keep them on; any other value is a :class:`UsageError`,
+    since guessing would either load code the user meant to keep out or drop plugins silently.
+    """
+    value = os.environ.get(AUTOLOAD_SWITCH, "")
+    word = value.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise UsageError(f"{AUTOLOAD_SWITCH} is set to {value!r}, which is neither true nor false. Set it to 1, "
+                     f"true, yes or on to stop loading installed plugins (entry points), or to 0, false, no, "
+                     f"off or nothing to load them (case does not matter).")
 
 
 def _group_may_be_declared(group: str) -> bool:

@@ -8,6 +8,8 @@ bad plugin fails when it loads, naming its origin, not halfway through a check.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +24,8 @@ DOMAINS = ("real", "positive", "unit")
 TARGETS = ("real", "onehot", "probabilities", "binary", "positive")
 KINDS = ("activation", "loss")
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$")
+# Matched with fullmatch: '$' would also match before a final newline, letting "abc\n" in.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?")
 
 
 @dataclass(frozen=True)
@@ -201,15 +204,34 @@ def _target() -> tuple[Registry, str]:
     return _active[-1] if _active else (REGISTRY, "python")
 
 
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be registered (no spec could name it, or it would garble a report), or None."""
+    if not name:
+        return "it is empty"
+    odd = next((c for c in name if c.isspace() or not c.isprintable()), None)
+    if odd is not None:
+        return (f"it contains {odd!r} at position {name.index(odd)}; whitespace and control characters "
+                f"cannot be typed in a spec, and would garble the reports")
+    if "+" in name:
+        return "'+' joins ACTIVATION+LOSS in a spec, so a name containing it could never be run"
+    if name.count("@") > 1 or name.startswith("@") or name.endswith("@"):
+        return "'@' separates NAME@VARIANT, so it comes once, between a name and a variant"
+    if not _NAME.fullmatch(name):
+        return "use ASCII letters, digits, '_', '.' and '-', starting with a letter or '_'"
+    return None
+
+
 def _validate(name: object, kind: str, forward: object, first: dict[str, Any],
               callables: dict[str, Any], origin: str,
               **choices: tuple[object, tuple[str, ...]]) -> None:
     where = f" (registered by {origin})"
     allowed = ACTIVATION_CONVENTIONS if kind == "activation" else LOSS_CONVENTIONS
-    if not isinstance(name, str) or not _NAME.match(name):
+    problem = _name_problem(name) if isinstance(name, str) else f"it is {type(name).__name__}, not a string"
+    if problem is not None:
         raise PluginError(
-            f"A {kind} name must be a string like 'my_softmax' or 'my_softmax@variant'; "
-            f"got {name!r} of type {type(name).__name__}{where}."
+            f"{'An' if kind == 'activation' else 'A'} {kind} name must be a string like 'my_softmax' or "
+            f"'my_softmax@variant'; "
+            f"got {name!r} of type {type(name).__name__}{where}: {problem}. Rename it."
         )
     if not first:
         raise PluginError(
@@ -228,6 +250,26 @@ def _validate(name: object, kind: str, forward: object, first: dict[str, Any],
                 f"'{name}'{where}: {key}={value!r} is not one of {', '.join(valid)}."
                 f"{suggest(str(value), valid)}"
             )
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def _kinks(name: str, value: object, origin: str) -> tuple[float, ...]:
+    """``kinks`` as a tuple of finite floats; anything else is refused at registration."""
+    if isinstance(value, list | tuple):
+        bad = [k for k in value if not _finite_number(k)]
+        if not bad:
+            return tuple(float(k) for k in value)
+        got = f"{bad[0]!r} in {value!r}"
+    else:
+        got = f"{type(value).__name__} {value!r}"
+    raise PluginError(
+        f"'{name}' (registered by {origin}): kinks= must be a list of finite numbers, the inputs where "
+        f"the function has no derivative (e.g. kinks=[0.0] for relu); got {got}. A kink at nan or inf "
+        f"marks no point: leave it out."
+    )
 
 
 def _split_conventions(name: str, kind: str, kwargs: dict[str, Any],
@@ -289,6 +331,7 @@ def _register(kind: str, name: str, forward: Callable[..., Any], conventions: di
     first, second = _split_conventions(name, kind, conventions, origin)
     _validate(name, kind, forward, first, {**first, **second}, origin,
               domain=(fields.get("domain"), DOMAINS), target=(fields.get("target"), TARGETS))
+    fields["kinks"] = _kinks(name, fields.get("kinks", ()), origin)
     factory = fields.pop("factory", None)
     output_attr = fields.pop("output_attr", None)
     grad_attr = fields.pop("grad_attr", None)
@@ -323,7 +366,7 @@ def register_activation(name: str, forward: Callable[..., Any] | None = None, *,
     --------
     >>> register_activation("my_softmax", forward=softmax, vjp=softmax_vjp)  # doctest: +SKIP
     """
-    fields = dict(formula=formula, domain=domain, kinks=tuple(kinks), mistake=mistake, fix=fix,
+    fields = dict(formula=formula, domain=domain, kinks=kinks, mistake=mistake, fix=fix,
                   output_attr=output_attr, grad_attr=grad_attr, factory=factory)
     if forward is None and not conventions:
         from gradcheck_cli.registry import layers
@@ -347,7 +390,7 @@ def register_loss(name: str, forward: Callable[..., Any] | None = None, *, targe
     ``forward`` it returns a class decorator (methods ``forward``/``__call__`` and
     ``gradient``).
     """
-    fields = dict(formula=formula, domain=domain, target=target, kinks=tuple(kinks),
+    fields = dict(formula=formula, domain=domain, target=target, kinks=kinks,
                   mistake=mistake, fix=fix)
     if forward is None and not conventions:
         from gradcheck_cli.registry import layers

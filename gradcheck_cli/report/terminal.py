@@ -1,13 +1,16 @@
 """Terminal rendering with Rich: the only module that imports rich.
 
 Colours are off when the stream is not a terminal or ``NO_COLOR`` is set (Rich honours
-both). Numbers are shown to three significant digits; arrays never in full.
+both). Numbers are shown to three significant digits; arrays never in full. Control
+characters in any text are shown escaped (:func:`clean`): names, origins and exception
+messages come from plugins, and must not drive the user's terminal.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from collections.abc import Iterable
 from typing import IO, Any
@@ -27,8 +30,28 @@ SUMMARY_WORDS = {"PASS": "passed", "FAIL": "failed", "KINK": "at a kink", "ERROR
                  "XFAIL": "failed as expected", "XPASS": "passed unexpectedly"}
 MAX_SHOWN = 8
 
+# C0 controls but newline (ESC among them), DEL and C1 (0x9b is a one-byte CSI to some
+# terminals). A plugin's `raise ValueError("\x1b[2J")` must print as text, not clear the
+# screen. Rich's own styling is added after this, when segments are written.
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
-class _Console(Console):
+
+def clean(text: str) -> str:
+    """``text`` with control characters (C0 but newline, DEL, C1) written as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class SafeConsole(Console):
+    """A Console that escapes control characters in every string it renders (see :func:`clean`).
+
+    Strings reach Rich as print arguments, table cells and titles, and all of them become
+    Text through ``render_str``; Text built here from user text is cleaned where it is built.
+    A reader that went away raises BrokenPipeError instead of Rich's exit with code 1.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(clean(text), **kwargs)
+
     def on_broken_pipe(self) -> None:
         # Rich's default exits with code 1, which means "flagged" here: let the caller, who
         # knows the run's verdict, handle the reader that went away.
@@ -43,8 +66,8 @@ def console(stream: IO[str] | None = None) -> Console:
     width = None if tty else int(os.environ.get("COLUMNS", "140"))
     # markup=False, emoji=False: messages quote user text ("gradcheck-cli[plot]", dy[0,1],
     # a plugin named "f:x:") verbatim; no emoji table is loaded either.
-    return _Console(file=stream, width=width, no_color=not tty or None, highlight=False,
-                   soft_wrap=False, markup=False, emoji=False)
+    return SafeConsole(file=stream, width=width, no_color=not tty or None, highlight=False,
+                       soft_wrap=False, markup=False, emoji=False)
 
 
 def _num(value: float | None) -> str:
@@ -90,7 +113,7 @@ def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: 
         cells: list[Any] = [row.check, _component(row), f"{shape} x {row.trials}", _num(row.max_abs_error),
                             _num(row.max_rel_error), _num(row.tolerance),
                             Text(row.verdict.value, style=STYLES[row.verdict])]
-        table.add_row(*cells, *([Text(row.origin, style="dim")] if show_origin else []))
+        table.add_row(*cells, *([Text(clean(row.origin), style="dim")] if show_origin else []))
     out.print(table)
     for row in result.results:
         if row.verdict is Verdict.PASS and not verbose:
@@ -121,7 +144,7 @@ def render_heatmap(grid: Any, out: Console, title: str) -> None:
 def _render_detail(row: CheckResult, out: Console, verbose: bool = False) -> None:
     head = Text()
     head.append(f"\n{row.verdict.value} ", style=STYLES[row.verdict])
-    head.append(f"{row.check} - {_component(row)}")
+    head.append(clean(f"{row.check} - {_component(row)}"))
     out.print(head)
     if row.diagnosis:
         out.print(f"  {row.diagnosis}")
@@ -152,7 +175,7 @@ def render_list(entries: Iterable[EntrySummary], fused: Iterable[tuple[str, str,
     for spec in entries:
         where = spec.domain if spec.kind == "activation" else f"{spec.domain} / {spec.target}"
         conventions = ", ".join(spec.conventions + tuple(spec.second))
-        table.add_row(Text(spec.name, style="red" if spec.is_variant else ""), spec.kind, conventions, where,
+        table.add_row(Text(clean(spec.name), style="red" if spec.is_variant else ""), spec.kind, conventions, where,
                       spec.formula, spec.origin)
     out.print(table)
     pairs = Table(show_edge=False, header_style="bold", pad_edge=False, title="fused pair formulas",
@@ -173,7 +196,7 @@ def _matrix(title: str, values: Any, out: Console, fmt: str | None = None) -> No
     if fmt is None:
         finite = np.abs(shown[np.isfinite(shown)])
         fmt = "{: .4f}" if finite.size == 0 or 1e-2 <= finite.max() < 1e4 else "{: .3e}"
-    out.print(Text(title, style="bold"))
+    out.print(Text(clean(title), style="bold"))
     table = Table(show_header=False, show_edge=False, pad_edge=False)
     for _ in range(shown.shape[1]):
         table.add_column(justify="right")
@@ -187,7 +210,8 @@ def _matrix(title: str, values: Any, out: Console, fmt: str | None = None) -> No
 def render_explanation(exp: Any, out: Console) -> None:
     """Input, output, analytic/numerical derivative, their difference, formula and verdicts."""
     spec: EntrySummary = exp.spec
-    out.print(Text(f"{spec.name}", style="bold") + Text(f"  ({spec.kind}, {exp.convention}, origin {spec.origin})"))
+    about = clean(f"  ({spec.kind}, {exp.convention}, origin {spec.origin})")
+    out.print(Text(clean(spec.name), style="bold") + Text(about))
     if spec.formula:
         out.print(f"formula: {spec.formula}")
     _matrix("input x" if spec.kind == "activation" else "prediction p", exp.x, out)
@@ -208,19 +232,33 @@ def render_explanation(exp: Any, out: Console) -> None:
         scale = np.maximum(np.abs(exp.numeric_vjp), 1e-300)
         _matrix("relative error", np.abs(exp.analytic_vjp - exp.numeric_vjp) / scale, out, "{: .1e}")
     if spec.mistake:
-        out.print(Text("\nwhat is wrong: ", style="bold red") + Text(spec.mistake))
+        out.print(Text("\nwhat is wrong: ", style="bold red") + Text(clean(spec.mistake)))
     if spec.fix:
-        out.print(Text("correct: ", style="bold green") + Text(spec.fix))
+        out.print(Text("correct: ", style="bold green") + Text(clean(spec.fix)))
     out.print()
     render_run(exp.rows, out, verbose=True)
 
 
 def start_progress(total: int, done: int, label: str) -> tuple[Any, Any]:
     """A transient Rich progress bar on stderr, started: (bar, task) for ``bar.update``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    bar = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.description}"), console=Console(file=sys.stderr), transient=True)
+    class Label(ProgressColumn):
+        """The check being run, as text: a name with '[' is no markup, and control characters are escaped."""
+
+        def render(self, task: Task) -> Text:
+            return Text(clean(task.description))
+
+    bar = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), Label(),
+                   console=SafeConsole(file=sys.stderr, markup=False, emoji=False, highlight=False), transient=True)
     task = bar.add_task(label, total=total or None, completed=done)
     bar.start()
     return bar, task

@@ -151,12 +151,33 @@ ERRORS = [
         defaults:
           shape: 4
         checks: [softmax]
-        """, 3, "defaults.shape", r"expected \[B, K\], two positive integers; got int 4"),
+        """, 3, "defaults.shape", r"shape expects two positive integers B,K .*e\.g\. shape: \[4, 10\]; got int 4"),
     ("shape_zero", """\
         version: 1
         checks:
           - {spec: softmax, shape: [0, 3]}
         """, 3, "checks[0].shape", r"two positive integers"),
+    ("shape_arabic_indic_digits", """\
+        version: 1
+        checks:
+          - {spec: softmax, shape: "٤,١٠"}
+        """, 3, "checks[0].shape", r"written in ASCII digits 0-9.*got '٤,١٠'"),
+    ("shape_arabic_indic_in_a_list", """\
+        version: 1
+        defaults: {shape: [٤, 10]}
+        checks: [softmax]
+        """, 2, "defaults.shape", r"ASCII digits 0-9.*got list \['٤', 10\]"),
+    ("shape_underscore", """\
+        version: 1
+        defaults: {shape: "4_0,10"}
+        checks: [softmax]
+        """, 2, "defaults.shape", r"ASCII digits 0-9.*got '4_0,10'"),
+    ("shape_past_the_size_limit", """\
+        version: 1
+        defaults:
+          shape: [100000, 100000]
+        checks: [softmax]
+        """, 3, "defaults.shape", r"shape 100000,100000 has 10,000,000,000 elements, more than the 50,000,000"),
     ("rtol_text", """\
         version: 1
         checks:
@@ -307,6 +328,50 @@ ERRORS = [
             domain: postive
         checks: [f]
         """, 7, "functions.f.domain", r"Did you mean 'positive'\?"),
+    ("kink_nan", """\
+        version: 1
+        functions:
+          f:
+            kind: activation
+            forward: lib.py:f
+            derivative: lib.py:g
+            kinks: [0.0,
+                    .nan]
+        checks: [f]
+        """, 8, "functions.f.kinks[1]", r"expected a finite number, an input where the function has no derivative; "
+                                        r"got float nan"),
+    ("kink_inf", """\
+        version: 1
+        functions:
+          f:
+            kind: loss
+            forward: lib.py:f
+            gradient: lib.py:g
+            kinks: [-.inf]
+        checks: [f]
+        """, 7, "functions.f.kinks[0]", r"expected a finite number.*got float -inf"),
+    ("kink_text", """\
+        version: 1
+        functions:
+          f:
+            kind: activation
+            forward: lib.py:f
+            derivative: lib.py:g
+            kinks: [nan]
+        checks: [f]
+        """, 7, "functions.f.kinks[0]", r"expected a finite number.*got str 'nan'"),
+    ("recursive_alias_in_a_mapping", """\
+        version: 1
+        defaults: &d {seed: 1, x: *d}
+        checks: [softmax]
+        """, 2, "defaults.x", r"an alias \(\*name\) is used inside the value its anchor \(&name\) marks"),
+    ("alias_cycle_through_two_anchors", """\
+        version: 1
+        a: &a [1, &b [2, *a]]
+        checks: [softmax]
+        """, 2, "a[1][1]", r"an alias \(\*name\) is used inside the value its anchor"),
+    ("deep_mappings", "version: 1\ndefaults: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n",
+     2, "", r"lists and mappings are nested more than 64 levels deep here"),
     ("function_init_list", """\
         version: 1
         functions:
@@ -379,6 +444,18 @@ def test_boolean_version_is_rejected(tmp_path: Path) -> None:
 
 
 # --- load_config: what valid files become ----------------------------------------------------
+
+def test_an_alias_used_twice_is_no_cycle(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, """\
+        version: 1
+        defaults: {shape: &s [2, 3], trials: 1}
+        checks:
+          - {spec: softmax, shape: *s}
+          - {spec: tanh, shape: *s}
+        """))
+    assert config.defaults["shape"] == (2, 3)
+    assert [c.options["shape"] for c in config.checks] == [(2, 3), (2, 3)]
+
 
 def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
     # YAML 1.1 reads 1e-6 as the string "1e-6"; the config must read it as the number.
@@ -662,6 +739,28 @@ def test_plugins_relative_to_the_config_folder(tmp_path: Path, isolated_imports:
     assert registry.get("cfg_tanh").origin == str(tmp_path / "tools" / "plug.py")
     assert registry.get(f"{module}_sin").origin == module
     assert [r.verdict for r in rows] == [Verdict.PASS, Verdict.PASS]
+
+
+def test_a_symlinked_config_resolves_paths_from_the_real_files_folder(tmp_path: Path, library: str) -> None:
+    # ci/gradcheck.yaml is a link to lib/gradcheck.yaml: plug.py and layers.py are beside the real file.
+    (tmp_path / "lib" / "plug.py").write_text(
+        "import numpy as np\nfrom gradcheck_cli import register_activation\n"
+        "register_activation('sym_tanh', forward=np.tanh, derivative=lambda x: 1 - np.tanh(x) ** 2)\n")
+    real = write(tmp_path / "lib", """\
+        version: 1
+        defaults: {trials: 1, shape: [2, 3]}
+        plugins: [plug.py]
+        functions:
+          sym_softmax: {kind: activation, forward: "layers.py:softmax", vjp: "layers.py:softmax_vjp"}
+        checks: [sym_tanh, sym_softmax]
+        """)
+    (tmp_path / "ci").mkdir()
+    link = tmp_path / "ci" / "gradcheck.yaml"
+    link.symlink_to(Path("..") / "lib" / "gradcheck.yaml")
+    assert load_config(link).folder == real.resolve().parent
+    registry, _, rows = run_config(link)
+    assert registry.get("sym_tanh").origin == str(real.resolve().parent / "plug.py")
+    assert [(r.check, r.verdict) for r in rows] == [("sym_tanh", Verdict.PASS), ("sym_softmax", Verdict.PASS)]
 
 
 @pytest.mark.parametrize(("plugin", "body", "pattern"), [

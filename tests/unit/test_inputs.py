@@ -75,6 +75,18 @@ def test_parse_shape_malformed(text: str | tuple[int, ...] | list[int]) -> None:
         inputs.parse_shape(text)
 
 
+@pytest.mark.parametrize("text", ["٤,١٠", "４,10", "4_0,10", "+4,10", (True, 3), [4.0, 3]])
+def test_parse_shape_takes_ascii_digits_only(text: str | tuple[object, ...] | list[object]) -> None:
+    # int() reads all of these (Arabic-Indic and full-width digits, underscores, signs, bools).
+    with pytest.raises(UsageError, match=r"written in ASCII digits 0-9, e\.g\. --shape 4,10; got"):
+        inputs.parse_shape(text)  # type: ignore[arg-type]
+
+
+def test_parse_shape_names_the_config_key() -> None:
+    with pytest.raises(UsageError, match=r"^shape expects .* e\.g\. shape: \[4, 10\]; got list \['x', 3\]"):
+        inputs.parse_shape(["x", 3], option="shape")
+
+
 def test_parse_shape_too_large() -> None:
     with pytest.raises(UsageError, match=r"--shape 100000,100000 has 10,000,000,000 elements, more than"):
         inputs.parse_shape("100000,100000")

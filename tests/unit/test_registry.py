@@ -72,6 +72,61 @@ def test_bad_name_is_rejected(fresh: Registry, name: object) -> None:
     assert len(fresh) == 0
 
 
+@pytest.mark.parametrize(("name", "problem"), [
+    ("abc\n", r"it contains '\\n' at position 3; whitespace and control characters cannot be typed"),
+    ("\x1b[31mred", r"it contains '\\x1b' at position 0"),
+    ("my\tsoftmax", r"it contains '\\t' at position 2"),
+    ("zero\u200bwidth", r"it contains '\\u200b' at position 4"),
+    ("del\x7f", r"it contains '\\x7f'"),
+    ("", r"it is empty"),
+    ("softmax+mse", r"'\+' joins ACTIVATION\+LOSS in a spec, so a name containing it could never be run"),
+    ("soft@max@v", r"'@' separates NAME@VARIANT, so it comes once"),
+    ("@v", r"'@' separates NAME@VARIANT"),
+    ("softmax@", r"'@' separates NAME@VARIANT"),
+    ("σ", r"use ASCII letters, digits"),
+])
+def test_name_problems_are_named(fresh: Registry, name: str, problem: str) -> None:
+    with pytest.raises(PluginError, match=rf"\(registered by plugin\.py\): {problem}.*Rename it\.$"), \
+            registering(fresh, "plugin.py"):
+        register_activation(name, forward=_f, derivative=_d)
+    with pytest.raises(PluginError, match=problem), registering(fresh, "plugin.py"):
+        register_loss(name, forward=_f, gradient=_d)
+    assert len(fresh) == 0
+
+
+def test_good_names_register(fresh: Registry) -> None:
+    for name in ("my_softmax", "My.Softmax-2", "_private", "softmax@my_variant", "a@b.c-d"):
+        with registering(fresh, "test"):
+            register_activation(name, forward=_f, derivative=_d)
+    assert len(fresh) == 5
+
+
+@pytest.mark.parametrize(("kinks", "got"), [
+    ([float("nan")], r"got nan in \[nan\]"),
+    ((0.0, float("inf")), r"got inf in \(0\.0, inf\)"),
+    ([-float("inf")], r"got -inf"),
+    (0.0, r"got float 0\.0"),
+    ([True], r"got True"),
+    (["0"], r"got '0'"),
+])
+@pytest.mark.parametrize("kind", ["activation", "loss"])
+def test_kinks_must_be_finite_numbers(fresh: Registry, kinks: object, got: str, kind: str) -> None:
+    with pytest.raises(PluginError, match=rf"'f' \(registered by test\): kinks= must be a list of finite numbers.*"
+                                          rf"{got}.*\. A kink at nan or inf marks no point"), \
+            registering(fresh, "test"):
+        if kind == "activation":
+            register_activation("f", forward=_f, derivative=_d, kinks=kinks)  # type: ignore[arg-type]
+        else:
+            register_loss("f", forward=_f, gradient=_d, kinks=kinks)  # type: ignore[arg-type]
+    assert len(fresh) == 0
+
+
+def test_kinks_of_any_real_type_become_floats(fresh: Registry) -> None:
+    with registering(fresh, "test"):
+        spec = register_activation("f", forward=_f, derivative=_d, kinks=[np.float32(0.5), np.int64(1), -2])
+    assert spec.kinks == (0.5, 1.0, -2.0) and all(type(k) is float for k in spec.kinks)
+
+
 def test_non_callable_derivative_is_rejected(fresh: Registry) -> None:
     with pytest.raises(PluginError, match=r"derivative= must be callable; got array\(.*Pass the function itself"), \
             registering(fresh, "test"):
