@@ -9,13 +9,15 @@ starts writes its pid to a folder, and the tests require all of them gone.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,6 +89,32 @@ checks: [hang_a, hang_b, fine]
 """
 
 
+COMMANDS = [["check", "bad.py"], ["list", "--plugin", "bad.py"], ["ci", "suite.yaml"],
+            ["explain", "softmax", "--plugin", "bad.py"]]
+SIGNALS = [int(signal.SIGTERM), int(signal.SIGHUP), int(signal.SIGINT)]
+SNEAKY = """\
+import os, threading, time
+import numpy as np
+from gradcheck_cli import register_activation
+
+
+def later():
+    time.sleep(0.5)
+    os._exit(0)
+
+
+threading.Thread(target=later, daemon=True).start()
+
+
+def slow(x):
+    time.sleep(3)
+    return np.tanh(x)
+
+
+register_activation("slow_tanh", forward=slow, derivative=lambda x: 1 - np.tanh(x) ** 2)
+"""
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
@@ -96,132 +124,152 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _survivors(folder: Path, wait: float = 5.0) -> list[int]:
-    pids = [int(p.name) for p in folder.iterdir()]
+def _survivors(pids: list[int], wait: float = 5.0) -> list[int]:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.05)
     return [p for p in pids if _alive(p)]
 
 
-@pytest.fixture
-def pids(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "pids"
-    folder.mkdir()
-    yield folder
-    for p in folder.iterdir():  # never leave a test's own helpers behind, even when it fails
-        if _alive(int(p.name)):
-            os.kill(int(p.name), signal.SIGKILL)
+def _few_descriptors() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 
 
-def _gradcheck(folder: Path, *args: str, env: dict[str, str] | None = None,
-               **kwargs: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "gradcheck_cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env or ENV, cwd=folder, **kwargs)  # type: ignore[call-overload]
+class Started:
+    """One gradcheck process, started with the others when the module's tests begin."""
+
+    def __init__(self, folder: Path, *args: str, env: dict[str, str] | None = None, quiet: bool = False,
+                 preexec: Callable[[], None] | None = None) -> None:
+        self.folder = folder
+        self.pids = folder / "pids"
+        self.pids.mkdir()
+        out = subprocess.DEVNULL if quiet else subprocess.PIPE
+        self.began = time.monotonic()
+        self.popen = subprocess.Popen([sys.executable, "-m", "gradcheck_cli", *args], stdout=out, stderr=out,
+                                      text=True, cwd=folder, preexec_fn=preexec,
+                                      env={**(env or ENV), "GRADCHECK_TEST_PIDS": str(self.pids)})
+        self.out = self.err = ""
+        self.seconds = 0.0
+
+    def result(self) -> Started:
+        if self.popen.returncode is None:
+            self.out, self.err = self.popen.communicate(timeout=120)
+            self.seconds = time.monotonic() - self.began
+        return self
+
+    def recorded(self, count: int, limit: float = 60.0) -> list[int]:
+        """Wait until the plugin recorded ``count`` pids; the pids, oldest first."""
+        deadline = time.monotonic() + limit
+        while len(list(self.pids.iterdir())) < count:
+            assert time.monotonic() < deadline, "the hanging checks never started"
+            time.sleep(0.05)
+        files = sorted(self.pids.iterdir(), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        return [int(p.name) for p in files]
 
 
-def _wait_for_files(folder: Path, count: int, limit: float = 30.0) -> None:
-    deadline = time.monotonic() + limit
-    while len(list(folder.iterdir())) < count:
-        assert time.monotonic() < deadline, "the hanging checks never started"
-        time.sleep(0.05)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started]]:
+    """Every run of this module, started together: most of their time is start-up and timeouts."""
+    started: dict[str, Started] = {}
+
+    def start(name: str, *args: str, files: dict[str, str] | None = None, **kwargs: Any) -> None:
+        folder = tmp_path_factory.mktemp(name)
+        for file, text in (files or {}).items():
+            (folder / file).write_text(text)
+        started[name] = Started(folder, *args, **kwargs)
+
+    for fault, text in LOAD_FAULTS.items():
+        start(f"load_{fault}", "run", "softmax@diagonal", "--plugin", "bad.py", "--timeout", "2",
+              files={"bad.py": text})
+    exits = {"bad.py": LOAD_FAULTS["exit0"], "suite.yaml": "version: 1\nplugins: [bad.py]\nchecks: [softmax]\n"}
+    for command in COMMANDS:
+        start(f"command_{command[0]}", *command, files=exits)
+    start("sneaky", "run", "slow_tanh", "softmax", "--plugin", "sneaky.py", "--trials", "1",
+          files={"sneaky.py": SNEAKY})
+    for signum in SIGNALS:
+        start(f"signal_{signum}", "ci", "suite.yaml", "--jobs", "2", "--json", "out.json",
+              files={"hanging.py": HANGING, "suite.yaml": HANGING_CONFIG})
+    # The helpers inherit stdout: were one left alive, reading stdout to its end would hang.
+    start("timeout", "run", "hang_a", "fine", "--plugin", "hanging.py", "--timeout", "2", "--trials", "1",
+          files={"hanging.py": HANGING})
+    # Output to /dev/null: helpers that escaped into sessions of their own hold inherited pipes.
+    start("killed", "run", "hang_a", "--plugin", "hanging.py", quiet=True, files={"hanging.py": HANGING})
+    start("descriptors", "run", "softmax+mse", "sigmoid", "tanh", "--jobs", "600", "--trials", "1",
+          preexec=_few_descriptors)
+    spawn = {**ENV, "GRADCHECK_START_METHOD": "spawn"}
+    start("spawn_ci", "ci", "suite.yaml", "--jobs", "2", "--json", "out.json", env=spawn,
+          files={"spawned.py": SPAWN_PLUGIN, "suite.yaml": SPAWN_CONFIG})
+    start("spawn_load", "run", "softmax", "--plugin", "bad.py", env=spawn, files={"bad.py": LOAD_FAULTS["exit7"]})
+    start("no_such_method", "run", "softmax", env={**ENV, "GRADCHECK_START_METHOD": "teleport"})
+    yield started
+    for run in started.values():
+        if run.popen.poll() is None:
+            run.popen.kill()
+        run.popen.communicate()
+        for p in run.pids.iterdir():  # never leave a test's own helpers behind, even when it fails
+            if _alive(int(p.name)):
+                os.kill(int(p.name), signal.SIGKILL)
 
 
 @pytest.mark.parametrize("fault", list(LOAD_FAULTS))
-def test_a_plugin_that_ends_crashes_or_hangs_at_import_is_a_load_error(tmp_path: Path, fault: str) -> None:
-    (tmp_path / "bad.py").write_text(LOAD_FAULTS[fault])
-    proc = _gradcheck(tmp_path, "run", "softmax@diagonal", "--plugin", "bad.py", "--timeout", "2")
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2, (out, err)
-    assert "plugin 'bad.py'" in err and LOAD_MESSAGES[fault] in err, err
-    assert "Traceback" not in err and out == ""
+def test_a_plugin_that_ends_crashes_or_hangs_at_import_is_a_load_error(runs: dict[str, Started], fault: str) -> None:
+    run = runs[f"load_{fault}"].result()
+    assert run.popen.returncode == 2, (run.out, run.err)
+    assert "plugin 'bad.py'" in run.err and LOAD_MESSAGES[fault] in run.err, run.err
+    assert "Traceback" not in run.err and run.out == ""
 
 
-@pytest.mark.parametrize("command", [["check", "bad.py"], ["list", "--plugin", "bad.py"], ["ci", "suite.yaml"],
-                                     ["explain", "softmax", "--plugin", "bad.py"]])
-def test_every_command_loads_plugins_out_of_process(tmp_path: Path, command: list[str]) -> None:
-    (tmp_path / "bad.py").write_text(LOAD_FAULTS["exit0"])
-    (tmp_path / "suite.yaml").write_text("version: 1\nplugins: [bad.py]\nchecks: [softmax]\n")
-    proc = _gradcheck(tmp_path, *command)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2, (out, err)
-    assert "bad.py" in err and "(exit code 0)" in err, err
+@pytest.mark.parametrize("command", [c[0] for c in COMMANDS])
+def test_every_command_loads_plugins_out_of_process(runs: dict[str, Started], command: str) -> None:
+    run = runs[f"command_{command}"].result()
+    assert run.popen.returncode == 2, (run.out, run.err)
+    assert "bad.py" in run.err and "(exit code 0)" in run.err, run.err
 
 
-def test_a_plugin_thread_that_ends_the_loader_later_cannot_make_the_run_pass(tmp_path: Path) -> None:
-    (tmp_path / "sneaky.py").write_text(
-        "import os, threading, time\nimport numpy as np\nfrom gradcheck_cli import register_activation\n"
-        "def later():\n    time.sleep(0.5)\n    os._exit(0)\n"
-        "threading.Thread(target=later, daemon=True).start()\n"
-        "def slow(x):\n    time.sleep(3)\n    return np.tanh(x)\n"
-        "register_activation('slow_tanh', forward=slow, derivative=lambda x: 1 - np.tanh(x) ** 2)\n")
-    proc = _gradcheck(tmp_path, "run", "slow_tanh", "softmax", "--plugin", "sneaky.py", "--trials", "1")
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 3, (out, err)
-    assert "loader process ended (exit code 0)" in out
+def test_a_plugin_thread_that_ends_the_loader_later_cannot_make_the_run_pass(runs: dict[str, Started]) -> None:
+    run = runs["sneaky"].result()
+    assert run.popen.returncode == 3, (run.out, run.err)
+    assert "loader process ended (exit code 0)" in run.out
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
-def test_a_signal_to_gradcheck_kills_every_check_and_what_it_started(tmp_path: Path, pids: Path,
-                                                                      signum: int) -> None:
-    (tmp_path / "hanging.py").write_text(HANGING)
-    (tmp_path / "suite.yaml").write_text(HANGING_CONFIG)
-    proc = _gradcheck(tmp_path, "ci", "suite.yaml", "--jobs", "2", "--json", "out.json",
-                      env={**ENV, "GRADCHECK_TEST_PIDS": str(pids)})
-    _wait_for_files(pids, 8)  # both checks and their three helpers each
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_a_signal_to_gradcheck_kills_every_check_and_what_it_started(runs: dict[str, Started], signum: int) -> None:
+    run = runs[f"signal_{signum}"]
+    pids = run.recorded(8)  # both checks and their three helpers each
     time.sleep(0.2)
-    proc.send_signal(signum)
-    out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 128 + signum, (out, err)
-    assert f"interrupted by {signal.Signals(signum).name}" in err
-    assert "Traceback" not in err
-    assert not (tmp_path / "out.json").exists()
+    run.popen.send_signal(signum)
+    run.result()
+    assert run.popen.returncode == 128 + signum, (run.out, run.err)
+    assert f"interrupted by {signal.Signals(signum).name}" in run.err
+    assert "Traceback" not in run.err
+    assert not (run.folder / "out.json").exists()
     assert _survivors(pids) == []
 
 
-def test_a_timed_out_check_leaves_nothing_behind_and_releases_the_pipe(tmp_path: Path, pids: Path) -> None:
-    (tmp_path / "hanging.py").write_text(HANGING)
-    start = time.monotonic()
-    # The helpers inherit stdout: were one left alive, reading stdout to its end would hang.
-    proc = _gradcheck(tmp_path, "run", "hang_a", "fine", "--plugin", "hanging.py", "--timeout", "2",
-                      "--trials", "1", env={**ENV, "GRADCHECK_TEST_PIDS": str(pids)})
-    out, err = proc.communicate(timeout=30)
-    assert time.monotonic() - start < 20
-    assert proc.returncode == 3, (out, err)
-    assert "timed out after 2 s" in out
-    assert len(list(pids.iterdir())) == 4
+def test_a_timed_out_check_leaves_nothing_behind_and_releases_the_pipe(runs: dict[str, Started]) -> None:
+    run = runs["timeout"].result()
+    assert run.seconds < 30
+    assert run.popen.returncode == 3, (run.out, run.err)
+    assert "timed out after 2 s" in run.out
+    pids = run.recorded(4)
     assert _survivors(pids, wait=2.0) == []
 
 
-def test_checks_die_with_a_killed_gradcheck(tmp_path: Path, pids: Path) -> None:
-    (tmp_path / "hanging.py").write_text(HANGING)
-    # Output to /dev/null: helpers that escaped into sessions of their own hold inherited pipes.
-    proc = subprocess.Popen([sys.executable, "-m", "gradcheck_cli", "run", "hang_a", "--plugin", "hanging.py"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
-                            env={**ENV, "GRADCHECK_TEST_PIDS": str(pids)})
-    _wait_for_files(pids, 4)
-    proc.kill()  # SIGKILL: nothing of gradcheck's own runs; the kernel ends the chain
-    proc.wait(timeout=20)
-    # The check's pid was recorded first (helpers in sessions of their own can outlive a
-    # SIGKILL of gradcheck; the fixture removes them).
-    check = min((p.stat().st_mtime_ns, int(p.name)) for p in pids.iterdir())[1]
-    deadline = time.monotonic() + 5
-    while _alive(check) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(check)
+def test_checks_die_with_a_killed_gradcheck(runs: dict[str, Started]) -> None:
+    run = runs["killed"]
+    check = run.recorded(4)[0]  # recorded first: the check itself
+    run.popen.kill()  # SIGKILL: nothing of gradcheck's own runs; the kernel ends the chain
+    run.popen.wait(timeout=20)
+    # Helpers in sessions of their own can outlive a SIGKILL of gradcheck (the fixture removes them).
+    assert _survivors([check]) == []
 
 
-def test_more_jobs_than_file_descriptors_allow(tmp_path: Path) -> None:
-    import resource
-
-    def few_descriptors() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
-
-    proc = _gradcheck(tmp_path, "run", "softmax+mse", "sigmoid", "tanh", "--jobs", "600", "--trials", "1",
-                      preexec_fn=few_descriptors)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, (out, err)
-    assert "Traceback" not in err
+def test_more_jobs_than_file_descriptors_allow(runs: dict[str, Started]) -> None:
+    run = runs["descriptors"].result()
+    assert run.popen.returncode == 0, (run.out, run.err)
+    assert "Traceback" not in run.err
 
 
 SPAWN_PLUGIN = '''\
@@ -262,16 +310,10 @@ checks:
 """
 
 
-def test_spawned_workers_load_the_same_plugins_and_config_and_stay_bounded(tmp_path: Path) -> None:
-    (tmp_path / "spawned.py").write_text(SPAWN_PLUGIN)
-    (tmp_path / "suite.yaml").write_text(SPAWN_CONFIG)
-    env = {**ENV, "GRADCHECK_START_METHOD": "spawn"}
-    proc = _gradcheck(tmp_path, "ci", "suite.yaml", "--jobs", "2", "--json", "out.json", env=env)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3, (out, err)
-    import json
-
-    rows = {r["check"]: r for r in json.loads((tmp_path / "out.json").read_text())["results"]}
+def test_spawned_workers_load_the_same_plugins_and_config_and_stay_bounded(runs: dict[str, Started]) -> None:
+    run = runs["spawn_ci"].result()
+    assert run.popen.returncode == 3, (run.out, run.err)
+    rows = {r["check"]: r for r in json.loads((run.folder / "out.json").read_text())["results"]}
     assert rows["fine"]["verdict"] == "PASS"
     assert rows["wrong"]["verdict"] == "XFAIL"
     assert rows["crash"]["verdict"] == "ERROR" and "exited with code 9" in rows["crash"]["diagnosis"]
@@ -279,16 +321,12 @@ def test_spawned_workers_load_the_same_plugins_and_config_and_stay_bounded(tmp_p
     assert rows["lib_tanh"]["verdict"] == "ERROR" and "exited with code 9" in rows["lib_tanh"]["diagnosis"]
 
 
-def test_spawned_loading_reports_a_plugin_that_exits(tmp_path: Path) -> None:
-    (tmp_path / "bad.py").write_text(LOAD_FAULTS["exit7"])
-    env = {**ENV, "GRADCHECK_START_METHOD": "spawn"}
-    proc = _gradcheck(tmp_path, "run", "softmax", "--plugin", "bad.py", env=env)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2, (out, err)
-    assert "plugin 'bad.py'" in err and "(exit code 7)" in err
+def test_spawned_loading_reports_a_plugin_that_exits(runs: dict[str, Started]) -> None:
+    run = runs["spawn_load"].result()
+    assert run.popen.returncode == 2, (run.out, run.err)
+    assert "plugin 'bad.py'" in run.err and "(exit code 7)" in run.err
 
 
-def test_a_start_method_the_machine_lacks_is_a_usage_error(tmp_path: Path) -> None:
-    proc = _gradcheck(tmp_path, "run", "softmax", env={**ENV, "GRADCHECK_START_METHOD": "teleport"})
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and "GRADCHECK_START_METHOD='teleport'" in err
+def test_a_start_method_the_machine_lacks_is_a_usage_error(runs: dict[str, Started]) -> None:
+    run = runs["no_such_method"].result()
+    assert run.popen.returncode == 2 and "GRADCHECK_START_METHOD='teleport'" in run.err
