@@ -73,8 +73,11 @@ def expect(rows: list[CheckResult], job: Job) -> list[CheckResult]:
     return [replace(r, verdict=Verdict.XPASS, diagnosis=note) if r.verdict is Verdict.PASS else r for r in rows]
 
 
-def _forked_child(job: Job, registry: Registry, conn: Connection, threads: int, parent: int) -> None:
+def _forked_child(job: Job, registry: Registry, conn: Connection, threads: int, parent: int,
+                  inherited: Sequence[Connection]) -> None:
     processes.isolate_self(parent)
+    for other in inherited:  # the loader's line to gradcheck: a helper holding it would hide the loader's end
+        other.close()
     parallel.limit(threads)
     conn.send(run_job(job, registry))
     conn.close()
@@ -122,6 +125,10 @@ def _descriptor_budget() -> int:
     return max(1, (int(soft) - 48) // 4)
 
 
+# Seconds between looks for checks that ended without reporting.
+POLL = 0.2
+
+
 @dataclass
 class _Running:
     proc: Any
@@ -131,13 +138,15 @@ class _Running:
 
 def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isolate: bool = True,
              load: Any = None, on_start: Callable[[int, int], None] | None = None,
-             on_done: Callable[[int, list[CheckResult]], None] | None = None) -> RunResult:
+             on_done: Callable[[int, list[CheckResult]], None] | None = None,
+             inherited: Sequence[Connection] = ()) -> RunResult:
     """Run ``jobs``, each in a process of its own when ``isolate``, and keep their order.
 
     Processes are forked, or spawned where :func:`processes.start_method` says so; a
     spawned check loads ``load`` (a :class:`gradcheck_cli.worker.Load`) again to rebuild the
     registry. A check that outlives its timeout is killed with every process it started.
-    ``on_start(index, pid)`` and ``on_done(index, rows)`` report progress.
+    ``on_start(index, pid)`` and ``on_done(index, rows)`` report progress; ``inherited``
+    connections are closed in forked checks.
     """
     results: list[list[CheckResult] | None] = [None] * len(jobs)
 
@@ -165,7 +174,7 @@ def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isola
         while pending and len(running) < workers:
             i = pending.pop(0)
             try:
-                started = _start(ctx, method, jobs, i, registry, load, threads, me)
+                started = _start(ctx, method, jobs, i, registry, load, threads, me, inherited)
             except OSError as exc:  # out of processes or file descriptors
                 if running:
                     pending.insert(0, i)  # try again when a running check ends
@@ -180,11 +189,14 @@ def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isola
             continue
         deadlines = [r.deadline for r in running.values() if r.deadline is not None]
         wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        # Wake up now and then to look for checks that ended without a word: a helper a check
+        # forked inherits its pipe (and its process sentinel), so no end-of-file would come.
+        wait_for = POLL if wait_for is None else min(wait_for, POLL)
         ready = wait([r.conn for r in running.values()], timeout=wait_for)
         now = time.monotonic()
         for i in list(running):
             run = running[i]
-            if run.conn in ready:
+            if run.conn in ready or not run.proc.is_alive():
                 rows = _receive(jobs[i], run)
             elif run.deadline is not None and now >= run.deadline:
                 processes.kill_tree(run.proc.pid)
@@ -202,11 +214,12 @@ def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isola
 
 
 def _start(ctx: Any, method: str, jobs: Sequence[Job], i: int, registry: Registry, load: Any, threads: int,
-           me: int) -> _Running:
+           me: int, inherited: Sequence[Connection]) -> _Running:
     receive, send = ctx.Pipe(duplex=False)
     try:
         if method == "fork":
-            proc = ctx.Process(target=_forked_child, args=(jobs[i], registry, send, threads, me), daemon=True)
+            proc = ctx.Process(target=_forked_child, args=(jobs[i], registry, send, threads, me, inherited),
+                               daemon=True)
         else:
             proc = ctx.Process(target=_spawned_child, args=(load, i, jobs[i].name, send, threads, me), daemon=True)
         proc.start()
@@ -222,6 +235,8 @@ def _start(ctx: Any, method: str, jobs: Sequence[Job], i: int, registry: Registr
 def _receive(job: Job, run: _Running) -> list[CheckResult]:
     """The rows a finished check sent, or an ERROR row saying how its process ended."""
     try:
+        if not run.conn.poll(0 if not run.proc.is_alive() else None):
+            raise EOFError  # ended without a word (a helper may still hold the pipe open)
         sent = run.conn.recv()
     except (EOFError, OSError):
         run.proc.join()

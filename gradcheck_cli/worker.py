@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 BACKSTOP_GRACE = 10.0
 # Seconds a loader that reported everything may take to exit before it is killed.
 EXIT_GRACE = 5.0
+# Seconds between looks at whether the loader is still alive.
+POLL = 0.2
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
@@ -147,7 +149,7 @@ def _serve(load: Load, conn: Connection, workers: int) -> None:
     conn.send(("jobs", [(job.name, job.timeout, error_row(job, "")) for job in jobs]))
     run_jobs(jobs, registry, workers=workers, load=load,
              on_start=lambda i, pid: conn.send(("start", i, pid)),
-             on_done=lambda i, rows: conn.send(("done", i, rows)))
+             on_done=lambda i, rows: conn.send(("done", i, rows)), inherited=(conn,))
     conn.send(("end",))
 
 
@@ -237,11 +239,19 @@ def _signals_raise(run: _Run) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _next(conn: Connection, deadline: float | None) -> tuple[Any, ...] | None:
+def _next(conn: Connection, proc: Any, deadline: float | None) -> tuple[Any, ...] | None:
     """The loader's next message; None when it is gone; TimeoutError past ``deadline``."""
-    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-    if not conn.poll(wait):
-        raise TimeoutError
+    from multiprocessing.connection import wait
+
+    # Wake up now and then to see whether the loader ended: the checks it forked inherit its
+    # pipe and its process sentinel, so neither tells when the loader alone is gone.
+    while not wait([conn], POLL):
+        if not proc.is_alive():
+            if conn.poll(0):
+                break
+            return None
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError
     try:
         message: tuple[Any, ...] = conn.recv()
     except (EOFError, OSError):
@@ -255,7 +265,7 @@ def _follow(load: Load, proc: Any, conn: Connection, run: _Run,
     deadline = time.monotonic() + load.timeout if load.timeout else None
     while True:
         try:
-            message = _next(conn, deadline)
+            message = _next(conn, proc, deadline)
         except TimeoutError:
             raise PluginError(f"Loading {what} did not finish within {load.timeout:g} s (--timeout): its "
                               f"import hangs or is far too slow. Nothing was checked. Make importing it only "
@@ -296,7 +306,7 @@ def _follow_checks(proc: Any, conn: Connection, run: _Run,
     while len(run.rows) < len(run.names):
         backstops = [d for i, (_, d) in run.started.items() if d is not None and i not in run.rows]
         try:
-            message = _next(conn, min(backstops) if backstops else None)
+            message = _next(conn, proc, min(backstops) if backstops else None)
         except TimeoutError:
             why = ("gradcheck's loader process stopped answering (a check ran past its timeout and was "
                    "not stopped); every process of the run was killed")

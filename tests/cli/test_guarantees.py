@@ -76,6 +76,16 @@ def hang(x):
     return 1 - np.tanh(x) ** 2
 
 
+def crash_with_helper(x):
+    if os.fork() == 0:  # a forked helper holds the check's pipe to the loader open
+        _record(os.getpid())
+        time.sleep(1000)
+        os._exit(0)
+    time.sleep(0.2)
+    os._exit(5)
+
+
+register_activation("crash_with_helper", forward=np.tanh, derivative=crash_with_helper)
 register_activation("hang_a", forward=np.tanh, derivative=hang)
 register_activation("hang_b", forward=np.tanh, derivative=hang)
 register_activation("fine", forward=np.tanh, derivative=lambda x: 1 - np.tanh(x) ** 2)
@@ -194,6 +204,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
     # The helpers inherit stdout: were one left alive, reading stdout to its end would hang.
     start("timeout", "run", "hang_a", "fine", "--plugin", "hanging.py", "--timeout", "2", "--trials", "1",
           files={"hanging.py": HANGING})
+    start("crash_with_helper", "run", "crash_with_helper", "--plugin", "hanging.py", "--timeout", "60",
+          "--trials", "1", files={"hanging.py": HANGING})
     # Output to /dev/null: helpers that escaped into sessions of their own hold inherited pipes.
     start("killed", "run", "hang_a", "--plugin", "hanging.py", quiet=True, files={"hanging.py": HANGING})
     start("descriptors", "run", "softmax+mse", "sigmoid", "tanh", "--jobs", "600", "--trials", "1",
@@ -205,12 +217,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
     start("no_such_method", "run", "softmax", env={**ENV, "GRADCHECK_START_METHOD": "teleport"})
     yield started
     for run in started.values():
-        if run.popen.poll() is None:
-            run.popen.kill()
-        run.popen.communicate()
+        if run.popen.poll() is None:  # a test that failed before it ended its run
+            run.popen.terminate()
+            try:
+                run.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                run.popen.kill()
         for p in run.pids.iterdir():  # never leave a test's own helpers behind, even when it fails
             if _alive(int(p.name)):
                 os.kill(int(p.name), signal.SIGKILL)
+        run.popen.communicate(timeout=30)
 
 
 @pytest.mark.parametrize("fault", list(LOAD_FAULTS))
@@ -255,6 +271,14 @@ def test_a_timed_out_check_leaves_nothing_behind_and_releases_the_pipe(runs: dic
     assert "timed out after 2 s" in run.out
     pids = run.recorded(4)
     assert _survivors(pids, wait=2.0) == []
+
+
+def test_a_check_that_dies_is_reported_at_once_though_a_helper_holds_its_pipe(runs: dict[str, Started]) -> None:
+    run = runs["crash_with_helper"].result()
+    assert run.popen.returncode == 3, (run.out, run.err)
+    assert "exited with code 5" in run.out
+    assert run.seconds < 30  # not the 60 s timeout
+    assert _survivors(run.recorded(1)) == []
 
 
 def test_checks_die_with_a_killed_gradcheck(runs: dict[str, Started]) -> None:
