@@ -176,6 +176,7 @@ def _jobs_for(names: list[str], options: CheckOptions, registry: Registry, timeo
     for name in names:
         spec = parse_spec(name, registry)
         check_explicit_input(spec, options)
+        options.validate(spec)
         jobs.append(Job(name, spec, options, timeout=timeout))
     return jobs
 

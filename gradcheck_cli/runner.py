@@ -12,12 +12,12 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli import conventions, inputs, numdiff, stream, structure
+from gradcheck_cli import conventions, inputs, numdiff, resources, stream, structure
 from gradcheck_cli.compare import Comparison, Tolerance, compare, recompare
 from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
@@ -70,7 +70,9 @@ class CheckOptions:
             return (int(self.input.shape[0]), int(self.input.shape[1]))
         return self.shape
 
-    def validate(self) -> None:
+    def validate(self, spec: Spec | None = None) -> None:
+        """Raise :class:`UsageError` for options that cannot run; given the ``spec``, also for a
+        check too large for the memory available (:func:`gradcheck_cli.resources.check_fits`)."""
         if self.method not in numdiff.METHODS:
             raise UsageError(
                 f"Unknown --method '{self.method}'. Expected one of: "
@@ -96,6 +98,8 @@ class CheckOptions:
                 f"--target has shape {b}x{k} but the random inputs have --shape "
                 f"{self.shape[0]},{self.shape[1]}; give --shape {b},{k} (or an --input of that shape)."
             )
+        if spec is not None:
+            resources.check_fits(spec, self)
 
 
 @dataclass(frozen=True)
@@ -242,8 +246,8 @@ class _StreamedJudge:
                                              options.tolerance, structure_kind)
             ok, why = (stream.projection_agrees(act, self.convention, x, evaluator, scale, options.tolerance)
                        if result.comparison.passed else (True, ""))
-        except (_Skip, _EdgeSkip, ConventionError, EvaluationError) as exc:
-            self.stopped = replace(self.base, diagnosis=str(exc), trial=t)
+        except (_Skip, _EdgeSkip, ConventionError, EvaluationError, MemoryError) as exc:
+            self.stopped = replace(self.base, diagnosis=resources.out_of_memory(exc) or str(exc), trial=t)
             return
         y = evaluator.y0
         layout = Layout(x.shape[0], y.shape[-1], x.shape[-1],
@@ -455,8 +459,8 @@ class _Judge:
         except _EdgeSkip as why:
             self.notes.append(str(why))
             return
-        except (_Skip, ConventionError, EvaluationError) as why:
-            self.stopped = replace(self.base, diagnosis=str(why), trial=t)
+        except (_Skip, ConventionError, EvaluationError, MemoryError) as why:
+            self.stopped = replace(self.base, diagnosis=resources.out_of_memory(why) or str(why), trial=t)
             return
         self.notes += [n for n in trial.notes + [trial.estimate.note] if n and n not in self.notes]
         score = comp.max_ratio
@@ -517,8 +521,9 @@ class _Worst:
 class _PerTrial(Generic[V]):
     """Values the components of a spec share for one trial (its point, its quick estimate).
 
-    Only the current trial's are held: asking for another trial drops them, which is free
-    because the components step through the trials together.
+    Only the current trial's are held: moving to another trial drops them, which is free
+    because the components step through the trials together; a part's own values are
+    dropped as soon as its components are done with the trial.
     """
 
     def __init__(self) -> None:
@@ -531,6 +536,15 @@ class _PerTrial(Generic[V]):
             self.trial = t
         return self._values
 
+    def advance(self, t: int) -> None:
+        """Drop what is held unless it is trial ``t``'s."""
+        self._at(t)
+
+    def clear(self) -> None:
+        """Drop everything: its components are done with this trial."""
+        self._values.clear()
+        self.trial = None
+
     def get(self, t: int, make: Callable[[], V], key: Hashable = None) -> V:
         """The value for trial ``t`` (and ``key``), made on first use."""
         values = self._at(t)
@@ -541,6 +555,14 @@ class _PerTrial(Generic[V]):
     def peek(self, t: int, key: Hashable = None) -> V | None:
         """The value for trial ``t`` if some component made it, else None."""
         return self._at(t).get(key)
+
+
+@dataclass
+class _Part:
+    """The components of one part of a spec (activation, loss, pair) and what they share per trial."""
+
+    components: list[_Component]
+    shared: list[_PerTrial[Any]]
 
 
 def _compare_again(quick: _Trial, full: _Trial, comp: Comparison, tolerance: Tolerance) -> Comparison:
@@ -644,6 +666,11 @@ class _Points:
         self._cache: _PerTrial[tuple[Array, Array | None]] = _PerTrial()
         self._inputs: _PerTrial[Array] = _PerTrial()
 
+    def advance(self, trial: int) -> None:
+        """Every component is done with the trials before ``trial``: drop their points."""
+        self._cache.advance(trial)
+        self._inputs.advance(trial)
+
     def __call__(self, trial: int) -> tuple[Array, Array | None]:  # x (or pred), target
         def draw() -> tuple[Array, Array | None]:
             x, target = self._draw(trial)
@@ -739,7 +766,7 @@ def _streams(act: FunctionSpec, convention: str, points: _Points, options: Check
     return True
 
 
-def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions) -> list[_Component]:
+def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions) -> _Part:
     rows: list[_Component] = []
     # the current trial's quick numerical Jacobian, shared by every convention of the entry
     numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]] = _PerTrial()
@@ -811,7 +838,7 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
         rows.append(_Judge(spec, "jacobian", convention, act.origin, options, trial, finish))
     if "derivative2" in act.second and not options.fast:
         rows.append(_second_row(spec, act, points, options, numeric))
-    return rows
+    return _Part(rows, [numeric, analytic_cache])
 
 
 def _second_row(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions,
@@ -843,7 +870,7 @@ def _second_row(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOp
     return _Judge(spec, "second_derivative", "derivative2", act.origin, options, second)
 
 
-def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOptions) -> _Judge:
+def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOptions) -> _Part:
     act = spec.activation
 
     quick: _PerTrial[tuple[Evaluator, numdiff.Estimate]] = _PerTrial()
@@ -866,11 +893,11 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOpt
         return _Trial(analytic, est, Layout(pred.shape[0], 1, pred.shape[-1], scalar=True),
                       kink=_kink_hook(loss, evaluator, pred, pred - target, est), x=pred, target=target)
 
-    return _Judge(spec, "gradient", "gradient", loss.origin, options, trial)
+    return _Part([_Judge(spec, "gradient", "gradient", loss.origin, options, trial)], [quick])
 
 
 def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Points,
-               options: CheckOptions, registry: Registry, parts_ok: Callable[[], dict[str, bool]]) -> list[_Component]:
+               options: CheckOptions, registry: Registry, parts_ok: Callable[[], dict[str, bool]]) -> _Part:
     convention = _checked_conventions(act, options)[0]
     composite_cache: _PerTrial[tuple[Evaluator, numdiff.Estimate]] = _PerTrial()
 
@@ -943,7 +970,7 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
                           target=target, kink=kink(t))
 
         rows.append(_Judge(spec, "fused", "fused", fused.origin, options, fused_trial))
-    return rows
+    return _Part(rows, [composite_cache])
 
 
 def check_explicit_input(spec: Spec, options: CheckOptions) -> None:
@@ -968,26 +995,30 @@ def check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[Ch
 
 def _check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[CheckResult]:
     points = _Points(spec, options)
-    components: list[_Component] = []
+    parts: list[_Part] = []
     if spec.activation is not None:
-        components += _activation_rows(spec, spec.activation, points, options)
+        parts.append(_activation_rows(spec, spec.activation, points, options))
     if spec.loss is not None:
-        components.append(_loss_row(spec, spec.loss, points, options))
-    parts = len(components)
+        parts.append(_loss_row(spec, spec.loss, points, options))
     rows: list[CheckResult] = []
+    n_parts = sum(len(part.components) for part in parts)
 
     def parts_ok() -> dict[str, bool]:
-        return {what: all(r.verdict is not Verdict.FAIL for r in rows[:parts] if r.component == component)
+        return {what: all(r.verdict is not Verdict.FAIL for r in rows[:n_parts] if r.component == component)
                 for what, component in (("activation Jacobian", "jacobian"), ("loss gradient", "gradient"))}
 
     if spec.activation is not None and spec.loss is not None:
-        components += _pair_rows(spec, spec.activation, spec.loss, points, options, registry, parts_ok)
-    # Trial by trial, every component: what they share is made once and held for one trial.
+        parts.append(_pair_rows(spec, spec.activation, spec.loss, points, options, registry, parts_ok))
+    # Trial by trial, every component: what a part's components share is made once, and
+    # dropped when they are done with the trial; the points go when the next trial starts.
     for t in range(options.n_trials):
-        for component in components:
-            component.step(t)
-    for component in components:
-        rows.append(component.row())
+        points.advance(t)
+        for part in parts:
+            for component in part.components:
+                component.step(t)
+            for store in part.shared:
+                store.clear()
+    rows += [component.row() for part in parts for component in part.components]
     return rows
 
 
@@ -1016,6 +1047,7 @@ def run(specs: Sequence[str], options: CheckOptions | None = None, registry: Reg
     parsed = [parse_spec(s, registry) for s in specs]
     for spec in parsed:
         check_explicit_input(spec, options)
+        options.validate(spec)
     rows: list[CheckResult] = []
     for spec in parsed:
         rows += check_spec(spec, options, registry)
@@ -1061,6 +1093,7 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
         )
     entry = spec.activation or spec.loss
     assert entry is not None
+    options.validate(spec)
     rows = RunResult(tuple(check_spec(spec, options, registry)))
     convention = entry.conventions[0]
     try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from gradcheck_cli import parallel
+from gradcheck_cli import parallel, resources
 from gradcheck_cli.registry import Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 from gradcheck_cli.runner import CheckOptions, Spec, check_spec, reproduce_command
@@ -54,7 +54,7 @@ def run_job(job: Job, registry: Registry) -> list[CheckResult]:
     except BaseException as exc:  # noqa: BLE001 - a plugin may even raise SystemExit
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f" at {frame.filename}:{frame.lineno}" if frame else ""
-        rows = [_error_row(job, f"the check raised {type(exc).__name__}: {exc}{where}")]
+        rows = [_error_row(job, resources.out_of_memory(exc) or f"the check raised {type(exc).__name__}: {exc}{where}")]
     return expect(rows, job)
 
 
@@ -214,6 +214,7 @@ def jobs_from_config(path: str, default_timeout: float) -> tuple[Registry, list[
             options.validate()
             spec = parse_spec(check.spec, registry)
             check_explicit_input(spec, options)
+            options.validate(spec)
         except GradcheckError as exc:
             raise ConfigError(f"{config.where(key)}: {exc.message}") from exc
         jobs.append(Job(check.name, spec, options, check.expect, merged.get("timeout", default_timeout)))
