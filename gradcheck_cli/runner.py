@@ -1018,7 +1018,8 @@ def _check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[C
                 component.step(t)
             for store in part.shared:
                 store.clear()
-    rows += [component.row() for part in parts for component in part.components]
+    for part in parts:  # in order: the pair's rows read the activation's and the loss's
+        rows += [component.row() for component in part.components]
     return rows
 
 
