@@ -35,16 +35,19 @@ GB = 1e9
 ENTRY = 8
 # The interpreter, numpy and gradcheck themselves (measured: ~60 MB; rounded up).
 BASE_BYTES = 150_000_000
-# Per input element (B*K), as multiples of one float64 entry, over the largest peak
-# measured for each path at 1-4 million elements (benchmarks/memory.py sizes): perturbed
-# stacks of the input, their outputs, noise probes and the estimate with its error bound.
-PER_ELEMENT = {"fast": 20, "elementwise": 40, "loss": 40, "streamed": 60}
+# Per input element (B*K), in float64 entries, about 1.4x the largest peak measured for
+# each path at 1-4 million elements (50,000 for losses, whose every-entry check is
+# quadratic in time), see benchmarks/memory.py sizes: perturbed stacks of the input, their
+# outputs, noise probes, the estimate with its error bound, the analytic side. Measured:
+# --fast 24-29, elementwise every-entry 51-75 (75 with a second derivative), loss 23,
+# streamed row-wise at K = 1e6-4e6 125-220 (early in the run: it cannot finish at that size).
+PER_ELEMENT = {"fast": 40, "elementwise": 100, "loss": 40, "streamed": 250}
 # Per Jacobian entry held in memory (B*K_out*K for a row-wise activation): value, error
-# bound, the analytic side, their conversions and the comparison's temporaries.
-PER_ENTRY = 14
+# bound, the analytic side, their conversions, the comparison's temporaries. Measured 4.4-8.
+PER_ENTRY = 12
 # Row-wise Jacobians above this many entries are compared in column chunks
 # (gradcheck_cli.stream.STREAM_LIMIT, repeated here so that validating options does not
-# import the numerical modules), in memory bounded by the chunk size.
+# import the numerical modules), in memory bounded by the chunk size plus the per-element term.
 STREAM_LIMIT = 40_000_000
 STREAM_CHUNKS_BYTES = 1_000_000_000
 _ELEMENTWISE = ("derivative", "derivative_of_output")
@@ -62,9 +65,8 @@ def estimate_bytes(spec: Spec, options: CheckOptions) -> int:
     b, k = options.point_shape
     n = b * k
     total = 0
-    if options.fast:
-        per = PER_ELEMENT["fast"] * (2 if spec.activation is not None and spec.loss is not None else 1)
-        return BASE_BYTES + per * n * ENTRY
+    if options.fast:  # a pair's components run one after another: measured no more than one
+        return BASE_BYTES + PER_ELEMENT["fast"] * n * ENTRY
     if spec.activation is not None:
         conventions = spec.activation.conventions
         if all(c in _ELEMENTWISE for c in conventions):
