@@ -10,13 +10,14 @@ The CLI is a thin layer over :func:`run` and :func:`explain`; both return plain 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli import conventions, inputs, numdiff, stream, structure
+from gradcheck_cli import conventions, inputs, numdiff, resources, stream, structure
 from gradcheck_cli.compare import Comparison, Tolerance, compare, recompare
 from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
@@ -27,6 +28,7 @@ from gradcheck_cli.results import CheckResult, RunResult, Verdict
 
 Array = NDArray[np.float64]
 Index = NDArray[np.intp]
+V = TypeVar("V")
 DTYPES = ("float64", "float32")
 MAX_SAVED_INPUT = 100_000
 DENSE_LIMIT = 4_000_000  # entries; a larger failing Jacobian is diagnosed on its worst batch row
@@ -68,7 +70,9 @@ class CheckOptions:
             return (int(self.input.shape[0]), int(self.input.shape[1]))
         return self.shape
 
-    def validate(self) -> None:
+    def validate(self, spec: Spec | None = None) -> None:
+        """Raise :class:`UsageError` for options that cannot run; given the ``spec``, also for a
+        check too large for the memory available (:func:`gradcheck_cli.resources.check_fits`)."""
         if self.method not in numdiff.METHODS:
             raise UsageError(
                 f"Unknown --method '{self.method}'. Expected one of: "
@@ -94,6 +98,8 @@ class CheckOptions:
                 f"--target has shape {b}x{k} but the random inputs have --shape "
                 f"{self.shape[0]},{self.shape[1]}; give --shape {b},{k} (or an --input of that shape)."
             )
+        if spec is not None:
+            resources.check_fits(spec, self)
 
 
 @dataclass(frozen=True)
@@ -211,51 +217,78 @@ def _output_width(act: FunctionSpec, points: _Points, options: CheckOptions) -> 
     return int(y.shape[-1]) if y.ndim == 2 and y.shape[0] == b else None
 
 
-def _streamed_row(spec: Spec, act: FunctionSpec, convention: str, points: _Points,
-                  options: CheckOptions) -> CheckResult:
+class _StreamedJudge:
     """One row for a Jacobian too large to hold: compared column chunk by column chunk."""
-    base = CheckResult(check=spec.text, component="jacobian", verdict=Verdict.ERROR, convention=convention,
-                       shape=options.point_shape, trials=options.n_trials, method=options.method,
-                       seed=options.seed, origin=act.origin, reproduce=reproduce_command(spec.text, options, spec))
-    worst: tuple[int, stream.Streamed, Layout] | None = None
-    verdict_note = ""
-    for t in range(options.n_trials):
+
+    def __init__(self, spec: Spec, act: FunctionSpec, convention: str, points: _Points, options: CheckOptions,
+                 finish: Callable[[CheckResult], CheckResult] | None = None) -> None:
+        self.base = CheckResult(check=spec.text, component="jacobian", verdict=Verdict.ERROR, convention=convention,
+                                shape=options.point_shape, trials=options.n_trials, method=options.method,
+                                seed=options.seed, origin=act.origin,
+                                reproduce=reproduce_command(spec.text, options, spec))
+        self.act, self.convention, self.points, self.options, self.finish = act, convention, points, options, finish
+        self.worst: tuple[int, stream.Streamed, Layout] | None = None
+        self.verdict_note = ""
+        self.stopped: CheckResult | None = None
+
+    def step(self, t: int) -> None:
+        """Compare trial ``t`` chunk by chunk; keep its aggregate if it is the worst so far."""
+        if self.stopped is not None:
+            return
+        act, options = self.act, self.options
         try:
-            x = points.input_only(t)
+            x = self.points.input_only(t)
             scale = inputs.step_scale(x, act.domain)
             evaluator = Evaluator(act.forward, x, scale, options.dtype)
             _forward_values(evaluator, f"{act.name} forward", x)
             structure_kind = stream_structure(evaluator, x, scale)
-            result = stream.compare_streamed(act, convention, x, evaluator, scale, options.method,
+            result = stream.compare_streamed(act, self.convention, x, evaluator, scale, options.method,
                                              options.tolerance, structure_kind)
-            ok, why = (stream.projection_agrees(act, convention, x, evaluator, scale, options.tolerance)
+            ok, why = (stream.projection_agrees(act, self.convention, x, evaluator, scale, options.tolerance)
                        if result.comparison.passed else (True, ""))
-        except (_Skip, _EdgeSkip, ConventionError, EvaluationError) as exc:
-            return replace(base, diagnosis=str(exc), trial=t)
+        except (_Skip, _EdgeSkip, ConventionError, EvaluationError, MemoryError) as exc:
+            self.stopped = replace(self.base, diagnosis=resources.out_of_memory(exc) or str(exc), trial=t)
+            return
         y = evaluator.y0
         layout = Layout(x.shape[0], y.shape[-1], x.shape[-1],
                         form="blocks" if result.structure == "rowwise" else "dense")
         if not ok:
-            verdict_note = why
-        if worst is None or result.comparison.max_ratio > worst[1].comparison.max_ratio or not ok:
-            worst = (t, result, layout)
-    assert worst is not None
-    t, result, layout = worst
-    comp = result.comparison
-    failed = not comp.passed or bool(verdict_note)
-    diagnosis = ""
-    if not comp.passed:
-        listed = "; ".join(describe(e, layout) for e in comp.bad[:3])
-        diagnosis = f"{comp.n_bad} of {comp.n_total} entries wrong (compared in column chunks); worst {listed}"
-    elif verdict_note:
-        diagnosis = verdict_note
-    note = (f"{comp.n_total:,} entries compared in column chunks ({result.structure} structure) to bound "
-            f"memory; diagnosis beyond the worst entries needs a smaller --shape")
-    return replace(base, verdict=Verdict.FAIL if failed else Verdict.PASS, diagnosis=diagnosis, trial=t,
-                   max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err, tolerance=comp.worst.tolerance,
-                   ratio=comp.max_ratio, worst_index=layout.worst_index(comp.worst.index),
-                   analytic=comp.worst.analytic, numeric=comp.worst.numeric, noise=comp.worst.error,
-                   notes=(note,), worst_entries=tuple(describe(e, layout) for e in comp.bad) if failed else ())
+            self.verdict_note = why
+        if self.worst is None or result.comparison.max_ratio > self.worst[1].comparison.max_ratio or not ok:
+            self.worst = (t, result, layout)
+
+    def row(self) -> CheckResult:
+        """The row, from the worst trial."""
+        row = self.stopped if self.stopped is not None else self._row()
+        return self.finish(row) if self.finish is not None else row
+
+    def _row(self) -> CheckResult:
+        assert self.worst is not None
+        t, result, layout = self.worst
+        comp = result.comparison
+        failed = not comp.passed or bool(self.verdict_note)
+        diagnosis = ""
+        if not comp.passed:
+            listed = "; ".join(describe(e, layout) for e in comp.bad[:3])
+            diagnosis = f"{comp.n_bad} of {comp.n_total} entries wrong (compared in column chunks); worst {listed}"
+        elif self.verdict_note:
+            diagnosis = self.verdict_note
+        note = (f"{comp.n_total:,} entries compared in column chunks ({result.structure} structure) to bound "
+                f"memory; diagnosis beyond the worst entries needs a smaller --shape")
+        return replace(self.base, verdict=Verdict.FAIL if failed else Verdict.PASS, diagnosis=diagnosis, trial=t,
+                       max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err,
+                       tolerance=comp.worst.tolerance, ratio=comp.max_ratio,
+                       worst_index=layout.worst_index(comp.worst.index), analytic=comp.worst.analytic,
+                       numeric=comp.worst.numeric, noise=comp.worst.error, notes=(note,),
+                       worst_entries=tuple(describe(e, layout) for e in comp.bad) if failed else ())
+
+
+class _Component(Protocol):
+    """A row in the making: judged one trial at a time, then made into its row."""
+
+    def step(self, t: int) -> None: ...
+
+    def row(self) -> CheckResult: ...
 
 
 def stream_structure(evaluator: Evaluator, x: Array, scale: Array) -> str:
@@ -381,66 +414,155 @@ def reproduce_command(check: str, options: CheckOptions, spec: Spec | None = Non
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _judge(spec: Spec, component: str, convention: str, origin: str, options: CheckOptions,
-           trials: Callable[[int, Index | None], _Trial]) -> CheckResult:
-    """Run ``trials`` and make one row from the worst of them."""
-    base = CheckResult(check=spec.text, component=component, verdict=Verdict.ERROR,
-                       convention=convention, shape=options.point_shape, trials=options.n_trials,
-                       method=options.method, seed=options.seed, origin=origin,
-                       reproduce=reproduce_command(spec.text, options, spec))
-    worst: tuple[float, int, _Trial, Comparison] | None = None
-    notes: list[str] = []
-    for t in range(options.n_trials):
+class _Judge:
+    """One component's row, judged trial by trial from the worst trial so far.
+
+    The components of a spec step through the trials together (all of trial t, then t + 1):
+    the point and quick estimate they share are then held for one trial at a time, and
+    memory does not grow with --trials. Only a failing worst trial keeps its arrays (the
+    diagnosis needs them); a passing one keeps its figures.
+    """
+
+    def __init__(self, spec: Spec, component: str, convention: str, origin: str, options: CheckOptions,
+                 trials: Callable[[int, Index | None], _Trial],
+                 finish: Callable[[CheckResult], CheckResult] | None = None) -> None:
+        self.base = CheckResult(check=spec.text, component=component, verdict=Verdict.ERROR,
+                                convention=convention, shape=options.point_shape, trials=options.n_trials,
+                                method=options.method, seed=options.seed, origin=origin,
+                                reproduce=reproduce_command(spec.text, options, spec))
+        self.convention = convention
+        self.options = options
+        self.trials = trials
+        self.finish = finish
+        self.worst: _Worst | None = None
+        self.notes: list[str] = []
+        self.stopped: CheckResult | None = None
+        """The ERROR row of a trial that could not run; later trials are not run."""
+
+    def step(self, t: int) -> None:
+        """Judge trial ``t`` and keep it if it is the worst so far."""
+        if self.stopped is not None:
+            return
+        options = self.options
         conventions.FP_WARNINGS.clear()
         try:
             # A quick pass (rounding bound only, two evaluations per column) is exact about
             # passing; only what fails it is judged on the full estimate with its truncation bound.
-            trial = trials(t, None)
+            trial = self.trials(t, None)
             comp = compare(trial.analytic, trial.estimate.value, trial.estimate.error, options.tolerance)
             failing = _failing_coords(trial, comp)
             if failing.size:
                 conventions.FP_WARNINGS.clear()
-                quick, trial = trial, trials(t, failing)
+                quick, trial = trial, self.trials(t, failing)
                 comp = _compare_again(quick, trial, comp, options.tolerance)
             trial.fp_warnings = tuple(conventions.FP_WARNINGS)
         except _EdgeSkip as why:
-            notes.append(str(why))
-            continue
-        except _Skip as why:
-            return replace(base, diagnosis=str(why), trial=t)
-        except (ConventionError, EvaluationError) as why:
-            return replace(base, diagnosis=str(why), trial=t)
-        notes += [n for n in trial.notes + [trial.estimate.note] if n and n not in notes]
+            self.notes.append(str(why))
+            return
+        except (_Skip, ConventionError, EvaluationError, MemoryError) as why:
+            self.stopped = replace(self.base, diagnosis=resources.out_of_memory(why) or str(why), trial=t)
+            return
+        self.notes += [n for n in trial.notes + [trial.estimate.note] if n and n not in self.notes]
         score = comp.max_ratio
-        if worst is None or score > worst[0]:
-            worst = (score, t, trial, comp)
-    if worst is None:
-        return replace(base, diagnosis="no sample point applies to this component", notes=tuple(notes))
-    _, t, trial, comp = worst
-    verdict, diagnosis = Verdict.PASS, ""
-    if not comp.passed:
-        dense = _densify(trial, comp)
-        dense_comp = comp if dense is trial else compare(dense.analytic, dense.estimate.value, dense.estimate.error,
-                                                         options.tolerance)
-        kink = _kink_verdict(dense, dense_comp, options.tolerance) if dense.layout.batch == trial.layout.batch else None
-        if kink:
-            verdict, diagnosis = Verdict.KINK, kink
-        else:
-            verdict = Verdict.FAIL
-            diagnosis = diagnose(Evidence(dense.analytic, dense.estimate.value, dense.estimate.error,
-                                          options.tolerance, dense.layout, convention, dense_comp,
-                                          dense.refeed, dense.refeed_text, dense.x, dense.fp_warnings))
-    failed = verdict is Verdict.FAIL
-    return replace(base, verdict=verdict, diagnosis=diagnosis, trial=t,
-                   input=_nested(trial.x) if failed else None,
-                   target=_nested(trial.target) if failed else None,
-                   heatmap=_heatmap(trial, comp, options.tolerance) if failed else None,
-                   worst_entries=tuple(describe(e, trial.layout) for e in comp.bad) if failed else (),
-                   max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err,
-                   tolerance=comp.worst.tolerance, ratio=comp.max_ratio,
-                   worst_index=trial.layout.worst_index(comp.worst.index),
-                   analytic=comp.worst.analytic, numeric=comp.worst.numeric, noise=comp.worst.error,
-                   method=trial.estimate.method, notes=tuple(notes))
+        if self.worst is None or score > self.worst.score:
+            self.worst = _Worst(score, t, comp if not comp.passed else replace(comp, columns=None),
+                                trial.layout, trial.estimate.method, None if comp.passed else trial)
+
+    def row(self) -> CheckResult:
+        """The component's row, from the worst trial."""
+        row = self.stopped if self.stopped is not None else self._row()
+        return self.finish(row) if self.finish is not None else row
+
+    def _row(self) -> CheckResult:
+        base, options, notes = self.base, self.options, self.notes
+        if self.worst is None:
+            return replace(base, diagnosis="no sample point applies to this component", notes=tuple(notes))
+        t, comp, trial = self.worst.t, self.worst.comp, self.worst.trial
+        verdict, diagnosis = Verdict.PASS, ""
+        if trial is not None:
+            dense = _densify(trial, comp)
+            dense_comp = comp if dense is trial else compare(dense.analytic, dense.estimate.value,
+                                                             dense.estimate.error, options.tolerance)
+            kink = (_kink_verdict(dense, dense_comp, options.tolerance) if dense.layout.batch == trial.layout.batch
+                    else None)
+            if kink:
+                verdict, diagnosis = Verdict.KINK, kink
+            else:
+                verdict = Verdict.FAIL
+                diagnosis = diagnose(Evidence(dense.analytic, dense.estimate.value, dense.estimate.error,
+                                              options.tolerance, dense.layout, self.convention, dense_comp,
+                                              dense.refeed, dense.refeed_text, dense.x, dense.fp_warnings))
+        failed = verdict is Verdict.FAIL
+        layout = self.worst.layout
+        return replace(base, verdict=verdict, diagnosis=diagnosis, trial=t,
+                       input=_nested(trial.x) if failed and trial is not None else None,
+                       target=_nested(trial.target) if failed and trial is not None else None,
+                       heatmap=_heatmap(trial, comp, options.tolerance) if failed and trial is not None else None,
+                       worst_entries=tuple(describe(e, layout) for e in comp.bad) if failed else (),
+                       max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err,
+                       tolerance=comp.worst.tolerance, ratio=comp.max_ratio,
+                       worst_index=layout.worst_index(comp.worst.index),
+                       analytic=comp.worst.analytic, numeric=comp.worst.numeric, noise=comp.worst.error,
+                       method=self.worst.method, notes=tuple(notes))
+
+
+@dataclass
+class _Worst:
+    """The worst trial of a component so far: its figures, and the trial itself when it failed."""
+
+    score: float
+    t: int
+    comp: Comparison
+    layout: Layout
+    method: str
+    trial: _Trial | None
+
+
+class _PerTrial(Generic[V]):
+    """Values the components of a spec share for one trial (its point, its quick estimate).
+
+    Only the current trial's are held: moving to another trial drops them, which is free
+    because the components step through the trials together; a part's own values are
+    dropped as soon as its components are done with the trial.
+    """
+
+    def __init__(self) -> None:
+        self.trial: int | None = None
+        self._values: dict[Hashable, V] = {}
+
+    def _at(self, t: int) -> dict[Hashable, V]:
+        if t != self.trial:
+            self._values.clear()
+            self.trial = t
+        return self._values
+
+    def advance(self, t: int) -> None:
+        """Drop what is held unless it is trial ``t``'s."""
+        self._at(t)
+
+    def clear(self) -> None:
+        """Drop everything: its components are done with this trial."""
+        self._values.clear()
+        self.trial = None
+
+    def get(self, t: int, make: Callable[[], V], key: Hashable = None) -> V:
+        """The value for trial ``t`` (and ``key``), made on first use."""
+        values = self._at(t)
+        if key not in values:
+            values[key] = make()
+        return values[key]
+
+    def peek(self, t: int, key: Hashable = None) -> V | None:
+        """The value for trial ``t`` if some component made it, else None."""
+        return self._at(t).get(key)
+
+
+@dataclass
+class _Part:
+    """The components of one part of a spec (activation, loss, pair) and what they share per trial."""
+
+    components: list[_Component]
+    shared: list[_PerTrial[Any]]
 
 
 def _compare_again(quick: _Trial, full: _Trial, comp: Comparison, tolerance: Tolerance) -> Comparison:
@@ -535,19 +657,26 @@ def _heatmap(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> tuple[tup
 
 
 class _Points:
-    """Seeded sample points for one spec, identical for every component of it."""
+    """Seeded sample points for one spec, identical for every component of it (the current
+    trial's are kept, see :class:`_PerTrial`)."""
 
     def __init__(self, spec: Spec, options: CheckOptions) -> None:
         self.spec = spec
         self.options = options
-        self._cache: dict[int, tuple[Array, Array | None]] = {}
-        self._inputs: dict[int, Array] = {}
+        self._cache: _PerTrial[tuple[Array, Array | None]] = _PerTrial()
+        self._inputs: _PerTrial[Array] = _PerTrial()
+
+    def advance(self, trial: int) -> None:
+        """Every component is done with the trials before ``trial``: drop their points."""
+        self._cache.advance(trial)
+        self._inputs.advance(trial)
 
     def __call__(self, trial: int) -> tuple[Array, Array | None]:  # x (or pred), target
-        if trial not in self._cache:
+        def draw() -> tuple[Array, Array | None]:
             x, target = self._draw(trial)
-            self._cache[trial] = (self._representable(x), target)
-        return self._cache[trial]
+            return self._representable(x), target
+
+        return self._cache.get(trial, draw)
 
     def _representable(self, x: Array) -> Array:
         # The point is one the checked dtype can hold, so every call sees the same x.
@@ -558,9 +687,7 @@ class _Points:
         a million normal draws cost ~15 ms)."""
         if self.spec.activation is None:
             return self(trial)[0]
-        if trial not in self._inputs:
-            self._inputs[trial] = self._representable(self._draw(trial, with_target=False)[0])
-        return self._inputs[trial].copy()
+        return self._inputs.get(trial, lambda: self._representable(self._draw(trial, with_target=False)[0])).copy()
 
     def _draw(self, trial: int, with_target: bool = True) -> tuple[Array, Array | None]:
         opts, act, loss = self.options, self.spec.activation, self.spec.loss
@@ -619,11 +746,11 @@ def _call_forward(spec: FunctionSpec, x: Array) -> Array:
 
 
 def _streams(act: FunctionSpec, convention: str, points: _Points, options: CheckOptions, k_out: int | None,
-             numeric: dict[int, tuple[Evaluator, numdiff.StructuredEstimate]]) -> bool:
+             numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]]) -> bool:
     """Is this convention's Jacobian too large to hold, so that it must be streamed?
 
     ``k_out`` is the output width (:func:`_output_width`; None: never stream). ``numeric``
-    caches the quick estimate per trial; it gets trial 0's when this looks.
+    shares the quick estimate of the current trial; it gets trial 0's when this looks.
     """
     b, k = options.point_shape
     if k_out is None or not stream.needed(b, k, k_out, convention):
@@ -632,26 +759,33 @@ def _streams(act: FunctionSpec, convention: str, points: _Points, options: Check
         # A diagonal derivative of a function the probes find elementwise is compared as
         # its diagonal, in O(B*K) memory and time: only other structures need streaming.
         try:
-            if 0 not in numeric:
-                numeric[0] = _numeric_structured(act, points.input_only(0), options, quick=True)
+            _, est = numeric.get(0, lambda: _numeric_structured(act, points.input_only(0), options, quick=True))
         except _Skip:
             return False  # the in-memory path reports it
-        return numeric[0][1].structure != structure.ELEMENTWISE
+        return est.structure != structure.ELEMENTWISE
     return True
 
 
-def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions) -> list[CheckResult]:
-    rows = []
-    # trial -> quick numerical Jacobian, shared by every convention of the entry
-    numeric: dict[int, tuple[Evaluator, numdiff.StructuredEstimate]] = {}
-    analytic_cache: dict[tuple[int, str], tuple[str, Array]] = {}
+def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions) -> _Part:
+    rows: list[_Component] = []
+    # the current trial's quick numerical Jacobian, shared by every convention of the entry
+    numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]] = _PerTrial()
+    analytic_cache: _PerTrial[tuple[str, Array]] = _PerTrial()
     b, k = options.point_shape
     checked = _checked_conventions(act, options)
     skipped = [c for c in act.conventions if c not in checked]
+    finish = None
+    if skipped:
+        note = (f"the jacobian convention was not checked at this size: it returns {b * k * k:,} entries "
+                f"({b * k * k * 8 / 2**30:.1f} GiB); this row checks the same derivative")
+
+        def finish(row: CheckResult) -> CheckResult:
+            return replace(row, notes=(*row.notes, note))
+
     k_out = None if options.fast else _output_width(act, points, options)  # one forward call, not one per convention
     for convention in checked:
         if _streams(act, convention, points, options, k_out, numeric):
-            rows.append(_streamed_row(spec, act, convention, points, options))
+            rows.append(_StreamedJudge(spec, act, convention, points, options, finish))
             continue
 
         def trial(t: int, failing: Index | None, convention: str = convention) -> _Trial:
@@ -660,14 +794,11 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
                 return _fast_trial(act.forward, x, act.domain, options, f"{act.name} forward",
                                    lambda y, u, d: conventions.analytic_projections(act, convention, x, y, u, d),
                                    options.seed)
-            if t not in numeric:
-                numeric[t] = _numeric_structured(act, x, options, quick=True)
-            evaluator, est = numeric[t]
-            if (t, convention) not in analytic_cache:
-                analytic_cache[t, convention] = conventions.analytic_form(act, convention, x, evaluator.y0,
-                                                                          est.structure)
+            evaluator, est = numeric.get(t, lambda: _numeric_structured(act, x, options, quick=True))
+            structure_kind = est.structure
+            analytic_form, analytic = analytic_cache.get(
+                t, lambda: conventions.analytic_form(act, convention, x, evaluator.y0, structure_kind), convention)
             changed = None
-            analytic_form, analytic = analytic_cache[t, convention]
             form = structure.common_form(analytic_form, est.form)
             if failing is not None:
                 scale = inputs.step_scale(x, act.domain)
@@ -704,21 +835,17 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
             return _Trial(analytic, est, layout, refeed, refeed_text,
                           _kink_hook(act, evaluator, x, x, est), x=x, changed=changed)
 
-        rows.append(_judge(spec, "jacobian", convention, act.origin, options, trial))
-    if skipped:
-        note = (f"the jacobian convention was not checked at this size: it returns {b * k * k:,} entries "
-                f"({b * k * k * 8 / 2**30:.1f} GiB); this row checks the same derivative")
-        rows = [replace(r, notes=(*r.notes, note)) for r in rows]
+        rows.append(_Judge(spec, "jacobian", convention, act.origin, options, trial, finish))
     if "derivative2" in act.second and not options.fast:
         rows.append(_second_row(spec, act, points, options, numeric))
-    return rows
+    return _Part(rows, [numeric, analytic_cache])
 
 
 def _second_row(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions,
-                numeric: dict[int, tuple[Evaluator, numdiff.StructuredEstimate]]) -> CheckResult:
+                numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]]) -> _Judge:
     """The elementwise second derivative against second differences.
 
-    ``numeric`` holds the Jacobian rows' evaluator and verified structure per trial, when
+    ``numeric`` holds the Jacobian rows' evaluator and verified structure for the trial, when
     they ran: the same point, so its noise measurement and structure probes are reused.
     """
 
@@ -727,9 +854,10 @@ def _second_row(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOp
         scale = inputs.step_scale(x, act.domain)
         try:
             kind: str | None = None
-            if t in numeric:  # its structure is only a verdict when elementwise (--method complex skips probes)
-                evaluator = numeric[t][0]
-                kind = structure.ELEMENTWISE if numeric[t][1].structure == structure.ELEMENTWISE else None
+            shared = numeric.peek(t)
+            if shared is not None:  # its structure is only a verdict when elementwise (--method complex skips probes)
+                evaluator = shared[0]
+                kind = structure.ELEMENTWISE if shared[1].structure == structure.ELEMENTWISE else None
             else:
                 evaluator = Evaluator(act.forward, x, scale, options.dtype)
             _forward_values(evaluator, f"{act.name} forward", x)
@@ -739,13 +867,13 @@ def _second_row(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOp
         layout = Layout(x.shape[0], x.shape[-1], x.shape[-1], scalar=True, second=True)
         return _Trial(conventions.analytic_second(act, x), est, layout, x=x)
 
-    return _judge(spec, "second_derivative", "derivative2", act.origin, options, second)
+    return _Judge(spec, "second_derivative", "derivative2", act.origin, options, second)
 
 
-def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOptions) -> CheckResult:
+def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOptions) -> _Part:
     act = spec.activation
 
-    quick: dict[int, tuple[Evaluator, numdiff.Estimate]] = {}
+    quick: _PerTrial[tuple[Evaluator, numdiff.Estimate]] = _PerTrial()
 
     def trial(t: int, failing: Index | None) -> _Trial:
         x, target = points(t)
@@ -757,32 +885,29 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOpt
             return _fast_trial(lambda p: loss.forward(p, target_in), pred, loss.domain, options,
                                f"{loss.name} forward", lambda y, u, d: u[:, 0] * (d @ gradient),
                                options.seed, target)
-        if t not in quick:
-            quick[t] = _numeric(lambda p: loss.forward(p, target_in), pred, loss.domain,
-                                options, f"{loss.name} forward", quick=True)
-        evaluator, est = quick[t]
+        evaluator, est = quick.get(t, lambda: _numeric(lambda p: loss.forward(p, target_in), pred, loss.domain,
+                                                       options, f"{loss.name} forward", quick=True))
         est = _complete(evaluator, pred, inputs.step_scale(pred, loss.domain), options, "general", est,  # type: ignore[assignment]
                         "dense", failing)
         analytic = conventions.analytic_gradient(loss, pred, target)
         return _Trial(analytic, est, Layout(pred.shape[0], 1, pred.shape[-1], scalar=True),
                       kink=_kink_hook(loss, evaluator, pred, pred - target, est), x=pred, target=target)
 
-    return _judge(spec, "gradient", "gradient", loss.origin, options, trial)
+    return _Part([_Judge(spec, "gradient", "gradient", loss.origin, options, trial)], [quick])
 
 
 def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Points,
-               options: CheckOptions, registry: Registry, parts_ok: dict[str, bool]) -> list[CheckResult]:
+               options: CheckOptions, registry: Registry, parts_ok: Callable[[], dict[str, bool]]) -> _Part:
     convention = _checked_conventions(act, options)[0]
-    composite_cache: dict[int, tuple[Evaluator, numdiff.Estimate]] = {}
+    composite_cache: _PerTrial[tuple[Evaluator, numdiff.Estimate]] = _PerTrial()
 
     def composite(t: int, failing: Index | None) -> tuple[Array, Array, numdiff.Estimate]:
         z, target = points(t)
         assert target is not None
-        if t not in composite_cache:
-            target_in = target.astype(options.dtype)
-            composite_cache[t] = _numeric(lambda v: loss.forward(act.forward(v), target_in), z,
-                                          act.domain, options, f"{loss.name}({act.name}(z))", quick=True)
-        evaluator, est = composite_cache[t]
+        target_in = target.astype(options.dtype)
+        evaluator, est = composite_cache.get(t, lambda: _numeric(lambda v: loss.forward(act.forward(v), target_in), z,
+                                                                 act.domain, options, f"{loss.name}({act.name}(z))",
+                                                                 quick=True))
         est = _complete(evaluator, z, inputs.step_scale(z, act.domain), options, "general", est,  # type: ignore[assignment]
                         "dense", failing)
         return z, target, est
@@ -790,7 +915,9 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
     def kink(t: int) -> Callable[[], tuple[Array, Array, str] | None] | None:
         # The composite has the activation's kinks: there, accept any subgradient too.
         z, _ = points(t)
-        evaluator, est = composite_cache[t]
+        shared = composite_cache.peek(t)
+        assert shared is not None  # composite(t) made it
+        evaluator, est = shared
         return _kink_hook(act, evaluator, z, z, est)
 
     def fast(t: int, gradient: Callable[[Array, Array], Array]) -> _Trial:
@@ -815,17 +942,19 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
         return _Trial(analytic, est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z, target=target,
                       kink=kink(t))
 
-    rows = [_judge(spec, "chain", convention, act.origin, options, chain)]
-    if rows[0].verdict is Verdict.FAIL:
-        wrong = [name for name, ok in parts_ok.items() if not ok]
+    def explain_chain(row: CheckResult) -> CheckResult:
+        if row.verdict is not Verdict.FAIL:
+            return row
+        wrong = [name for name, ok in parts_ok().items() if not ok]
         if wrong:
-            rows[0] = replace(rows[0], diagnosis=(
+            return replace(row, diagnosis=(
                 f"follows from the wrong {' and '.join(wrong)} (see {'those rows' if len(wrong) > 1 else 'that row'}): "
                 f"J^T dL/da built from it gives the wrong dL/dz"))
-        else:
-            rows[0] = replace(rows[0], diagnosis=(
-                "the activation's Jacobian and the loss gradient each pass, but their product does "
-                f"not: the {convention} mishandles the upstream gradient ({rows[0].diagnosis})"))
+        return replace(row, diagnosis=(
+            "the activation's Jacobian and the loss gradient each pass, but their product does "
+            f"not: the {convention} mishandles the upstream gradient ({row.diagnosis})"))
+
+    rows: list[_Component] = [_Judge(spec, "chain", convention, act.origin, options, chain, explain_chain)]
     fused = registry.fused(act.base, loss.base)
     if fused is not None:
         def fused_gradient(z: Array, target: Array) -> Array:
@@ -840,8 +969,8 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
             return _Trial(out.reshape(1, -1), est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z,
                           target=target, kink=kink(t))
 
-        rows.append(_judge(spec, "fused", "fused", fused.origin, options, fused_trial))
-    return rows
+        rows.append(_Judge(spec, "fused", "fused", fused.origin, options, fused_trial))
+    return _Part(rows, [composite_cache])
 
 
 def check_explicit_input(spec: Spec, options: CheckOptions) -> None:
@@ -866,15 +995,31 @@ def check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[Ch
 
 def _check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[CheckResult]:
     points = _Points(spec, options)
-    rows: list[CheckResult] = []
+    parts: list[_Part] = []
     if spec.activation is not None:
-        rows += _activation_rows(spec, spec.activation, points, options)
+        parts.append(_activation_rows(spec, spec.activation, points, options))
     if spec.loss is not None:
-        rows.append(_loss_row(spec, spec.loss, points, options))
+        parts.append(_loss_row(spec, spec.loss, points, options))
+    rows: list[CheckResult] = []
+    n_parts = sum(len(part.components) for part in parts)
+
+    def parts_ok() -> dict[str, bool]:
+        return {what: all(r.verdict is not Verdict.FAIL for r in rows[:n_parts] if r.component == component)
+                for what, component in (("activation Jacobian", "jacobian"), ("loss gradient", "gradient"))}
+
     if spec.activation is not None and spec.loss is not None:
-        parts_ok = {what: all(r.verdict is not Verdict.FAIL for r in rows if r.component == component)
-                    for what, component in (("activation Jacobian", "jacobian"), ("loss gradient", "gradient"))}
-        rows += _pair_rows(spec, spec.activation, spec.loss, points, options, registry, parts_ok)
+        parts.append(_pair_rows(spec, spec.activation, spec.loss, points, options, registry, parts_ok))
+    # Trial by trial, every component: what a part's components share is made once, and
+    # dropped when they are done with the trial; the points go when the next trial starts.
+    for t in range(options.n_trials):
+        points.advance(t)
+        for part in parts:
+            for component in part.components:
+                component.step(t)
+            for store in part.shared:
+                store.clear()
+    for part in parts:  # in order: the pair's rows read the activation's and the loss's
+        rows += [component.row() for component in part.components]
     return rows
 
 
@@ -903,6 +1048,7 @@ def run(specs: Sequence[str], options: CheckOptions | None = None, registry: Reg
     parsed = [parse_spec(s, registry) for s in specs]
     for spec in parsed:
         check_explicit_input(spec, options)
+        options.validate(spec)
     rows: list[CheckResult] = []
     for spec in parsed:
         rows += check_spec(spec, options, registry)
@@ -948,6 +1094,7 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
         )
     entry = spec.activation or spec.loss
     assert entry is not None
+    options.validate(spec)
     rows = RunResult(tuple(check_spec(spec, options, registry)))
     convention = entry.conventions[0]
     try:

@@ -160,7 +160,10 @@ def _vjp_columns(spec: FunctionSpec, convention: str, x: Array, y: Array,
         # VJP gives rows: every row again (stacked when the VJP broadcasts), restricted to these columns.
         out = np.empty((m, groups.size))
         if kind == ROWWISE:
-            step = conventions.STACK_CHUNK if stacked is not None else 1
+            # A stack of vectors (and its result, and the code's temporaries) is rows x B x K:
+            # at most about one chunk's bytes, or a softmax at K = 1e6 stacks 256 copies (2 GB each).
+            step = max(1, min(conventions.STACK_CHUNK, CHUNK_BYTES // (8 * b * max(k, k_out)))) \
+                if stacked is not None else 1
 
             def rows_of(i0: int) -> None:
                 rows = range(i0, min(k_out, i0 + step))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from gradcheck_cli import parallel, processes
+from gradcheck_cli import parallel, processes, resources
 from gradcheck_cli.registry import Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 from gradcheck_cli.runner import CheckOptions, Spec, check_spec, reproduce_command
@@ -56,7 +56,7 @@ def run_job(job: Job, registry: Registry) -> list[CheckResult]:
     except BaseException as exc:  # noqa: BLE001 - a plugin may even raise SystemExit
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f" at {frame.filename}:{frame.lineno}" if frame else ""
-        rows = [error_row(job, f"the check raised {type(exc).__name__}: {exc}{where}")]
+        rows = [error_row(job, resources.out_of_memory(exc) or f"the check raised {type(exc).__name__}: {exc}{where}")]
     return expect(rows, job)
 
 
@@ -74,16 +74,35 @@ def expect(rows: list[CheckResult], job: Job) -> list[CheckResult]:
 
 
 def _forked_child(job: Job, registry: Registry, conn: Connection, threads: int, parent: int,
-                  inherited: Sequence[Connection]) -> None:
+                  inherited: Sequence[Connection], room: int | None) -> None:
     processes.isolate_self(parent)
     for other in inherited:  # the loader's line to gradcheck: a helper holding it would hide the loader's end
         other.close()
+    _cap_memory(job, room)
     parallel.limit(threads)
     conn.send(run_job(job, registry))
     conn.close()
 
 
-def _spawned_child(load: Any, index: int, name: str, conn: Connection, threads: int, parent: int) -> None:
+def _cap_memory(job: Job, room: int | None) -> None:
+    """A check may use its share of the memory there was when the suite started (``room``),
+    and never less than twice its estimate: past that, a MemoryError (an ERROR row), not
+    the kernel's OOM killer taking the machine."""
+    if room is None:
+        return
+    resources.cap_memory(max(room, min(2 * resources.estimate_bytes(job.spec, job.options), room * 4)))
+
+
+def _room(workers: int) -> int | None:
+    """Each of ``workers`` checks' share of the memory available now (None if unknown)."""
+    try:
+        return resources.available_memory() // max(1, workers)
+    except Exception:  # noqa: BLE001 - a cap is a safety net, never a reason to stop
+        return None
+
+
+def _spawned_child(load: Any, index: int, name: str, conn: Connection, threads: int, parent: int,
+                   room: int | None) -> None:
     """A check in a spawned process: load the same plugins and config, then run check ``index``."""
     from gradcheck_cli.worker import build_jobs
 
@@ -98,6 +117,7 @@ def _spawned_child(load: Any, index: int, name: str, conn: Connection, threads: 
         conn.send("loading the plugins again in this check's process gave other checks (a plugin registers "
                   "different entries each time it is imported); make its registrations deterministic")
         return
+    _cap_memory(jobs[index], room)
     conn.send(run_job(jobs[index], registry))
     conn.close()
 
@@ -167,6 +187,7 @@ def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isola
     workers = max(1, min(workers, len(jobs), _descriptor_budget()))
     # Workers share the machine's cores: each gets its share of threads (at least one).
     threads = max(1, parallel.threads() // workers)
+    room = _room(workers)
     pending = list(range(len(jobs)))
     running: dict[int, _Running] = {}
     me = os.getpid()
@@ -174,7 +195,7 @@ def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isola
         while pending and len(running) < workers:
             i = pending.pop(0)
             try:
-                started = _start(ctx, method, jobs, i, registry, load, threads, me, inherited)
+                started = _start(ctx, method, jobs, i, registry, load, threads, me, inherited, room)
             except OSError as exc:  # out of processes or file descriptors
                 if running:
                     pending.insert(0, i)  # try again when a running check ends
@@ -214,14 +235,15 @@ def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isola
 
 
 def _start(ctx: Any, method: str, jobs: Sequence[Job], i: int, registry: Registry, load: Any, threads: int,
-           me: int, inherited: Sequence[Connection]) -> _Running:
+           me: int, inherited: Sequence[Connection], room: int | None) -> _Running:
     receive, send = ctx.Pipe(duplex=False)
     try:
         if method == "fork":
-            proc = ctx.Process(target=_forked_child, args=(jobs[i], registry, send, threads, me, inherited),
+            proc = ctx.Process(target=_forked_child, args=(jobs[i], registry, send, threads, me, inherited, room),
                                daemon=True)
         else:
-            proc = ctx.Process(target=_spawned_child, args=(load, i, jobs[i].name, send, threads, me), daemon=True)
+            proc = ctx.Process(target=_spawned_child, args=(load, i, jobs[i].name, send, threads, me, room),
+                               daemon=True)
         proc.start()
     except BaseException:
         receive.close()
@@ -269,6 +291,7 @@ def jobs_for(names: list[str], options: CheckOptions, registry: Registry, timeou
     for name in names:
         spec = parse_spec(name, registry)
         check_explicit_input(spec, options)
+        options.validate(spec)
         jobs.append(Job(name, spec, options, timeout=timeout))
     return jobs
 
@@ -319,6 +342,7 @@ def jobs_from_config(path: str, default_timeout: float | None) -> tuple[Registry
             options.validate()
             spec = parse_spec(check.spec, registry)
             check_explicit_input(spec, options)
+            options.validate(spec)
         except GradcheckError as exc:
             raise ConfigError(f"{config.where(key)}: {exc.message}") from exc
         jobs.append(Job(check.name, spec, options, check.expect, merged.get("timeout", default_timeout)))

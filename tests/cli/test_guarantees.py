@@ -99,6 +99,19 @@ checks: [hang_a, hang_b, fine]
 """
 
 
+GREEDY = """\
+import numpy as np
+from gradcheck_cli import register_activation
+
+
+def greedy(x):
+    hoard = np.ones(10**9)  # 8 GB, far past the cap a check runs under
+    return 1 - np.tanh(x) ** 2 + 0 * hoard[0]
+
+
+register_activation("greedy", forward=np.tanh, derivative=greedy)
+register_activation("fine", forward=np.tanh, derivative=lambda x: 1 - np.tanh(x) ** 2)
+"""
 COMMANDS = [["check", "bad.py"], ["list", "--plugin", "bad.py"], ["ci", "suite.yaml"],
             ["explain", "softmax", "--plugin", "bad.py"]]
 SIGNALS = [int(signal.SIGTERM), int(signal.SIGHUP), int(signal.SIGINT)]
@@ -215,6 +228,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
           files={"spawned.py": SPAWN_PLUGIN, "suite.yaml": SPAWN_CONFIG})
     start("spawn_load", "run", "softmax", "--plugin", "bad.py", env=spawn, files={"bad.py": LOAD_FAULTS["exit7"]})
     start("no_such_method", "run", "softmax", env={**ENV, "GRADCHECK_START_METHOD": "teleport"})
+    start("greedy", "run", "greedy", "fine", "--plugin", "greedy.py", "--trials", "1",
+          env={**ENV, "GRADCHECK_MEMORY_LIMIT": "1G"}, files={"greedy.py": GREEDY})
     yield started
     for run in started.values():
         if run.popen.poll() is None:  # a test that failed before it ended its run
@@ -354,3 +369,10 @@ def test_spawned_loading_reports_a_plugin_that_exits(runs: dict[str, Started]) -
 def test_a_start_method_the_machine_lacks_is_a_usage_error(runs: dict[str, Started]) -> None:
     run = runs["no_such_method"].result()
     assert run.popen.returncode == 2 and "GRADCHECK_START_METHOD='teleport'" in run.err
+
+
+def test_a_check_past_its_memory_cap_is_an_error_row_not_the_oom_killer(runs: dict[str, Started]) -> None:
+    run = runs["greedy"].result()
+    assert run.popen.returncode == 3, (run.out, run.err)
+    assert "ran out of memory" in run.out
+    assert "PASS" in run.out  # the next check ran on
