@@ -135,7 +135,7 @@ def _serve(load: Load, conn: Connection, workers: int) -> None:
                 conn.send(("result", _entries(load)))
                 return
             if load.command == "explain":
-                conn.send(("result", _explain(load, tell)))
+                conn.send(("result", _explain(load, conn)))
                 return
             registry, jobs = build_jobs(load)
     except GradcheckError as exc:
@@ -160,12 +160,12 @@ def _entries(load: Load) -> tuple[list[Any], list[tuple[str, str, str]]]:
     return [spec.summary() for spec in registry], registry.fused_summaries()
 
 
-def _explain(load: Load, tell: Callable[[str], None]) -> Any:
+def _explain(load: Load, conn: Connection) -> Any:
     from gradcheck_cli.plugins import default_registry
     from gradcheck_cli.runner import explain
 
     registry = default_registry(load.plugins)
-    tell(f"explaining '{load.source}'")
+    conn.send(("step", f"explaining '{load.source}'"))
     return explain(load.source, load.options, registry=registry)
 
 
@@ -261,30 +261,35 @@ def _next(conn: Connection, proc: Any, deadline: float | None) -> tuple[Any, ...
 
 def _follow(load: Load, proc: Any, conn: Connection, run: _Run,
             progress: Callable[[int, int, str], None] | None) -> Any:
-    what = "the built-in entries"
+    step = "loading the built-in entries"
     deadline = time.monotonic() + load.timeout if load.timeout else None
     while True:
+        loading = step.startswith("loading")
+        advice = ("Make importing it only register entries" if loading else
+                  "Run 'gradcheck run' on it to see which part fails")
         try:
             message = _next(conn, proc, deadline)
         except TimeoutError:
-            raise PluginError(f"Loading {what} did not finish within {load.timeout:g} s (--timeout): its "
-                              f"import hangs or is far too slow. Nothing was checked. Make importing it only "
-                              f"register entries, or raise --timeout.") from None
+            raise _step_error(loading)(f"{_capital(step)} did not finish within {load.timeout:g} s (--timeout): "
+                              f"{'its import' if loading else 'it'} hangs or is far too slow. Nothing was "
+                              f"checked. {advice}, or raise --timeout.") from None
         if message is None:
             proc.join(EXIT_GRACE)
-            raise PluginError(f"Loading {what} ended gradcheck's loader process ({processes.exit_text(proc.exitcode)}) "
-                              f"before anything was checked: the plugin exits, crashes or kills its process "
-                              f"while it is imported. Make importing it only register entries.")
+            raise _step_error(loading)(f"{_capital(step)} ended gradcheck's loader process "
+                                       f"({processes.exit_text(proc.exitcode)}) before "
+                                       f"{'anything was checked' if loading else 'it finished'}: the code it runs "
+                                       f"exits, crashes or kills its process. {advice}.")
         kind = message[0]
         if kind == "loading":
-            what = message[1]
+            step = f"loading {message[1]}"
+        elif kind == "step":
+            step = message[1]
         elif kind == "error":
             error = GradcheckError(message[1])
             error.exit_code = ExitCode(message[2])
             raise error
         elif kind == "load-raised":
-            raise PluginError(f"Loading {what} raised {message[1]}. Nothing was checked. Make importing it "
-                              f"only register entries.")
+            raise _step_error(loading)(f"{_capital(step)} raised {message[1]}. Nothing was checked. {advice}.")
         elif kind == "result":
             run.complete = True
             return message[1]
@@ -296,6 +301,20 @@ def _follow(load: Load, proc: Any, conn: Connection, run: _Run,
             if progress is not None:
                 progress(0, len(run.names), "")
             return _follow_checks(proc, conn, run, progress)
+
+
+class CheckCrashed(GradcheckError):
+    """Code run for ``explain`` after loading crashed or hung: a check that could not run (exit 3)."""
+
+    exit_code = ExitCode.NOT_RUN
+
+
+def _step_error(loading: bool) -> type[GradcheckError]:
+    return PluginError if loading else CheckCrashed
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _follow_checks(proc: Any, conn: Connection, run: _Run,

@@ -228,6 +228,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
           files={"spawned.py": SPAWN_PLUGIN, "suite.yaml": SPAWN_CONFIG})
     start("spawn_load", "run", "softmax", "--plugin", "bad.py", env=spawn, files={"bad.py": LOAD_FAULTS["exit7"]})
     start("no_such_method", "run", "softmax", env={**ENV, "GRADCHECK_START_METHOD": "teleport"})
+    start("explain_crash", "explain", "crash_with_helper", "--plugin", "hanging.py", files={"hanging.py": HANGING})
     start("greedy", "run", "greedy", "fine", "--plugin", "greedy.py", "--trials", "1",
           env={**ENV, "GRADCHECK_MEMORY_LIMIT": "1G"}, files={"greedy.py": GREEDY})
     yield started
@@ -376,3 +377,10 @@ def test_a_check_past_its_memory_cap_is_an_error_row_not_the_oom_killer(runs: di
     assert run.popen.returncode == 3, (run.out, run.err)
     assert "ran out of memory" in run.out
     assert "PASS" in run.out  # the next check ran on
+
+
+def test_explain_whose_code_crashes_is_a_check_that_could_not_run(runs: dict[str, Started]) -> None:
+    run = runs["explain_crash"].result()
+    assert run.popen.returncode == 3, (run.out, run.err)
+    assert "Explaining 'crash_with_helper' ended gradcheck's loader process (exit code 5)" in run.err
+    assert _survivors(run.recorded(1)) == []
