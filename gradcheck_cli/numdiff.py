@@ -126,18 +126,21 @@ class Evaluator:
             raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
         if y.dtype.kind not in "fiuc":
             raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
+        if probe:
+            _precise_enough(y.dtype, self.dtype)
         if probe and not floating.same_values(seen.astype(self.dtype, copy=False), x.astype(self.dtype, copy=False)):
             idx = tuple(int(i) for i in np.argwhere(~np.isclose(seen, x, equal_nan=True))[0])
             raise EvaluationError(
                 f"changes its input in place: x{list(idx)} was {x[idx]:.6g} before the call and "
                 f"{seen[idx]:.6g} after; callers' arrays would be corrupted. Work on a copy "
                 f"(x = x.copy()) or use out-of-place operations")
+        y = _as_numbers(y)  # the repeat call's result is cast the same way: compare like with like
         if probe and not (again.shape == y.shape and floating.same_values(again, y)):
             raise EvaluationError(
                 "is not deterministic: two calls with the same x gave different results (it "
                 "draws random numbers or keeps state between calls, e.g. dropout or a running "
                 "average); fix the randomness (a seed, eval mode) to check its derivative")
-        return y.astype(np.float64, copy=False) if y.dtype.kind != "c" else y
+        return y
 
     def _quiet_call(self, x: Array) -> Array:
         """``f(x)`` for a fresh x, as from a worker thread: numpy's warnings are ignored
@@ -149,7 +152,7 @@ class Evaluator:
             raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
         if y.dtype.kind not in "fiuc":
             raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
-        return y.astype(np.float64, copy=False) if y.dtype.kind != "c" else y
+        return _as_numbers(y)
 
     def _write(self, out: Array, i: int, point: Callable[[], Array]) -> None:
         """``out[i] = f(point())``, quietly (from a worker thread), checking the shape."""
@@ -263,6 +266,32 @@ class Evaluator:
         else:
             ys = np.stack([self.call(p) for p in stack])
         return ys.reshape(len(stack), -1)
+
+
+def _as_numbers(y: NDArray[Any]) -> Array:
+    """A forward's result as the arrays differencing works on: float64, or complex as it came.
+
+    float128 (np.longdouble) is rounded to float64 here, for the first call and its repeat
+    alike, so the determinism probe compares like with like.
+    """
+    return y.astype(np.float64, copy=False) if y.dtype.kind != "c" else y
+
+
+# Outputs coarser than this (float16: eps ~ 1e-3) cannot be differenced meaningfully.
+COARSEST_EPS = 1e-6
+
+
+def _precise_enough(output: np.dtype[Any], checked: np.dtype[Any]) -> None:
+    """Refuse a forward whose output dtype keeps too few digits for finite differences."""
+    if output.kind not in "fc" or float(np.finfo(output).eps) <= COARSEST_EPS:
+        return
+    digits = int(np.finfo(output).precision)
+    raise EvaluationError(
+        f"returned {output} values for {checked} input: {output} keeps about {digits} significant "
+        f"digits, and a difference quotient f(x+h) - f(x-h) over a step small enough for the "
+        f"derivative is then mostly rounding, so finite differences cannot be trusted to check "
+        f"any derivative (the analytic side is not at fault). Compute and return float32 or "
+        f"float64 from forward (cast to {output} outside the function under check)")
 
 
 def _moved(x: Array, t: float, step: Array) -> Array:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli import conventions, inputs, numdiff, stream, structure
+from gradcheck_cli import conventions, floating, inputs, numdiff, stream, structure
 from gradcheck_cli.compare import Comparison, Tolerance, compare, recompare
 from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
@@ -161,12 +161,23 @@ def _forward_values(evaluator: Evaluator, who: str, x: Array) -> Array:
     return y
 
 
+def _scalar_loss(evaluator: Evaluator, who: str) -> None:
+    """A loss is one number; per-sample losses (shape (B,)) must be reduced by the loss itself."""
+    shape = evaluator.y0.shape
+    if evaluator.y0.size != 1:
+        raise _Skip(f"{who} returned an array of shape {shape}, but a loss must return a scalar: the "
+                    f"derivative checked is that of one number, dL/dpred. Reduce it inside the loss "
+                    f"(np.mean or np.sum over the samples) and give the gradient of that reduced loss")
+
+
 def _numeric(f: Callable[[Array], Array], x: Array, domain: str, options: CheckOptions,
-             who: str, quick: bool = False) -> tuple[Evaluator, numdiff.Estimate]:
+             who: str, quick: bool = False, scalar: bool = False) -> tuple[Evaluator, numdiff.Estimate]:
     method = options.method
     scale = inputs.step_scale(x, domain)
     try:
         evaluator = Evaluator(f, x, scale, options.dtype)
+        if scalar:
+            _scalar_loss(evaluator, who)
         _forward_values(evaluator, who, x)
         est = numdiff.estimate(f, x, scale, method, evaluator, quick=quick)
     except EvaluationError as exc:
@@ -185,10 +196,12 @@ JACOBIAN_LIMIT = 25_000_000
 
 def _fast_trial(f: Callable[[Array], Array], x: Array, domain: str, options: CheckOptions, who: str,
                 analytic: Callable[[Array, Array, Array], Array], seed: int, target: Array | None = None) -> _Trial:
-    """--fast: compare seeded random projections u^T J d instead of every entry."""
+    """--fast: compare seeded random projections u^T J d instead of every entry (``target``: a loss's)."""
     scale = inputs.step_scale(x, domain)
     try:
         evaluator = Evaluator(f, x, scale, options.dtype, light=True)
+        if target is not None:
+            _scalar_loss(evaluator, who)
         _forward_values(evaluator, who, x)
         u, d, values, errors = numdiff.projections(evaluator, x, scale, FAST_PROJECTIONS, seed)
     except EvaluationError as exc:
@@ -759,7 +772,7 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOpt
                                options.seed, target)
         if t not in quick:
             quick[t] = _numeric(lambda p: loss.forward(p, target_in), pred, loss.domain,
-                                options, f"{loss.name} forward", quick=True)
+                                options, f"{loss.name} forward", quick=True, scalar=True)
         evaluator, est = quick[t]
         est = _complete(evaluator, pred, inputs.step_scale(pred, loss.domain), options, "general", est,  # type: ignore[assignment]
                         "dense", failing)
@@ -781,7 +794,8 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
         if t not in composite_cache:
             target_in = target.astype(options.dtype)
             composite_cache[t] = _numeric(lambda v: loss.forward(act.forward(v), target_in), z,
-                                          act.domain, options, f"{loss.name}({act.name}(z))", quick=True)
+                                          act.domain, options, f"{loss.name}({act.name}(z))", quick=True,
+                                          scalar=True)
         evaluator, est = composite_cache[t]
         est = _complete(evaluator, z, inputs.step_scale(z, act.domain), options, "general", est,  # type: ignore[assignment]
                         "dense", failing)
@@ -860,7 +874,7 @@ def check_explicit_input(spec: Spec, options: CheckOptions) -> None:
 
 def check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[CheckResult]:
     """Every component row of one parsed spec."""
-    with conventions.in_dtype(options.dtype):
+    with conventions.in_dtype(options.dtype), floating.own_errstate():
         return _check_spec(spec, options, registry)
 
 
@@ -948,6 +962,12 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
         )
     entry = spec.activation or spec.loss
     assert entry is not None
+    with floating.own_errstate():  # whatever numpy error state a plugin set at import
+        return _explain(spec, entry, options, registry)
+
+
+def _explain(spec: Spec, entry: FunctionSpec, options: CheckOptions, registry: Registry) -> Explanation:
+    """:func:`explain` once its arguments are valid."""
     rows = RunResult(tuple(check_spec(spec, options, registry)))
     convention = entry.conventions[0]
     try:
