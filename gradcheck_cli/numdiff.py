@@ -423,20 +423,25 @@ class _Stencil:
         step (~5) leaves the asymptotic regime, where |D(h) - D(2h)| no longer measures
         the error. Columns whose truncation estimate exceeds 1% of their largest entry are
         recomputed with h / 8 (up to three times), keeping whichever bound is smaller.
+
+        A column keeps shrinking while its latest step is still not asymptotic, even when
+        that step's bound was no better: out of the asymptotic regime, the noise measured
+        over the step's span holds curvature too, so the bound at h / 8 can exceed the
+        (equally untrustworthy) bound at h, while h / 64 is already exact.
         """
         h = h.copy()
+        trial_h = h.copy()
         flat_x = x.ravel()
         floor = MIN_STEP_ULPS * np.spacing(np.abs(flat_x).astype(evaluate.dtype)).astype(np.float64)
         for level in range(1, REFINEMENTS + 1):
-            can_shrink = pattern.all_members(h / 8.0 > floor)[ids]
+            can_shrink = pattern.all_members(trial_h / 8.0 > floor)[ids]
             bad = np.flatnonzero((trunc_ratio > NONASYMPTOTIC) & can_shrink)  # local positions
             if bad.size == 0:
                 break
             # Over the original span the noise fit also sees the curvature: re-measure it at the new step.
             noise = evaluate.noise_at(8.0**-level)
-            trial_h = h.copy()
             moved = pattern.members(ids[bad])
-            trial_h[moved] = evaluate.exact_steps(flat_x[moved], h[moved] / 8.0)
+            trial_h[moved] = evaluate.exact_steps(flat_x[moved], trial_h[moved] / 8.0)
             outputs = _shifted_outputs(evaluate, x, trial_h, self.offsets, pattern)
             for start in range(0, bad.size, chunk):
                 local = bad[start:start + chunk]
@@ -448,7 +453,8 @@ class _Stencil:
                     value[:, keep] = v[better].T
                     error[:, keep] = (t + r)[better].T
                     h[pattern.members(ids[keep])] = trial_h[pattern.members(ids[keep])]
-                    trunc_ratio[local] = np.where(better, _truncation_ratio(t, v, pattern, evaluate.tiny), 0.0)
+                    trunc_ratio[local] = _truncation_ratio(t, v, pattern, evaluate.tiny)
+            trunc_ratio[np.setdiff1d(np.arange(ids.size), bad)] = 0.0  # only shrinking columns go on
         return value, error, h
 
 
