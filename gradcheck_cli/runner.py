@@ -974,17 +974,28 @@ def check_explicit_input(spec: Spec, options: CheckOptions) -> None:
         )
 
 
-def check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[CheckResult]:
-    """Every component row of one parsed spec."""
+def check_spec(spec: Spec, options: CheckOptions, registry: Registry,
+               activation_rows: dict[str, list[CheckResult]] | None = None) -> list[CheckResult]:
+    """Every component row of one parsed spec.
+
+    ``activation_rows`` maps activation names to their rows from earlier specs of the same
+    run (same options): ``softmax+mse softmax+mae`` checks softmax's Jacobian once, since
+    both sample the activation's inputs identically.
+    """
     with conventions.in_dtype(options.dtype), floating.own_errstate():
-        return _check_spec(spec, options, registry)
+        return _check_spec(spec, options, registry, {} if activation_rows is None else activation_rows)
 
 
-def _check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[CheckResult]:
+def _check_spec(spec: Spec, options: CheckOptions, registry: Registry,
+                activation_rows: dict[str, list[CheckResult]]) -> list[CheckResult]:
     points = _Points(spec, options)
     rows: list[CheckResult] = []
     if spec.activation is not None:
-        rows += _activation_rows(spec, spec.activation, points, options)
+        act = spec.activation
+        if act.name not in activation_rows:
+            activation_rows[act.name] = _activation_rows(spec, act, points, options)
+        reproduce = reproduce_command(spec.text, options, spec)
+        rows += [replace(r, check=spec.text, reproduce=reproduce) for r in activation_rows[act.name]]
     if spec.loss is not None:
         rows.append(_loss_row(spec, spec.loss, points, options))
     if spec.activation is not None and spec.loss is not None:
@@ -1020,8 +1031,9 @@ def run(specs: Sequence[str], options: CheckOptions | None = None, registry: Reg
     for spec in parsed:
         check_explicit_input(spec, options)
     rows: list[CheckResult] = []
+    activation_rows: dict[str, list[CheckResult]] = {}
     for spec in parsed:
-        rows += check_spec(spec, options, registry)
+        rows += check_spec(spec, options, registry, activation_rows)
     return RunResult(tuple(rows))
 
 
