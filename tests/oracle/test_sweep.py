@@ -71,5 +71,7 @@ def test_the_sweep_covers_every_entry_and_pair(registry: Registry) -> None:
 @pytest.mark.slow
 def test_no_false_alarm_over_200_seeds() -> None:
     # Two processes (this machine has two cores); see tests/oracle/false_alarms.py for the rules.
-    found = sweep(range(200), processes=min(2, os.cpu_count() or 1))
+    # Pairs holding a wrong variant run for every 4th seed (50 seeds): their correct rows are
+    # those of the correct pairs, which run for all 200.
+    found = sweep(range(200), processes=min(2, os.cpu_count() or 1), variant_pair_stride=4)
     assert not found, report(found)
