@@ -213,7 +213,13 @@ class Evaluator:
         """
         points, directions = NOISE_POINTS, NOISE_DIRECTIONS
         t, residual_maker = _NOISE_DESIGNS[points]
-        signs = np.random.default_rng(2024).integers(0, 2, (directions, *self.x.shape)) * 2.0 - 1.0
+        # Random signs *and* magnitudes: with +-1 alone, symmetric inputs (the +-12 edge probe
+        # through tanh, which is odd) move in mirror image and their rounding errors cancel
+        # exactly in a sum (nll over them), so the noise would read 0 while a single moved
+        # coordinate (the stencil) shows the full rounding of the intermediates.
+        rng = np.random.default_rng(2024)
+        signs = rng.integers(0, 2, (directions, *self.x.shape)) * 2.0 - 1.0
+        signs *= rng.uniform(0.5, 1.5, signs.shape)
         steps = self.eps ** (1.0 / 3.0) * scale * signs  # (directions, B, K)
         # All directions in one call for small inputs; one direction per call for large ones,
         # so a million-input forward is never handed 24 copies of its input at once.
