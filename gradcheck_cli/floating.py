@@ -14,6 +14,16 @@ from typing import Any
 
 import numpy as np
 
+# numpy's own defaults: what gradcheck's arithmetic is written for, whatever a plugin set.
+DEFAULT_ERRSTATE: dict[str, Any] = {"divide": "warn", "over": "warn", "invalid": "warn", "under": "ignore"}
+
+
+def own_errstate() -> np.errstate:
+    """gradcheck's numpy error state, numpy's defaults: a plugin's ``np.seterr(all="raise")``
+    at import must not turn the tool's own arithmetic (a subnormal cast, 0/0 masked later)
+    into errors. User code still runs under :func:`recording`, which sets its own state."""
+    return np.errstate(**DEFAULT_ERRSTATE)
+
 
 @contextlib.contextmanager
 def recording(sink: list[str]) -> Iterator[None]:

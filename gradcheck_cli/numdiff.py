@@ -126,18 +126,21 @@ class Evaluator:
             raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
         if y.dtype.kind not in "fiuc":
             raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
+        if probe:
+            _precise_enough(y.dtype, self.dtype)
         if probe and not floating.same_values(seen.astype(self.dtype, copy=False), x.astype(self.dtype, copy=False)):
             idx = tuple(int(i) for i in np.argwhere(~np.isclose(seen, x, equal_nan=True))[0])
             raise EvaluationError(
                 f"changes its input in place: x{list(idx)} was {x[idx]:.6g} before the call and "
                 f"{seen[idx]:.6g} after; callers' arrays would be corrupted. Work on a copy "
                 f"(x = x.copy()) or use out-of-place operations")
+        y = _as_numbers(y)  # the repeat call's result is cast the same way: compare like with like
         if probe and not (again.shape == y.shape and floating.same_values(again, y)):
             raise EvaluationError(
                 "is not deterministic: two calls with the same x gave different results (it "
                 "draws random numbers or keeps state between calls, e.g. dropout or a running "
                 "average); fix the randomness (a seed, eval mode) to check its derivative")
-        return y.astype(np.float64, copy=False) if y.dtype.kind != "c" else y
+        return y
 
     def _quiet_call(self, x: Array) -> Array:
         """``f(x)`` for a fresh x, as from a worker thread: numpy's warnings are ignored
@@ -149,7 +152,7 @@ class Evaluator:
             raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
         if y.dtype.kind not in "fiuc":
             raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
-        return y.astype(np.float64, copy=False) if y.dtype.kind != "c" else y
+        return _as_numbers(y)
 
     def _write(self, out: Array, i: int, point: Callable[[], Array]) -> None:
         """``out[i] = f(point())``, quietly (from a worker thread), checking the shape."""
@@ -210,7 +213,13 @@ class Evaluator:
         """
         points, directions = NOISE_POINTS, NOISE_DIRECTIONS
         t, residual_maker = _NOISE_DESIGNS[points]
-        signs = np.random.default_rng(2024).integers(0, 2, (directions, *self.x.shape)) * 2.0 - 1.0
+        # Random signs *and* magnitudes: with +-1 alone, symmetric inputs (the +-12 edge probe
+        # through tanh, which is odd) move in mirror image and their rounding errors cancel
+        # exactly in a sum (nll over them), so the noise would read 0 while a single moved
+        # coordinate (the stencil) shows the full rounding of the intermediates.
+        rng = np.random.default_rng(2024)
+        signs = rng.integers(0, 2, (directions, *self.x.shape)) * 2.0 - 1.0
+        signs *= rng.uniform(0.5, 1.5, signs.shape)
         steps = self.eps ** (1.0 / 3.0) * scale * signs  # (directions, B, K)
         # All directions in one call for small inputs; one direction per call for large ones,
         # so a million-input forward is never handed 24 copies of its input at once.
@@ -263,6 +272,32 @@ class Evaluator:
         else:
             ys = np.stack([self.call(p) for p in stack])
         return ys.reshape(len(stack), -1)
+
+
+def _as_numbers(y: NDArray[Any]) -> Array:
+    """A forward's result as the arrays differencing works on: float64, or complex as it came.
+
+    float128 (np.longdouble) is rounded to float64 here, for the first call and its repeat
+    alike, so the determinism probe compares like with like.
+    """
+    return y.astype(np.float64, copy=False) if y.dtype.kind != "c" else y
+
+
+# Outputs coarser than this (float16: eps ~ 1e-3) cannot be differenced meaningfully.
+COARSEST_EPS = 1e-6
+
+
+def _precise_enough(output: np.dtype[Any], checked: np.dtype[Any]) -> None:
+    """Refuse a forward whose output dtype keeps too few digits for finite differences."""
+    if output.kind not in "fc" or float(np.finfo(output).eps) <= COARSEST_EPS:
+        return
+    digits = int(np.finfo(output).precision)
+    raise EvaluationError(
+        f"returned {output} values for {checked} input: {output} keeps about {digits} significant "
+        f"digits, and a difference quotient f(x+h) - f(x-h) over a step small enough for the "
+        f"derivative is then mostly rounding, so finite differences cannot be trusted to check "
+        f"any derivative (the analytic side is not at fault). Compute and return float32 or "
+        f"float64 from forward (cast to {output} outside the function under check)")
 
 
 def _moved(x: Array, t: float, step: Array) -> Array:
@@ -394,20 +429,25 @@ class _Stencil:
         step (~5) leaves the asymptotic regime, where |D(h) - D(2h)| no longer measures
         the error. Columns whose truncation estimate exceeds 1% of their largest entry are
         recomputed with h / 8 (up to three times), keeping whichever bound is smaller.
+
+        A column keeps shrinking while its latest step is still not asymptotic, even when
+        that step's bound was no better: out of the asymptotic regime, the noise measured
+        over the step's span holds curvature too, so the bound at h / 8 can exceed the
+        (equally untrustworthy) bound at h, while h / 64 is already exact.
         """
         h = h.copy()
+        trial_h = h.copy()
         flat_x = x.ravel()
         floor = MIN_STEP_ULPS * np.spacing(np.abs(flat_x).astype(evaluate.dtype)).astype(np.float64)
         for level in range(1, REFINEMENTS + 1):
-            can_shrink = pattern.all_members(h / 8.0 > floor)[ids]
+            can_shrink = pattern.all_members(trial_h / 8.0 > floor)[ids]
             bad = np.flatnonzero((trunc_ratio > NONASYMPTOTIC) & can_shrink)  # local positions
             if bad.size == 0:
                 break
             # Over the original span the noise fit also sees the curvature: re-measure it at the new step.
             noise = evaluate.noise_at(8.0**-level)
-            trial_h = h.copy()
             moved = pattern.members(ids[bad])
-            trial_h[moved] = evaluate.exact_steps(flat_x[moved], h[moved] / 8.0)
+            trial_h[moved] = evaluate.exact_steps(flat_x[moved], trial_h[moved] / 8.0)
             outputs = _shifted_outputs(evaluate, x, trial_h, self.offsets, pattern)
             for start in range(0, bad.size, chunk):
                 local = bad[start:start + chunk]
@@ -419,7 +459,8 @@ class _Stencil:
                     value[:, keep] = v[better].T
                     error[:, keep] = (t + r)[better].T
                     h[pattern.members(ids[keep])] = trial_h[pattern.members(ids[keep])]
-                    trunc_ratio[local] = np.where(better, _truncation_ratio(t, v, pattern, evaluate.tiny), 0.0)
+                    trunc_ratio[local] = _truncation_ratio(t, v, pattern, evaluate.tiny)
+            trunc_ratio[np.setdiff1d(np.arange(ids.size), bad)] = 0.0  # only shrinking columns go on
         return value, error, h
 
 

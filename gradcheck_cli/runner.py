@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli import conventions, inputs, numdiff, resources, stream, structure
+from gradcheck_cli import conventions, floating, inputs, numdiff, resources, stream, structure
 from gradcheck_cli.compare import Comparison, Tolerance, compare, recompare
 from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
@@ -144,7 +144,7 @@ class _Trial:
     layout: Layout
     refeed: Callable[[], Array | None] | None = None
     refeed_text: str = ""
-    kink: Callable[[], tuple[Array, Array, str] | None] | None = None
+    kink: Callable[[], _Kinks | None] | None = None
     notes: list[str] = field(default_factory=list)
     x: Array | None = None
     fp_warnings: tuple[str, ...] = ()
@@ -167,12 +167,23 @@ def _forward_values(evaluator: Evaluator, who: str, x: Array) -> Array:
     return y
 
 
+def _scalar_loss(evaluator: Evaluator, who: str) -> None:
+    """A loss is one number; per-sample losses (shape (B,)) must be reduced by the loss itself."""
+    shape = evaluator.y0.shape
+    if evaluator.y0.size != 1:
+        raise _Skip(f"{who} returned an array of shape {shape}, but a loss must return a scalar: the "
+                    f"derivative checked is that of one number, dL/dpred. Reduce it inside the loss "
+                    f"(np.mean or np.sum over the samples) and give the gradient of that reduced loss")
+
+
 def _numeric(f: Callable[[Array], Array], x: Array, domain: str, options: CheckOptions,
-             who: str, quick: bool = False) -> tuple[Evaluator, numdiff.Estimate]:
+             who: str, quick: bool = False, scalar: bool = False) -> tuple[Evaluator, numdiff.Estimate]:
     method = options.method
     scale = inputs.step_scale(x, domain)
     try:
         evaluator = Evaluator(f, x, scale, options.dtype)
+        if scalar:
+            _scalar_loss(evaluator, who)
         _forward_values(evaluator, who, x)
         est = numdiff.estimate(f, x, scale, method, evaluator, quick=quick)
     except EvaluationError as exc:
@@ -191,10 +202,12 @@ JACOBIAN_LIMIT = 25_000_000
 
 def _fast_trial(f: Callable[[Array], Array], x: Array, domain: str, options: CheckOptions, who: str,
                 analytic: Callable[[Array, Array, Array], Array], seed: int, target: Array | None = None) -> _Trial:
-    """--fast: compare seeded random projections u^T J d instead of every entry."""
+    """--fast: compare seeded random projections u^T J d instead of every entry (``target``: a loss's)."""
     scale = inputs.step_scale(x, domain)
     try:
         evaluator = Evaluator(f, x, scale, options.dtype, light=True)
+        if target is not None:
+            _scalar_loss(evaluator, who)
         _forward_values(evaluator, who, x)
         u, d, values, errors = numdiff.projections(evaluator, x, scale, FAST_PROJECTIONS, seed)
     except EvaluationError as exc:
@@ -326,9 +339,36 @@ def _numeric_structured(act: FunctionSpec, x: Array, options: CheckOptions, quic
     return evaluator, est
 
 
+@dataclass(frozen=True)
+class _Kinks:
+    """One-sided derivatives at a trial's point, and which columns a declared kink explains."""
+
+    left: Array
+    right: Array
+    explain: Callable[[Index], dict[int, str]]
+    """For failing columns (flat input coordinates): the text naming the declared kink each reaches."""
+    undeclared: str
+    """What may hide kinks nobody declared (``mae(softmax(z))``), or '' when every part declares them."""
+    x: Array
+    label: str = "x"
+    """The name of ``x`` in messages: x, pred or z."""
+
+
+KinkHook = Callable[[], _Kinks | None]
+# Failing columns probed for a loss kink reached through the activation (4 forward calls each).
+REACH_COLUMNS = 256
+
+
+def _near_kinks(kinks: tuple[float, ...], residual: Array, h: Array) -> Array:
+    """Where the stencil (x +- 2h) reaches a declared kink of ``residual`` (x, or pred - target)."""
+    near = np.zeros(residual.shape, dtype=bool)
+    for k in kinks:
+        near |= np.abs(residual - k) <= 2.0 * h
+    return near
+
+
 def _kink_hook(spec: FunctionSpec, evaluator: Evaluator, x: Array, residual: Array,
-               est: numdiff.Estimate | numdiff.StructuredEstimate
-               ) -> Callable[[], tuple[Array, Array, str] | None] | None:
+               est: numdiff.Estimate | numdiff.StructuredEstimate) -> KinkHook | None:
     """One-sided derivatives, for points whose stencil reaches a kink.
 
     Declared kinks (relu at 0) are looked for where the stencil reaches them. Code whose
@@ -338,52 +378,126 @@ def _kink_hook(spec: FunctionSpec, evaluator: Evaluator, x: Array, residual: Arr
     h = est.step.reshape(x.shape)
     if est.step.size != x.size:
         return None
-    near = np.zeros(x.shape, dtype=bool)
-    for k in spec.kinks:
-        near |= np.abs(residual - k) <= 2.0 * h
+    near = _near_kinks(spec.kinks, residual, h)
     if spec.kinks and not near.any():
         return None
-    declared = bool(spec.kinks)
 
-    def hook() -> tuple[Array, Array, str] | None:
+    def explain(columns: Index) -> dict[int, str]:
+        reasons = {}
+        for j in columns[near.ravel()[columns]]:
+            b, i = np.unravel_index(int(j), x.shape)
+            where = f"x[{b},{i}] = {x[b, i]:.6g}" if residual is x else \
+                f"pred - target at [{b},{i}] = {residual[b, i]:.3g}"
+            reasons[int(j)] = f"{where} is a kink of {spec.name}"
+        return reasons
+
+    def hook() -> _Kinks:
         left, right = numdiff.one_sided(evaluator, x, h)
-        if declared:
-            idx = tuple(int(i) for i in np.argwhere(near)[0])
-        else:
-            jump = np.max(np.abs(left - right), axis=0).reshape(x.shape)
-            idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(jump)), x.shape))
-        where = f"x[{idx[0]},{idx[1]}] = {x[idx]:.6g}" if residual is x else \
-            f"pred - target at [{idx[0]},{idx[1]}] = {residual[idx]:.3g}"
-        return left, right, f"{where} is a kink of {spec.name}" + ("" if declared else " (not declared)")
+        return _Kinks(left, right, explain, "" if spec.kinks else spec.name, x, "x" if residual is x else "pred")
+
+    return hook
+
+
+def _composite_kink_hook(act: FunctionSpec, loss: FunctionSpec, evaluator: Evaluator, z: Array,
+                         target: Array, est: numdiff.Estimate) -> KinkHook | None:
+    """Kinks of L(A(z), t): the activation's at z, and the loss's where pred - target = A(z) - t
+    meets one of them within the stencil, moved there through the activation.
+
+    A loss kink is reached along column j when some residual r_i = A(z)_i - t_i lies within
+    the largest change of r_i over the stencil z +- h e_j, z +- 2h e_j: for the identity
+    activation, exactly the loss row's |r - k| <= 2h.
+    """
+    h = est.step.reshape(z.shape)
+    if est.step.size != z.size:
+        return None
+    near = _near_kinks(act.kinks, z, h)
+
+    def residuals(moved: Array) -> Array:
+        return _call_forward(act, moved) - target
+
+    def reach(j: int, base: Array) -> str | None:
+        b, c = np.unravel_index(j, z.shape)
+        change = np.zeros(base.shape)
+        for s in (-2.0, -1.0, 1.0, 2.0):
+            moved = z.copy()
+            moved[b, c] += s * h[b, c]
+            np.maximum(change, np.abs(residuals(moved) - base), out=change)
+        for k in loss.kinks:
+            hit = np.abs(base - k) <= change
+            if hit.any():
+                idx = np.unravel_index(int(np.argmin(np.where(hit, np.abs(base - k), np.inf))), base.shape)
+                at = ",".join(str(int(v)) for v in idx)
+                return (f"pred - target at [{at}] = {base[idx]:.3g} is a kink of {loss.name}, reached "
+                        f"through {act.name} from z[{b},{c}] = {z[b, c]:.6g}")
+        return None
+
+    def explain(columns: Index) -> dict[int, str]:
+        reasons = {}
+        for j in columns[near.ravel()[columns]]:
+            b, c = np.unravel_index(int(j), z.shape)
+            reasons[int(j)] = f"z[{b},{c}] = {z[b, c]:.6g} is a kink of {act.name}"
+        rest = [int(j) for j in columns if int(j) not in reasons][:REACH_COLUMNS]
+        if loss.kinks and rest:
+            try:
+                base = residuals(z)
+                if base.shape != target.shape:
+                    return reasons
+                for j in rest:
+                    why = reach(j, base)
+                    if why:
+                        reasons[j] = why
+            except _Skip:
+                pass  # the activation fails near z: no loss kink is shown to be reached
+        return reasons
+
+    undeclared = "" if act.kinks and loss.kinks else f"{loss.name}({act.name}(z))"
+
+    def hook() -> _Kinks:
+        left, right = numdiff.one_sided(evaluator, z, h)
+        return _Kinks(left, right, explain, undeclared, z, "z")
 
     return hook
 
 
 def _kink_verdict(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> str | None:
-    """If every bad entry lies between the one-sided derivatives, say it is a kink."""
-    if trial.kink is None:
+    """If every bad entry lies between the one-sided derivatives at a kink, say it is one.
+
+    A failing column that a declared kink explains (its stencil reaches the kink) needs the
+    analytic value between the one-sided derivatives. Any other failing column is excused
+    only where kinks may be undeclared, and then needs a real jump between them too.
+    """
+    if trial.kink is None or not np.all(np.isfinite(trial.analytic)):
+        return None  # nan/inf is never a subgradient
+    tol = tolerance.entries(trial.estimate.value, trial.estimate.error, trial.analytic)
+    bad = np.abs(trial.analytic - trial.estimate.value) > tol
+    if not bad.any():
         return None
     found = trial.kink()
     if found is None:
         return None
-    left, right, where = found
+    left, right = found.left, found.right
     low, high = np.minimum(left, right), np.maximum(left, right)
-    tol = tolerance.entries(trial.estimate.value, trial.estimate.error, trial.analytic)
     slack = tol + 1e-4 * (np.abs(left) + np.abs(right))
     inside = (trial.analytic >= low - slack) & (trial.analytic <= high + slack)
-    if not np.all(np.isfinite(trial.analytic)):
-        return None  # nan/inf is never a subgradient
-    bad = np.abs(trial.analytic - trial.estimate.value) > tol
-    if not bad.any() or not np.all(inside[bad]):
+    if not np.all(inside[bad]):
         return None
-    if where.endswith("(not declared)"):
-        # Without a declared kink, demand a real jump at every failing entry, far above the
+    reasons = found.explain(np.unique(np.nonzero(bad)[1]))
+    unexplained = bad & ~np.isin(np.arange(bad.shape[1]), list(reasons))[None, :]
+    if unexplained.any():
+        if not found.undeclared:
+            return None
+        # Without a declared kink, demand a real jump at every such entry, far above the
         # one-sided differences' own O(h) error, so a subtly wrong derivative is not excused.
         jump = np.abs(left - right)
         floor = 1e-6 * float(np.max(np.abs(trial.estimate.value), initial=0.0))
-        if not np.all(jump[bad] > 1e-2 * (np.abs(left) + np.abs(right))[bad] + floor):
+        if not np.all(jump[unexplained] > 1e-2 * (np.abs(left) + np.abs(right))[unexplained] + floor):
             return None
     m, n = comp.worst.index
+    if n in reasons:
+        where = reasons[n]
+    else:
+        b, c = np.unravel_index(n, found.x.shape)
+        where = f"{found.label}[{b},{c}] = {found.x[b, c]:.6g} is a kink of {found.undeclared} (not declared)"
     return (f"{where}: one-sided derivatives {left[m, n]:.6g} and {right[m, n]:.6g} differ, "
             f"and the analytic {trial.analytic[m, n]:.6g} lies between them (a valid "
             f"subgradient); not a bug")
@@ -886,7 +1000,7 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOpt
                                f"{loss.name} forward", lambda y, u, d: u[:, 0] * (d @ gradient),
                                options.seed, target)
         evaluator, est = quick.get(t, lambda: _numeric(lambda p: loss.forward(p, target_in), pred, loss.domain,
-                                                       options, f"{loss.name} forward", quick=True))
+                                                       options, f"{loss.name} forward", quick=True, scalar=True))
         est = _complete(evaluator, pred, inputs.step_scale(pred, loss.domain), options, "general", est,  # type: ignore[assignment]
                         "dense", failing)
         analytic = conventions.analytic_gradient(loss, pred, target)
@@ -907,18 +1021,19 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
         target_in = target.astype(options.dtype)
         evaluator, est = composite_cache.get(t, lambda: _numeric(lambda v: loss.forward(act.forward(v), target_in), z,
                                                                  act.domain, options, f"{loss.name}({act.name}(z))",
-                                                                 quick=True))
+                                                                 quick=True, scalar=True))
         est = _complete(evaluator, z, inputs.step_scale(z, act.domain), options, "general", est,  # type: ignore[assignment]
                         "dense", failing)
         return z, target, est
 
-    def kink(t: int) -> Callable[[], tuple[Array, Array, str] | None] | None:
-        # The composite has the activation's kinks: there, accept any subgradient too.
-        z, _ = points(t)
+    def kink(t: int) -> KinkHook | None:
+        # The composite has the activation's kinks and the loss's, reached through the activation.
+        z, target = points(t)
+        assert target is not None
         shared = composite_cache.peek(t)
         assert shared is not None  # composite(t) made it
         evaluator, est = shared
-        return _kink_hook(act, evaluator, z, z, est)
+        return _composite_kink_hook(act, loss, evaluator, z, target, est)
 
     def fast(t: int, gradient: Callable[[Array, Array], Array]) -> _Trial:
         z, target = points(t)
@@ -987,21 +1102,33 @@ def check_explicit_input(spec: Spec, options: CheckOptions) -> None:
         )
 
 
-def check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[CheckResult]:
-    """Every component row of one parsed spec."""
-    with conventions.in_dtype(options.dtype):
-        return _check_spec(spec, options, registry)
+def check_spec(spec: Spec, options: CheckOptions, registry: Registry,
+               activation_rows: dict[str, list[CheckResult]] | None = None) -> list[CheckResult]:
+    """Every component row of one parsed spec.
+
+    ``activation_rows`` maps activation names to their rows from earlier specs of the same
+    run (same options): ``softmax+mse softmax+mae`` checks softmax's Jacobian once, since
+    both sample the activation's inputs identically.
+    """
+    with conventions.in_dtype(options.dtype), floating.own_errstate():
+        return _check_spec(spec, options, registry, {} if activation_rows is None else activation_rows)
 
 
-def _check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[CheckResult]:
+def _check_spec(spec: Spec, options: CheckOptions, registry: Registry,
+                activation_rows: dict[str, list[CheckResult]]) -> list[CheckResult]:
     points = _Points(spec, options)
     parts: list[_Part] = []
-    if spec.activation is not None:
-        parts.append(_activation_rows(spec, spec.activation, points, options))
+    rows: list[CheckResult] = []
+    act = spec.activation
+    if act is not None and act.name in activation_rows:
+        # Checked by an earlier spec of this run at the same points: the same rows, named for this one.
+        reproduce = reproduce_command(spec.text, options, spec)
+        rows += [replace(r, check=spec.text, reproduce=reproduce) for r in activation_rows[act.name]]
+    elif act is not None:
+        parts.append(_activation_rows(spec, act, points, options))
     if spec.loss is not None:
         parts.append(_loss_row(spec, spec.loss, points, options))
-    rows: list[CheckResult] = []
-    n_parts = sum(len(part.components) for part in parts)
+    n_parts = len(rows) + sum(len(part.components) for part in parts)
 
     def parts_ok() -> dict[str, bool]:
         return {what: all(r.verdict is not Verdict.FAIL for r in rows[:n_parts] if r.component == component)
@@ -1020,6 +1147,8 @@ def _check_spec(spec: Spec, options: CheckOptions, registry: Registry) -> list[C
                 store.clear()
     for part in parts:  # in order: the pair's rows read the activation's and the loss's
         rows += [component.row() for component in part.components]
+    if act is not None and act.name not in activation_rows:
+        activation_rows[act.name] = rows[:len(parts[0].components)]
     return rows
 
 
@@ -1050,8 +1179,9 @@ def run(specs: Sequence[str], options: CheckOptions | None = None, registry: Reg
         check_explicit_input(spec, options)
         options.validate(spec)
     rows: list[CheckResult] = []
+    activation_rows: dict[str, list[CheckResult]] = {}
     for spec in parsed:
-        rows += check_spec(spec, options, registry)
+        rows += check_spec(spec, options, registry, activation_rows)
     return RunResult(tuple(rows))
 
 
@@ -1095,6 +1225,12 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
     entry = spec.activation or spec.loss
     assert entry is not None
     options.validate(spec)
+    with floating.own_errstate():  # whatever numpy error state a plugin set at import
+        return _explain(spec, entry, options, registry)
+
+
+def _explain(spec: Spec, entry: FunctionSpec, options: CheckOptions, registry: Registry) -> Explanation:
+    """:func:`explain` once its arguments are valid."""
     rows = RunResult(tuple(check_spec(spec, options, registry)))
     convention = entry.conventions[0]
     try:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gradcheck_cli.plugins import default_registry
-from gradcheck_cli.registry import Registry, register_activation, registering
+from gradcheck_cli.registry import Registry, register_activation, register_loss, registering
 from gradcheck_cli.results import Verdict
 from gradcheck_cli.runner import CheckOptions, run
 
@@ -68,3 +68,52 @@ def test_chain_through_a_kink_is_not_flagged(reg: Registry) -> None:
     result = run(["relu+mse"], CheckOptions(input=np.array([[0.0, 2.0]])), registry=reg)
     assert [r.verdict for r in result.results if r.verdict is Verdict.FAIL] == []
     assert result.exit_code == 0
+
+
+def _mae(p: np.ndarray, t: np.ndarray) -> float:
+    return float(np.mean(np.abs(p - t)))
+
+
+def _mae_gradient_wrong_at_last(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    g = np.sign(p - t) / p.size
+    g[..., -1] *= 2.0  # wrong away from any kink
+    return g
+
+
+@pytest.fixture(scope="module")
+def loss_reg() -> Registry:
+    registry = default_registry()
+    with registering(registry, "test"):
+        register_loss("mae_wrong_at_last", forward=_mae, gradient=_mae_gradient_wrong_at_last, target="real",
+                      kinks=(0.0,))
+    return registry
+
+
+def test_a_loss_kink_reached_through_the_activation_is_a_kink() -> None:
+    # relu is smooth at z = 0.5; pred - target = -1e-9 there is within a step of mae's kink.
+    options = CheckOptions(input=np.array([[0.5, 2.0, -1.0]]), target=np.array([[0.5 + 1e-9, 1.0, 0.3]]))
+    result = run(["relu+mae", "softmax+mae"], options, registry=default_registry())
+    chain = next(r for r in result.results if r.check == "relu+mae" and r.component == "chain")
+    assert chain.verdict is Verdict.KINK, chain.diagnosis
+    assert "pred - target at [0,0] = -1e-09 is a kink of mae, reached through relu from z[0,0] = 0.5" in chain.diagnosis
+    assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("act", ["relu", "identity", "softmax"])
+def test_a_wrong_entry_away_from_the_loss_kink_still_fails(loss_reg: Registry, act: str) -> None:
+    # Entry 0 sits on the kink (any subgradient is fine there); the last entry is wrong, far from it.
+    x = np.array([[0.5, 2.0, 1.5]])
+    target = np.array([[0.5, 1.0, 0.2]]) if act != "softmax" else np.array([[0.25, 1.0, 0.1]])
+    result = run([f"{act}+mae_wrong_at_last"], CheckOptions(input=x, target=target), registry=loss_reg)
+    rows = {r.component: r for r in result.results}
+    assert rows["gradient"].verdict is Verdict.FAIL
+    assert rows["chain"].verdict is Verdict.FAIL, rows["chain"].diagnosis
+    assert result.exit_code == 1
+
+
+def test_rows_of_an_activation_shared_by_pairs_name_their_own_pair() -> None:
+    result = run(["softmax+mse", "softmax+mae", "softmax"], CheckOptions(), registry=default_registry())
+    jacobians = [r for r in result.results if r.component == "jacobian"]
+    assert [r.check for r in jacobians] == ["softmax+mse"] * 2 + ["softmax+mae"] * 2 + ["softmax"] * 2
+    assert all(r.reproduce.startswith(f"gradcheck run {r.check} ") for r in jacobians)
+    assert len({(r.convention, r.max_abs_error) for r in jacobians}) == 2
