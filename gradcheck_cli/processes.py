@@ -184,7 +184,7 @@ def _kill_tree_windows(pid: int) -> None:  # pragma: no cover - tested only wher
 
 def reap(pid: int) -> None:
     """Collect ``pid``'s exit status if it is a dead child of this process (no zombie left)."""
-    if not hasattr(os, "waitpid"):
+    if not hasattr(os, "WNOHANG"):  # Windows: no zombies to collect
         return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
@@ -195,8 +195,9 @@ def sweep(keep: set[int]) -> int:
     found = orphans(keep)
     for pid in found:
         kill_tree(pid)
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, 0)
+        if hasattr(os, "WNOHANG"):
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, 0)
     return len(found)
 
 

@@ -366,7 +366,7 @@ def _clean_up(proc: Any, run: _Run) -> None:
     if proc.is_alive():
         processes.kill_tree(proc.pid)
     for index, (pid, _) in run.started.items():
-        if index not in run.rows:  # still running when the loader went: its group may live on
+        if index not in run.rows and hasattr(os, "killpg"):  # still running when the loader went
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
     proc.join()
