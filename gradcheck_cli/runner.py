@@ -1088,15 +1088,6 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
 
     options = options or CheckOptions(shape=(2, 4), trials=1)
     options.validate()
-    b, k = options.point_shape
-    if b * k > EXPLAIN_MAX_VALUES:
-        # explain builds and prints the whole dense Jacobian: (B*K)^2 entries, in this process.
-        given = "--input" if options.input is not None else "--shape"
-        raise UsageError(
-            f"explain shows whole Jacobians, so it takes small inputs: at most {EXPLAIN_MAX_VALUES:,} values; "
-            f"the {given} has {b}x{k} = {b * k:,}. Give a smaller {given} (the default shape is 2,4), or check "
-            f"the large input with 'gradcheck run {name} --shape {b},{k} --verbose'."
-        )
     registry = registry or default_registry(tuple(plugins))
     spec = parse_spec(name, registry)
     if spec.activation is not None and spec.loss is not None:
@@ -1108,6 +1099,15 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
     entry = spec.activation or spec.loss
     assert entry is not None
     options.validate(spec)
+    b, k = options.point_shape
+    if b * k > EXPLAIN_MAX_VALUES:
+        # explain builds and prints the whole dense Jacobian: (B*K)^2 entries, in this process.
+        given = "--input" if options.input is not None else "--shape"
+        raise UsageError(
+            f"explain shows whole Jacobians, so it takes small inputs: at most {EXPLAIN_MAX_VALUES:,} values; "
+            f"the {given} has {b}x{k} = {b * k:,}. Give a smaller {given} (the default shape is 2,4), or check "
+            f"the large input with 'gradcheck run {name} --shape {b},{k} --verbose'."
+        )
     rows = RunResult(tuple(check_spec(spec, options, registry)))
     convention = entry.conventions[0]
     try:
