@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Optional, TextIO
+from typing import IO, TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -44,6 +44,16 @@ def ascii_int(value: str | int) -> int:
     return int(value)
 
 
+def ascii_number(value: str | float) -> float:
+    """Parse a number option like click's FLOAT, minus what ``float()`` also reads: '٣', '３', '1_0'."""
+    from gradcheck_cli.inputs import ascii_float
+
+    number = ascii_float(value)
+    if number is None:
+        raise typer.BadParameter(f"expected a number written in ASCII, e.g. 1e-6 or 30; got {value!r}.")
+    return number
+
+
 Seed = Annotated[int, typer.Option(parser=ascii_int, metavar="INTEGER",
                                     help="Random seed; runs repeat exactly with the same seed.")]
 Trials = Annotated[int, typer.Option(parser=ascii_int, metavar="INTEGER", help="Random sample points per check.")]
@@ -54,14 +64,17 @@ Method = Annotated[str, typer.Option(help="Finite-difference method: central, ri
 Dtype = Annotated[str, typer.Option(help="Dtype the checked code runs in: float64 or float32.")]
 Fast = Annotated[bool, typer.Option("--fast", help="Check seeded random projections u^T J d, not every entry.")]
 Edges = Annotated[bool, typer.Option("--edges", help="Add edge probes: +-1000 logits, ties, saturation, p near 0/1.")]
-Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance added to every entry's bound (default 0).")]  # noqa: UP045
-Atol = Annotated[Optional[float], typer.Option(help="Absolute tolerance added to every entry.")]  # noqa: UP045
+Rtol = Annotated[Optional[float], typer.Option(  # noqa: UP045
+    parser=ascii_number, metavar="FLOAT", help="Relative tolerance added to every entry's bound (default 0).")]
+Atol = Annotated[Optional[float], typer.Option(  # noqa: UP045
+    parser=ascii_number, metavar="FLOAT", help="Absolute tolerance added to every entry.")]
 Plugins = Annotated[Optional[list[str]], typer.Option("--plugin", help="Plugin file or module to load (repeatable).")]  # noqa: UP045
 JsonPath = Annotated[Optional[str], typer.Option("--json", help="Write a JSON report to PATH ('-' for stdout).")]  # noqa: UP045
 JunitPath = Annotated[Optional[str], typer.Option("--junit-xml", help="Write a JUnit XML report to PATH.")]  # noqa: UP045
 Jobs = Annotated[int, typer.Option("--jobs", "-j", parser=ascii_int, metavar="INTEGER",
                                     help="Checks to run at once, each in its own process.")]
 Timeout = Annotated[float, typer.Option(
+    parser=ascii_number, metavar="FLOAT",
     help="Seconds a single check may take before it is stopped; 0 or inf: no limit.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Details, worst entries and heatmaps for every row.")]
 SaveFailures = Annotated[Optional[str], typer.Option(  # noqa: UP045
@@ -115,7 +128,11 @@ class Outputs:
 
     @property
     def stdout_taken(self) -> bool:
-        return "-" in (self.json, self.junit)
+        """A report goes to standard output ('-', or a path to it such as /dev/stdout): the table moves to stderr."""
+        from gradcheck_cli.report import standard_stream
+
+        return any(path == "-" or (path is not None and standard_stream(path) is sys.stdout)
+                   for path in (self.json, self.junit))
 
     def check(self) -> None:
         """Refuse report paths that cannot work before anything runs (exit 2 means nothing checked)."""
@@ -197,8 +214,10 @@ def _deliver(result: RunResult, outputs: Outputs, elapsed: float) -> int:
     return delivery.exit_code
 
 
-def _stdout_if(path: str) -> TextIO | None:
-    return sys.stdout if path == "-" else None
+def _stdout_if(path: str) -> IO[str] | None:
+    from gradcheck_cli.report import standard_stream
+
+    return sys.stdout if path == "-" else standard_stream(path)
 
 
 def _load_terminal() -> None:
@@ -252,7 +271,7 @@ def list_entries(plugin: Plugins = None, json: JsonPath = None, timeout: Timeout
                  "mistake": s.mistake, "fix": s.fix} for s in entries]
         delivery.attempt(lambda: json_report.write({"schema": 1, "entries": rows}, json), _stdout_if(json),
                          "the JSON list")
-    if json != "-":
+    if not outputs.stdout_taken:
         delivery.attempt(lambda: terminal.render_list(entries, fused, terminal.console()), sys.stdout, "the list")
     delivery.report_problems()
     raise typer.Exit(delivery.exit_code)
@@ -319,6 +338,7 @@ def ci(
     config: Annotated[str, typer.Argument(metavar="CONFIG.yaml", help="Suite configuration (version: 1).")],
     json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1,
     timeout: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        parser=ascii_number, metavar="FLOAT",
         help="Seconds a check may take, for checks whose config sets no timeout (default 600); 0 or inf: "
              "no limit.")] = None,
     save_failures: SaveFailures = None, verbose: Verbose = False,

@@ -9,6 +9,9 @@ a Python object, and every error names the file, the line and the key path
 from __future__ import annotations
 
 import math
+import os
+import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +34,14 @@ METHODS = ("central", "richardson", "complex")
 # handful of levels) and far below what hurts: aliases let a 1 kB file name 9**9 values
 # ("billion laughs"; an alias counts each time it is used), and both yaml's composer and
 # the reader below recurse once per level.
+# Numbers as they look: decimal digits, a fraction, an exponent, or .inf/.nan. YAML 1.1 also
+# reads 010 as 8, 0x1F as 31, 1:20 as 80 (base 60) and 1_000 as 1000.
+_PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+_PLAIN_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
 MAX_VALUES = 100_000
 MAX_DEPTH = 64
+# A config of 100,000 short values is about 2 MB; reading 50 MB of YAML takes 20 s.
+MAX_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -141,7 +150,7 @@ class _Reader:
 
     def fail(self, key: str, message: str) -> ConfigError:
         line = self.lines.get(key, 1)
-        return ConfigError(f"{self.path}:{line}: {key}: {message}")
+        return ConfigError(f"{self.path}:{line}: {key}: {message}" if key else f"{self.path}:{line}: {message}")
 
     def value(self, node: yaml.Node, key: str, depth: int = 0) -> Any:
         self.lines[key] = node.start_mark.line + 1
@@ -169,14 +178,47 @@ class _Reader:
                 self.open.discard(id(node))
         if node.tag.endswith(":timestamp"):
             return str(node.value)
+        if node.tag.endswith((":int", ":float")) and isinstance(node, yaml.ScalarNode) and node.style is None:
+            self._plain_number(node, key)
         return self.constructor.construct_object(node, deep=True)
+
+    def _merge(self, node: yaml.Node, key: str, depth: int, merged: dict[str, Any]) -> None:
+        """A merge key ``<<: *base`` (or ``<<: [*a, *b]``): copy the keys not set yet; earlier mappings win."""
+        sub = f"{key}.<<" if key else "<<"
+        self.lines[sub] = node.start_mark.line + 1
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                raise self.fail(sub, "'<<' merges mappings into this one: give an alias to a mapping (<<: *base) "
+                                     "or a list of them (<<: [*a, *b]).")
+            for k, v in self.value(source, sub, depth + 1).items():
+                merged.setdefault(k, v)
+
+    def _plain_number(self, node: yaml.ScalarNode, key: str) -> None:
+        """Refuse YAML 1.1's other spellings of numbers, which read as something else than they look."""
+        text = str(node.value)
+        if (_PLAIN_INT if node.tag.endswith(":int") else _PLAIN_FLOAT).fullmatch(text):
+            return
+        value = self.constructor.construct_object(node, deep=True)
+        kind = ("a base-60 number" if ":" in text else "an octal number" if re.fullmatch(r"[-+]?0[0-7_]+", text)
+                else "a hexadecimal number" if "x" in text.lower() else "a binary number" if "b" in text.lower()
+                else "a number with '_' separators")
+        meant = f", or {int(text.replace('_', ''), 10)} if you meant that" if kind == "an octal number" else ""
+        raise self.fail(key, f"YAML 1.1 reads '{text}' as {kind}, {value!r}, which is not what it looks like. "
+                             f"Write the number in plain decimal digits ({value!r}{meant}), or quote it if you "
+                             f"mean text.")
 
     def _collection(self, node: yaml.MappingNode | yaml.SequenceNode, key: str, depth: int) -> Any:
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
+            merged: dict[str, Any] = {}
             for k_node, v_node in node.value:
+                if k_node.tag == "tag:yaml.org,2002:merge":
+                    self._merge(v_node, key, depth, merged)
+                    continue
                 if not isinstance(k_node, yaml.ScalarNode):
-                    raise self.fail(key, "mapping keys must be plain names")
+                    self.lines[key or "config"] = k_node.start_mark.line + 1
+                    raise self.fail(key or "config", "mapping keys must be plain names, not lists or mappings")
                 k = str(k_node.value)
                 sub = f"{key}.{k}" if key else k
                 if k in out:
@@ -184,6 +226,10 @@ class _Reader:
                     raise self.fail(sub, "this key appears twice in the same mapping; keep one")
                 out[k] = self.value(v_node, sub, depth + 1)
                 self.lines[sub] = k_node.start_mark.line + 1
+            for k, v in merged.items():  # the mapping's own keys win over merged ones
+                if k not in out:
+                    out[k] = v
+                    self.lines[f"{key}.{k}" if key else k] = self.lines.get(f"{key}.<<.{k}", 1)
             return out
         return [self.value(v, f"{key}[{i}]", depth + 1) for i, v in enumerate(node.value)]
 
@@ -209,12 +255,16 @@ def _int(reader: _Reader, value: Any, key: str, minimum: int) -> int:
     return value
 
 
+def _number(value: Any) -> float:
+    # YAML 1.1 reads 1e-6 (no dot) as a string; accept a number in ASCII, NaN for anything else.
+    from gradcheck_cli.inputs import ascii_float
+
+    number = ascii_float(value)
+    return math.nan if number is None else number
+
+
 def _float(reader: _Reader, value: Any, key: str, positive: bool = False) -> float:
-    # YAML 1.1 reads 1e-6 (no dot) as a string; accept any spelling float() accepts.
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
+    number = _number(value)
     if not math.isfinite(number) or number < 0 or (positive and number == 0):
         bound = "> 0" if positive else ">= 0"
         raise reader.fail(key, f"expected a finite number {bound}; got {_type_name(value)} {value!r}")
@@ -234,7 +284,9 @@ def _timeout(reader: _Reader, value: Any, key: str) -> float | None:
 
 def _str(reader: _Reader, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise reader.fail(key, f"expected a non-empty string; got {_type_name(value)} {value!r}")
+        quote = (" (YAML 1.1 reads yes/no/on/off/y/n as true/false: quote the text, e.g. 'no')"
+                 if isinstance(value, bool) else "")
+        raise reader.fail(key, f"expected a non-empty string; got {_type_name(value)} {value!r}{quote}")
     if choices is not None and value not in choices:
         raise reader.fail(key, f"'{value}' is not one of {', '.join(choices)}.{suggest(value, choices)}")
     return value
@@ -246,11 +298,10 @@ def _matrix_text(reader: _Reader, value: Any, key: str) -> str:
         return value
     if isinstance(value, list) and value and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
         return ",".join(repr(float(v)) for v in value)
-    if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
-        try:
-            return ";".join(",".join(repr(float(v)) for v in row) for row in value)
-        except (TypeError, ValueError):
-            pass
+    if isinstance(value, list) and value and all(
+            isinstance(r, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in r)
+            for r in value):
+        return ";".join(",".join(repr(float(v)) for v in row) for row in value)
     raise reader.fail(key, f"expected numbers as '2,4,2,1', a list [2, 4, 2, 1] or a list of rows "
                            f"[[1, 2], [3, 4]]; got {_type_name(value)} {value!r}")
 
@@ -313,6 +364,17 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
     if not isinstance(init, dict):
         raise reader.fail(f"{key}.init", f"expected a mapping of constructor keyword arguments; got "
                                          f"{_type_name(init)} {init!r}")
+    if "target" in raw and kind != "loss":
+        raise reader.fail(f"{key}.target", "'target' is the kind of target a loss takes; an activation has none. "
+                                           "Remove it, or set 'kind: loss'.")
+    for attr in ("output_attr", "grad_attr"):
+        if attr in raw and "backward" not in conventions:
+            raise reader.fail(f"{key}.{attr}", f"'{attr}' names where a stateful layer's backward convention "
+                                               f"stores its result, but this function has no 'backward'. Remove "
+                                               f"it, or add 'backward: module:Class.backward'.")
+    if not isinstance(raw.get("formula", ""), str):
+        raise reader.fail(f"{key}.formula", f"expected the formula as text, e.g. 'y * (1 - y)'; got "
+                                            f"{_type_name(raw['formula'])} {raw['formula']!r}. Quote it.")
     kinks = raw.get("kinks", [])
     if not isinstance(kinks, list):
         raise reader.fail(f"{key}.kinks", f"expected a list of numbers; got {_type_name(kinks)}")
@@ -333,10 +395,7 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
 
 def _kink(reader: _Reader, value: Any, key: str) -> float:
     # Any finite number (1e-6 without a dot is a YAML string); .nan or .inf marks no point.
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
+    number = _number(value)
     if not math.isfinite(number):
         raise reader.fail(key, f"expected a finite number, an input where the function has no derivative; "
                                f"got {_type_name(value)} {value!r}. Remove it or write the point, e.g. 0.0.")
@@ -360,24 +419,71 @@ def _check(reader: _Reader, index: int, raw: Any) -> CheckConfig:
     )
 
 
+def _malformed(path: Path, text: str, exc: yaml.YAMLError) -> ConfigError:
+    """The YAML parser's complaint as a config error naming the line, with what to do."""
+    mark = getattr(exc, "problem_mark", None)
+    position = getattr(exc, "position", None)  # a ReaderError (a forbidden character) has no mark
+    line = f"{mark.line + 1}" if mark is not None else (
+        f"{text.count(chr(10), 0, position) + 1}" if isinstance(position, int) else "?")
+    problem = getattr(exc, "problem", None) or str(exc)
+    if "another document" in problem:
+        return ConfigError(f"{path}:{line}: the file holds a second YAML document (after '---'); a config is one "
+                           f"document. Remove the second one, or the '---' line that starts it.")
+    if "'\\t'" in problem:
+        return ConfigError(f"{path}:{line}: malformed YAML: a tab character; YAML indents with spaces only. "
+                           f"Replace the tabs with spaces.")
+    context = getattr(exc, "context", None)
+    problem = f"{context}, {problem}" if context and isinstance(exc, yaml.MarkedYAMLError) else problem
+    return ConfigError(f"{path}:{line}: malformed YAML: {problem}. Fix the syntax "
+                       f"(indentation, a missing ':' or an unclosed bracket).")
+
+
 def text_line(data: bytes, offset: int) -> int:
     """1-based line number of byte ``offset``."""
     return data.count(b"\n", 0, offset) + 1
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; any problem raises :class:`ConfigError`."""
-    path = Path(path)
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, at most MAX_BYTES; a FIFO that nobody writes reads as empty instead of blocking."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # O_NONBLOCK only for the open: on a FIFO with no writer a plain open waits for ever,
+        # while a read then sees end-of-file at once. Reads block as usual afterwards.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(f"Config file '{path}' does not exist. Give the path to a YAML file "
                           f"(see configs/example.yaml).") from None
     except OSError as exc:
-        raise ConfigError(f"Cannot read config file '{path}': {exc.strerror}.") from None
+        raise ConfigError(f"Cannot read config file '{path}': {exc.strerror}. Give the path to a YAML "
+                          f"file.") from None
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise ConfigError(f"Config file '{path}' is a folder. Give the path to a YAML file in it "
+                              f"(e.g. {path / 'gradcheck.yaml'}).")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as stream:
+            data = stream.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file '{path}': {exc.strerror}. Give the path to a YAML "
+                          f"file.") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        raise ConfigError(f"{path}: the config is larger than {MAX_BYTES // 2**20} MB; a real suite takes a few "
+                          f"kilobytes. Check that this is the config file (not a data file), or split it.")
+    return data
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; any problem raises :class:`ConfigError`."""
+    if not str(path).strip():
+        raise ConfigError(f"gradcheck ci needs the path to a YAML config file; got {str(path)!r}.")
+    path = Path(path)
+    data = _read_bytes(path)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        bad_line = text_line(path.read_bytes(), exc.start)
-        raise ConfigError(f"{path}:{bad_line}: the config is not UTF-8 text (byte {exc.object[exc.start]:#x} at "
+        bad_line = text_line(data, exc.start)
+        raise ConfigError(f"{path}:{bad_line}: the config is not UTF-8 text (byte {data[exc.start]:#x} at "
                           f"offset {exc.start}); save it as UTF-8.") from None
     reader = _Reader(path)
     try:
@@ -388,11 +494,7 @@ def load_config(path: str | Path) -> Config:
         # Not expected below MAX_DEPTH, but the stack may already be deep when load_config is called.
         raise _too_deep(path, "?") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}" if mark is not None else "?"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{line}: malformed YAML: {problem}. Fix the syntax "
-                          f"(indentation, a missing ':' or an unclosed bracket).") from None
+        raise _malformed(path, text, exc) from None
     if node is None:
         raise ConfigError(f"{path}:1: the config is empty; it needs at least 'version: 1' and 'checks:'.")
     raw = _keys(reader, reader.value(node, ""), "", TOP_KEYS, "the config's top level")
@@ -411,7 +513,8 @@ def load_config(path: str | Path) -> Config:
     functions = tuple(_function(reader, str(n), v) for n, v in functions_raw.items())
     checks_raw = raw.get("checks")
     if not isinstance(checks_raw, list) or not checks_raw:
-        raise reader.fail("checks", "expected a non-empty list of checks, e.g. '- softmax+mse'")
+        got = "nothing" if "checks" not in raw else f"{_type_name(checks_raw)} {checks_raw!r}"[:200]
+        raise reader.fail("checks", f"expected a non-empty list of checks, e.g. '- softmax+mse'; got {got}")
     checks = tuple(_check(reader, i, c) for i, c in enumerate(checks_raw))
     return Config(path=path, defaults=defaults, plugins=plugin_list, functions=functions, checks=checks,
                   lines=dict(reader.lines))

@@ -26,6 +26,22 @@ MAX_ELEMENTS = 50_000_000
 _DIGITS = re.compile(r"[0-9]+")
 
 
+# A number as a user types it, in ASCII: float() also reads '٣' (Arabic-Indic three), '３',
+# '1_000' and surrounding whitespace of any script.
+_NUMBER = re.compile(r"[-+]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE)
+
+
+def ascii_float(value: object) -> float | None:
+    """``value`` as a float when it is a number (not a bool) or ASCII text of one, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip(" \t")):
+        return float(value)
+    return None
+
+
 def parse_matrix(text: str, option: str = "--input") -> Array:
     """Parse ``"2,4,2,1"`` (one row) or ``"1,2;3,4"`` (rows split by ``;``) into (B, K)."""
     rows = [r.strip() for r in text.strip().strip(";").split(";")]
@@ -39,14 +55,16 @@ def parse_matrix(text: str, option: str = "--input") -> Array:
     for number, row in enumerate(rows):
         values: list[float] = []
         for item in row.split(","):
-            try:
-                values.append(float(item))
-            except ValueError:
+            value = ascii_float(item)
+            if value is not None:
+                values.append(value)
+            else:
                 raise UsageError(
                     f"{option} expects comma-separated numbers, rows separated by ';'; "
                     f"row {number} has {item.strip()!r}, which is not a number. Write "
-                    f"e.g. {option} 2,4,2,1 (quote the value when it has ';' or spaces)."
-                ) from None
+                    f"e.g. {option} 2,4,2,1 in ASCII digits, with '-' for minus (quote the value when it "
+                    f"has ';' or spaces)."
+                )
         parsed.append(values)
     lengths = {len(r) for r in parsed}
     if len(lengths) > 1:
@@ -211,10 +229,8 @@ def parse_timeout(value: float | str, source: str = "--timeout") -> float | None
     One meaning for ``--timeout`` (run, check, ci) and the config key ``timeout:``. Negative
     numbers and NaN are refused: neither is a length of time.
     """
-    try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        seconds = math.nan
+    number = ascii_float(value)
+    seconds = math.nan if number is None else number
     if math.isnan(seconds) or seconds < 0:
         raise UsageError(f"{source} expects a number of seconds > 0, or 0 or inf for no limit; got {value!r}.")
     if seconds == 0 or seconds > MAX_TIMEOUT:

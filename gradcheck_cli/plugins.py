@@ -11,6 +11,8 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
+import stat
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -96,8 +98,8 @@ def load_plugin(source: str, registry: Registry = REGISTRY) -> list[str]:
     ``source`` is a path to a ``.py`` file or a dotted module name. A plugin that fails
     to import raises :class:`PluginError` naming the source and the exception.
     """
-    is_file = source.endswith(".py") or os.sep in source or "/" in source
-    key = str(Path(source).resolve()) if is_file else source
+    is_file = _plugin_path(source)
+    key = os.path.realpath(source) if is_file else source
     if key in registry.sources:
         # Already loaded into this registry (an entry point named again): nothing new.
         return list(registry.sources[key])
@@ -106,11 +108,7 @@ def load_plugin(source: str, registry: Registry = REGISTRY) -> list[str]:
     try:
         if is_file:
             path = Path(source)
-            if not path.is_file():
-                raise PluginError(
-                    f"Plugin file '{source}' does not exist. Expected a path to a .py file "
-                    f"or an importable module name (e.g. mylib.gradcheck_plugin)."
-                )
+            _check_plugin_file(source)
             import runpy  # only file plugins need it
 
             with registering(registry, str(path)):
@@ -121,8 +119,14 @@ def load_plugin(source: str, registry: Registry = REGISTRY) -> list[str]:
         raise
     except ModuleNotFoundError as exc:
         if exc.name and source.startswith(exc.name):
+            here = exc.name.split(".")[0]
+            file = f"{source.replace('.', '/')}.py"
+            where = f"its path, ./{file}" if os.path.isfile(file) else "the path of its .py file"
+            hint = (f" ('{here}' is here, but 'gradcheck' imports modules from sys.path, which does not hold the "
+                    f"current folder: give {where}, or set PYTHONPATH=.)") if (
+                os.path.lexists(here) or os.path.lexists(f"{here}.py")) else ""
             raise PluginError(
-                f"Plugin module '{source}' cannot be imported: no module named '{exc.name}'. "
+                f"Plugin module '{source}' cannot be imported: no module named '{exc.name}'{hint}. "
                 f"Install the package that provides it, or pass a file path instead."
             ) from exc
         raise PluginError(f"Plugin '{source}' failed to import: {_describe_exception(exc)}.") from exc
@@ -134,6 +138,52 @@ def load_plugin(source: str, registry: Registry = REGISTRY) -> list[str]:
     names = [n for n in registry.names() if n not in before]
     registry.sources[key] = names
     return names
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _plugin_path(source: str) -> bool:
+    """Whether ``source`` names a file (a path, or something that exists here) rather than a module.
+
+    A module name is dotted identifiers; anything else (``''``, ``..x``, ``good.pyc``, a
+    folder) is refused here with a message of its own instead of an import error about it.
+    """
+    if source.endswith((".py", ".pyc", ".pyw")) or os.sep in source or "/" in source:
+        return True
+    if not _MODULE_NAME.fullmatch(source):
+        if os.path.lexists(source):
+            return True
+        raise PluginError(
+            f"Plugin {source!r} is neither a file here nor a module name. Expected a path to a .py file "
+            f"(e.g. tools/my_plugin.py) or an importable dotted module name (e.g. mylib.gradcheck_plugin)."
+        )
+    return False
+
+
+def _check_plugin_file(source: str) -> None:
+    """Refuse a plugin path that is missing, a folder, or not a regular file (a FIFO would block)."""
+    try:
+        mode = os.stat(source).st_mode
+    except FileNotFoundError:
+        raise PluginError(
+            f"Plugin file '{source}' does not exist. Expected a path to a .py file "
+            f"or an importable module name (e.g. mylib.gradcheck_plugin)."
+        ) from None
+    except OSError as exc:
+        raise PluginError(f"Plugin file '{source}' cannot be read: {exc.strerror}. Give the path to a .py "
+                          f"file.") from None
+    if stat.S_ISDIR(mode):
+        module = Path(source).name or "mylib"
+        raise PluginError(
+            f"Plugin '{source}' is a folder. Give the .py file that registers the entries (e.g. "
+            f"{source.rstrip('/')}/plugin.py), or, for an installed package, its module name "
+            f"(e.g. {module}); 'gradcheck' does not import from the current folder unless it is on "
+            f"PYTHONPATH."
+        )
+    if not stat.S_ISREG(mode):
+        raise PluginError(f"Plugin file '{source}' is not a regular file (a device or a FIFO). Give the path to "
+                          f"a .py file.")
 
 
 def load_builtins(registry: Registry = REGISTRY) -> None:

@@ -21,7 +21,7 @@ from gradcheck_cli import conventions, floating, inputs, numdiff, resources, str
 from gradcheck_cli.compare import Comparison, Tolerance, compare, recompare
 from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
-from gradcheck_cli.errors import UsageError
+from gradcheck_cli.errors import UsageError, suggest
 from gradcheck_cli.numdiff import EvaluationError, Evaluator
 from gradcheck_cli.registry import EntrySummary, FunctionSpec, Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
@@ -76,10 +76,11 @@ class CheckOptions:
         if self.method not in numdiff.METHODS:
             raise UsageError(
                 f"Unknown --method '{self.method}'. Expected one of: "
-                f"{', '.join(numdiff.METHODS)}."
+                f"{', '.join(numdiff.METHODS)}.{suggest(self.method.lower(), numdiff.METHODS)}"
             )
         if self.dtype not in DTYPES:
-            raise UsageError(f"Unknown --dtype '{self.dtype}'. Expected one of: {', '.join(DTYPES)}.")
+            raise UsageError(f"Unknown --dtype '{self.dtype}'. Expected one of: {', '.join(DTYPES)}."
+                             f"{suggest(self.dtype.lower(), DTYPES)}")
         if self.seed < 0:
             raise UsageError(f"--seed must be a non-negative integer; got {self.seed}.")
         if self.trials < 1:
@@ -1185,6 +1186,9 @@ def run(specs: Sequence[str], options: CheckOptions | None = None, registry: Reg
     return RunResult(tuple(rows))
 
 
+EXPLAIN_MAX_VALUES = 1_000
+
+
 @dataclass(frozen=True)
 class Explanation:
     """Everything ``gradcheck explain`` shows for one name at one input."""
@@ -1225,6 +1229,15 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
     entry = spec.activation or spec.loss
     assert entry is not None
     options.validate(spec)
+    b, k = options.point_shape
+    if b * k > EXPLAIN_MAX_VALUES:
+        # explain builds and prints the whole dense Jacobian: (B*K)^2 entries, in this process.
+        given = "--input" if options.input is not None else "--shape"
+        raise UsageError(
+            f"explain shows whole Jacobians, so it takes small inputs: at most {EXPLAIN_MAX_VALUES:,} values; "
+            f"the {given} has {b}x{k} = {b * k:,}. Give a smaller {given} (the default shape is 2,4), or check "
+            f"the large input with 'gradcheck run {name} --shape {b},{k} --verbose'."
+        )
     with floating.own_errstate():  # whatever numpy error state a plugin set at import
         return _explain(spec, entry, options, registry)
 

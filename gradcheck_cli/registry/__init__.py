@@ -176,7 +176,8 @@ class Registry:
         what = f"{kind} " if kind else ""
         if spec is not None:
             raise UsageError(
-                f"'{name}' is a {spec.kind}, but {'an' if kind == 'activation' else 'a'} {kind} was "
+                f"'{name}' is {'an' if spec.kind == 'activation' else 'a'} {spec.kind}, but "
+                f"{'an' if kind == 'activation' else 'a'} {kind} was "
                 f"expected here. "
                 f"A pair is written ACTIVATION+LOSS, e.g. 'softmax+cross_entropy'."
             )

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -31,10 +32,15 @@ class ReportError(UsageError):
 
 
 def write_text(text: str, path: str, what: str) -> None:
-    """Write a report to ``path`` atomically; ``-`` means standard output (whose errors propagate)."""
-    if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    """Write a report to ``path`` atomically; ``-`` means standard output (whose errors propagate).
+
+    A path that is this process's standard output or error (``/dev/stdout``, ``/dev/fd/2``)
+    is written through that stream: it is not a file to replace.
+    """
+    stream = {"-": sys.stdout}.get(path) or standard_stream(path)
+    if stream is not None:
+        stream.write(text)
+        stream.flush()
         return
     data = text.encode("utf-8")
     write_atomic(path, lambda f: f.write(data), f"the {what} report")
@@ -62,13 +68,18 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object], what: s
     ReportError
         Naming ``what``, the path and the system's reason, when the file cannot be written.
     """
+    try:
+        found = os.stat(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:  # a link loop, a file name too long...
+            raise _report_error(what, path, exc) from exc
+        found = None
+    if found is not None and not stat.S_ISREG(found.st_mode) and not stat.S_ISDIR(found.st_mode):
+        _write_stream(path, write, what)
+        return
     # A link is followed, so the file it points to is replaced (not the link by a file).
     target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     try:
-        if target.exists() and not target.is_file() and not target.is_dir():
-            with open(target, "wb") as stream:
-                write(stream)
-            return
         mode = target.stat().st_mode & 0o777 if target.is_file() else _default_mode()
         fd, temporary = tempfile.mkstemp(prefix=f".{target.name[:100]}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
@@ -93,6 +104,46 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object], what: s
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def _write_stream(path: str | Path, write: Callable[[IO[bytes]], object], what: str) -> None:
+    """Write to a device or FIFO in place (it is a stream, not a file to replace).
+
+    Opened without blocking: a FIFO that nobody reads would otherwise block the open, and the
+    run with it, for ever. Writes then block as usual, while the reader reads.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise ReportError(f"Cannot write {what} to '{path}': it is a FIFO (named pipe) that no process "
+                              f"is reading. Start its reader first (e.g. 'cat {path} &'), or give a file "
+                              f"path.") from exc
+        raise _report_error(what, path, exc) from exc
+    try:
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "wb") as stream:
+            write(stream)
+    except OSError as exc:
+        raise _report_error(what, path, exc) from exc
+
+
+def standard_stream(path: str) -> IO[str] | None:
+    """``sys.stdout`` or ``sys.stderr`` when ``path`` names the same open file (``/dev/stdout``), else None."""
+    if path in ("", "-"):
+        return None
+    try:
+        found = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            mine = os.fstat(stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            continue
+        if (mine.st_dev, mine.st_ino) == (found.st_dev, found.st_ino):
+            return stream
+    return None
 
 
 @contextlib.contextmanager
@@ -180,6 +231,9 @@ REPORT_NAMES = {"--json": "JSON", "--junit-xml": "JUnit"}
 def _check_file(option: str, path: str) -> None:
     target = Path(path)
     option = f"{REPORT_NAMES.get(option, option)} report ({option})"
+    if not path.strip():
+        raise UsageError(f"The {option} needs a file path, or - for standard output; got {path!r}.")
+    _check_stat(option, path)
     if target.is_dir():
         raise UsageError(f"Cannot write the {option} to '{path}': it is a folder. Give a file path, "
                          f"e.g. '{path.rstrip('/')}/report', or - for standard output.")
@@ -200,8 +254,22 @@ def _check_file(option: str, path: str) -> None:
                          f"writable (chmod u+w) or give another path.")
 
 
+def _check_stat(what: str, path: str) -> None:
+    """Refuse a path that cannot even be looked up: a link loop, a name too long, a component that is a file."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise UsageError(f"Cannot write the {what} to '{path}': {exc.strerror}. Give another path.") from None
+    except ValueError as exc:  # an embedded NUL
+        raise UsageError(f"Cannot write the {what} to {path!r}: {exc}. Give another path.") from None
+
+
 def _check_folder(option: str, path: str) -> None:
     target = Path(path)
+    if not path.strip():
+        raise UsageError(f"{option} needs a folder path (it is created when a check fails); got {path!r}.")
+    _check_stat(f"{option} folder", path)
     if target.exists() and not target.is_dir():
         raise UsageError(f"{option} expects a folder, but '{path}' is a file. Give a folder path (it is created "
                          f"when a check fails).")
