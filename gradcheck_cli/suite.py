@@ -351,15 +351,15 @@ def jobs_from_config(path: str, default_timeout: float | None) -> tuple[Registry
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"2/4"`` -> (2, 4); anything else is a usage error."""
+    import re
+
     from gradcheck_cli.errors import UsageError
 
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        index = count = 0
+    found = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text)  # ASCII digits: int() also takes '٣' and '1_0'
+    index, count = (int(found[1]), int(found[2])) if found else (0, 0)
     if not 1 <= index <= count:
-        raise UsageError(f"--shard expects I/N with 1 <= I <= N (e.g. --shard 2/4 for the second of four CI "
-                         f"jobs); got {text!r}.")
+        raise UsageError(f"--shard expects I/N in ASCII digits with 1 <= I <= N (e.g. --shard 2/4 for the second "
+                         f"of four CI jobs); got {text!r}.")
     return index, count
 
 

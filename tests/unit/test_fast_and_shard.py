@@ -298,7 +298,7 @@ class Proc:
         self.popen.communicate()
 
 
-BAD_SHARDS = ("0/2", "3/2", "a/b", "1")
+BAD_SHARDS = ("0/2", "3/2", "a/b", "1", "١/3", "1_0/20")
 
 
 @pytest.fixture(scope="module", autouse=True)
