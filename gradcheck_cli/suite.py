@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from gradcheck_cli import parallel, processes, resources
+from gradcheck_cli.errors import clip
 from gradcheck_cli.registry import Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 from gradcheck_cli.runner import CheckOptions, Spec, check_spec, reproduce_command
@@ -41,6 +42,7 @@ class Job:
 def error_row(job: Job, message: str) -> CheckResult:
     """An ERROR row for ``job`` carrying ``message``."""
     entry = job.spec.activation or job.spec.loss
+    message = clip(message)
     return CheckResult(check=job.name, component="jacobian" if job.spec.activation else "gradient",
                        convention=entry.conventions[0] if entry else "",
                        reproduce=reproduce_command(job.spec.text, job.options, job.spec),
@@ -61,8 +63,12 @@ def run_job(job: Job, registry: Registry) -> list[CheckResult]:
 
 
 def expect(rows: list[CheckResult], job: Job) -> list[CheckResult]:
-    """Rename rows to the job's name; turn FAIL into XFAIL (PASS into XPASS) for expect: fail."""
-    rows = [replace(r, check=job.name) for r in rows]
+    """Rename rows to the job's name; turn FAIL into XFAIL (PASS into XPASS) for expect: fail.
+
+    Diagnoses and notes that quote user code are clipped (:func:`clip`) on the way out.
+    """
+    rows = [replace(r, check=job.name, diagnosis=clip(r.diagnosis), notes=tuple(clip(n) for n in r.notes))
+            for r in rows]
     if job.expect != "fail":
         return rows
     if any(r.verdict is Verdict.FAIL for r in rows):

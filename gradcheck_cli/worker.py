@@ -16,8 +16,10 @@ loading, which checks there are, when each starts (its pid) and its rows.
 - a loader that dies or stops answering after loading leaves ERROR rows for every check it
   did not report (never a pass), and a backstop deadline per started check catches a
   loader that does not enforce timeouts any more;
-- SIGINT, SIGTERM and SIGHUP kill every process of the run, its checks and whatever they
-  started, before ``gradcheck`` exits with 128 + the signal's number.
+- SIGINT, SIGTERM, SIGHUP (and the other signals of :data:`processes.STOP_SIGNALS`) kill
+  every process of the run, its checks and whatever they started, before ``gradcheck``
+  exits with 128 + the signal's number. A signal the caller set to be ignored (``nohup``,
+  a background job of a script) stays ignored.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from gradcheck_cli import processes
-from gradcheck_cli.errors import ExitCode, GradcheckError, PluginError
+from gradcheck_cli.errors import ExitCode, GradcheckError, PluginError, clip
 
 if TYPE_CHECKING:
     from gradcheck_cli.registry import Registry
@@ -49,7 +51,6 @@ BACKSTOP_GRACE = 10.0
 EXIT_GRACE = 5.0
 # Seconds between looks at whether the loader is still alive.
 POLL = 0.2
-SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Load:
 
 
 class Interrupted(Exception):
-    """``gradcheck`` received SIGINT, SIGTERM or SIGHUP; every process of the run is gone."""
+    """``gradcheck`` received SIGINT, SIGTERM, SIGHUP or another stop signal; every process of the run is gone."""
 
     def __init__(self, signum: int, finished: int, total: int) -> None:
         super().__init__(signum)
@@ -117,7 +118,7 @@ def _loader(load: Load, conn: Connection, workers: int, parent: int) -> None:
         _serve(load, conn, workers)
     except BaseException as exc:  # noqa: BLE001 - a plugin's KeyboardInterrupt, SystemExit, anything
         with contextlib.suppress(Exception):
-            conn.send(("error", f"{type(exc).__name__}: {exc}", int(ExitCode.USAGE)))
+            conn.send(("error", clip(f"{type(exc).__name__}: {exc}"), int(ExitCode.USAGE)))
     finally:
         with contextlib.suppress(Exception):
             conn.close()
@@ -139,10 +140,10 @@ def _serve(load: Load, conn: Connection, workers: int) -> None:
                 return
             registry, jobs = build_jobs(load)
     except GradcheckError as exc:
-        conn.send(("error", exc.message, int(exc.exit_code)))
+        conn.send(("error", clip(exc.message), int(exc.exit_code)))
         return
     except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt or SystemExit raised by a plugin
-        conn.send(("load-raised", f"{type(exc).__name__}: {exc}"))
+        conn.send(("load-raised", clip(f"{type(exc).__name__}: {exc}")))
         return
     from gradcheck_cli.suite import error_row, run_jobs
 
@@ -219,17 +220,23 @@ class _Signalled(BaseException):
 
 @contextlib.contextmanager
 def _signals_raise(run: _Run) -> Iterator[None]:
-    """SIGINT/SIGTERM/SIGHUP raise in the main thread (once; later ones are ignored while cleaning up)."""
+    """Stop signals raise in the main thread (once; later ones are ignored while cleaning up).
+
+    Only signals that would end gradcheck by their default action are caught: one the caller
+    ignores (``nohup`` ignores SIGHUP, a script's background job SIGINT) or handles stays so.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
-        for sig in SIGNALS:
+        for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
         raise _Signalled(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    defaults = (signal.SIG_DFL, signal.default_int_handler)
+    previous = {sig: signal.signal(sig, handler) for sig in processes.STOP_SIGNALS
+                if signal.getsignal(sig) in defaults}
     try:
         yield
     except _Signalled as got:
