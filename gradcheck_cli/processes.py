@@ -28,6 +28,13 @@ import sys
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 START_METHODS = ("fork", "spawn")
+# Signals whose default action ends a process and that someone outside may send on purpose:
+# Ctrl-C, Ctrl-\, a CI runner's cancel, a closed terminal, `timeout -s`, a CPU-time limit
+# (ulimit -t). gradcheck catches each to kill every process of the run before it exits; their
+# default action would leave the checks' helpers running (SIGKILL is the one it cannot catch).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in
+                     ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2", "SIGXCPU")
+                     if hasattr(signal, name))
 
 
 def start_method() -> str:
@@ -70,8 +77,14 @@ def become_subreaper() -> bool:
 def isolate_self(parent: int) -> None:
     """In a freshly started process that runs user code: own session, and die with ``parent``.
 
-    If ``parent`` already died before the death signal was armed, exit at once.
+    If ``parent`` already died before the death signal was armed, exit at once. The handlers
+    ``gradcheck`` installed for its own clean-up (inherited through fork) are put back to
+    Python's defaults: here a SIGTERM ends the process, as anywhere else.
     """
+    for sig in STOP_SIGNALS:
+        handler = signal.getsignal(sig)
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     if hasattr(os, "setsid"):
         with contextlib.suppress(OSError):  # already a group leader (a spawned process may be)
             os.setsid()

@@ -112,9 +112,44 @@ def greedy(x):
 register_activation("greedy", forward=np.tanh, derivative=greedy)
 register_activation("fine", forward=np.tanh, derivative=lambda x: 1 - np.tanh(x) ** 2)
 """
+# Entries whose failures quote megabytes, or whose process ends by a signal.
+LOUD = """\
+import signal
+import numpy as np
+from gradcheck_cli import register_activation
+
+
+def huge(x):
+    raise ValueError("x" * 10_000_000)
+
+
+def terminated(x):
+    signal.raise_signal(signal.SIGTERM)
+
+
+register_activation("huge", forward=np.tanh, derivative=huge)
+register_activation("terminated", forward=np.tanh, derivative=terminated)
+"""
+# A check that sends SIGHUP to gradcheck (its loader's parent), as a closed terminal would.
+HANGUP = """\
+import os
+import signal
+import numpy as np
+from gradcheck_cli import register_activation
+
+
+def hangup(x):
+    with open(f"/proc/{os.getppid()}/stat", encoding="ascii") as handle:
+        gradcheck = int(handle.read().rsplit(")", 1)[1].split()[1])
+    os.kill(gradcheck, signal.SIGHUP)
+    return 1 - np.tanh(x) ** 2
+
+
+register_activation("hangup", forward=np.tanh, derivative=hangup)
+"""
 COMMANDS = [["check", "bad.py"], ["list", "--plugin", "bad.py"], ["ci", "suite.yaml"],
             ["explain", "softmax", "--plugin", "bad.py"]]
-SIGNALS = [int(signal.SIGTERM), int(signal.SIGHUP), int(signal.SIGINT)]
+SIGNALS = [int(signal.SIGTERM), int(signal.SIGHUP), int(signal.SIGINT), int(signal.SIGQUIT), int(signal.SIGALRM)]
 SNEAKY = """\
 import os, threading, time
 import numpy as np
@@ -152,6 +187,15 @@ def _survivors(pids: list[int], wait: float = 5.0) -> list[int]:
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.05)
     return [p for p in pids if _alive(p)]
+
+
+def _closed(*fds: int) -> Callable[[], None]:
+    """Start the command with these standard descriptors closed (``>&-``, ``2>&-``)."""
+    return lambda: [os.close(fd) for fd in fds] and None
+
+
+def _ignoring_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does
 
 
 def _few_descriptors() -> None:
@@ -223,6 +267,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
     start("killed", "run", "hang_a", "--plugin", "hanging.py", quiet=True, files={"hanging.py": HANGING})
     start("descriptors", "run", "softmax+mse", "sigmoid", "tanh", "--jobs", "600", "--trials", "1",
           preexec=_few_descriptors)
+    start("closed_streams", "run", "sigmoid", preexec=_closed(0, 1, 2))
+    start("closed_stdout", "run", "softmax@diagonal", preexec=_closed(1))
+    start("loud", "run", "huge", "terminated", "--plugin", "loud.py", "--trials", "1", files={"loud.py": LOUD})
+    start("loud_load", "run", "softmax", "--plugin", "bad.py",
+          files={"bad.py": 'raise ValueError("y" * 10_000_000)\n'})
+    start("nohup", "run", "hangup", "--plugin", "hangup.py", "--trials", "1", files={"hangup.py": HANGUP},
+          preexec=_ignoring_sighup)
     spawn = {**ENV, "GRADCHECK_START_METHOD": "spawn"}
     start("spawn_ci", "ci", "suite.yaml", "--jobs", "2", "--json", "out.json", env=spawn,
           files={"spawned.py": SPAWN_PLUGIN, "suite.yaml": SPAWN_CONFIG})
@@ -303,6 +354,35 @@ def test_checks_die_with_a_killed_gradcheck(runs: dict[str, Started]) -> None:
     run.popen.wait(timeout=20)
     # Helpers in sessions of their own can outlive a SIGKILL of gradcheck (the fixture removes them).
     assert _survivors([check]) == []
+
+
+def test_closed_standard_streams_are_not_a_crash(runs: dict[str, Started]) -> None:
+    # What the caller closed is discarded; the exit code is still the verdict, never a traceback's 1.
+    assert runs["closed_streams"].result().popen.returncode == 0
+    run = runs["closed_stdout"].result()
+    assert run.popen.returncode == 1, run.err
+    assert "Traceback" not in run.err
+
+
+def test_megabytes_of_exception_text_are_clipped(runs: dict[str, Started]) -> None:
+    run = runs["loud"].result()
+    assert run.popen.returncode == 3, (run.out[:2000], run.err[:2000])
+    assert "characters cut" in run.out and len(run.out) < 20_000
+    load = runs["loud_load"].result()
+    assert load.popen.returncode == 2
+    assert "Plugin 'bad.py'" in load.err and "characters cut" in load.err and len(load.err) < 5_000
+
+
+def test_a_check_ended_by_a_signal_is_named_so(runs: dict[str, Started]) -> None:
+    # gradcheck's own signal handlers are not inherited: the check dies of SIGTERM like any process.
+    run = runs["loud"].result()
+    assert "killed by SIGTERM" in run.out and "_Signalled" not in run.out
+
+
+def test_a_signal_the_caller_ignores_stays_ignored(runs: dict[str, Started]) -> None:
+    run = runs["nohup"].result()  # started as nohup starts it, then sent SIGHUP
+    assert run.popen.returncode == 0, (run.out, run.err)
+    assert "1 passed" in run.out
 
 
 def test_more_jobs_than_file_descriptors_allow(runs: dict[str, Started]) -> None:
