@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from typing import Any
 
 # prctl(2) options (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
@@ -90,6 +91,45 @@ def isolate_self(parent: int) -> None:
             os.setsid()
     if _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL)) and os.getppid() != parent:
         os._exit(1)
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _Forgiving):
+            setattr(sys, name, _Forgiving(stream))
+
+
+class _Forgiving:
+    """A standard stream whose reader may stop reading (``gradcheck ... | head -1``).
+
+    A plugin's ``print`` would then raise BrokenPipeError inside its import or its check,
+    and a reader that went away would turn into a load error or an ERROR row. gradcheck
+    itself treats that reader as no error; here too, later writes are discarded.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        # The descriptor, not just this object: the buffered text and raw writes go nowhere too.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _children_proc(pid: int) -> list[int] | None:

@@ -147,6 +147,22 @@ def hangup(x):
 
 register_activation("hangup", forward=np.tanh, derivative=hangup)
 """
+# A plugin that prints (at import and in its check) to a stdout whose reader went away.
+PRINTER = """\
+import numpy as np
+from gradcheck_cli import register_activation
+
+print("loading printer")
+
+
+def chatty(x):
+    for i in range(100):
+        print("debug", i)
+    return 1 - np.tanh(x) ** 2
+
+
+register_activation("chatty", forward=np.tanh, derivative=chatty)
+"""
 COMMANDS = [["check", "bad.py"], ["list", "--plugin", "bad.py"], ["ci", "suite.yaml"],
             ["explain", "softmax", "--plugin", "bad.py"]]
 SIGNALS = [int(signal.SIGTERM), int(signal.SIGHUP), int(signal.SIGINT), int(signal.SIGQUIT), int(signal.SIGALRM)]
@@ -192,6 +208,14 @@ def _survivors(pids: list[int], wait: float = 5.0) -> list[int]:
 def _closed(*fds: int) -> Callable[[], None]:
     """Start the command with these standard descriptors closed (``>&-``, ``2>&-``)."""
     return lambda: [os.close(fd) for fd in fds] and None
+
+
+def _no_reader() -> None:
+    """Standard output is a pipe whose reader is gone, as after ``| head -1`` read its line."""
+    read, write = os.pipe()
+    os.dup2(write, 1)
+    os.close(read)
+    os.close(write)
 
 
 def _ignoring_sighup() -> None:
@@ -274,6 +298,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
           files={"bad.py": 'raise ValueError("y" * 10_000_000)\n'})
     start("nohup", "run", "hangup", "--plugin", "hangup.py", "--trials", "1", files={"hangup.py": HANGUP},
           preexec=_ignoring_sighup)
+    start("no_reader", "run", "chatty", "sigmoid", "--plugin", "printer.py", "--jobs", "2",
+          files={"printer.py": PRINTER}, preexec=_no_reader)
     spawn = {**ENV, "GRADCHECK_START_METHOD": "spawn"}
     start("spawn_ci", "ci", "suite.yaml", "--jobs", "2", "--json", "out.json", env=spawn,
           files={"spawned.py": SPAWN_PLUGIN, "suite.yaml": SPAWN_CONFIG})
@@ -383,6 +409,12 @@ def test_a_signal_the_caller_ignores_stays_ignored(runs: dict[str, Started]) -> 
     run = runs["nohup"].result()  # started as nohup starts it, then sent SIGHUP
     assert run.popen.returncode == 0, (run.out, run.err)
     assert "1 passed" in run.out
+
+
+def test_a_plugin_printing_to_a_reader_that_went_away_does_not_change_the_verdict(runs: dict[str, Started]) -> None:
+    run = runs["no_reader"].result()
+    assert run.popen.returncode == 0, run.err
+    assert "Traceback" not in run.err and "BrokenPipeError" not in run.err
 
 
 def test_more_jobs_than_file_descriptors_allow(runs: dict[str, Started]) -> None:
