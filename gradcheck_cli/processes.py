@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 # prctl(2) options (linux/prctl.h).
@@ -233,6 +234,20 @@ def _kill_tree_windows(pid: int) -> None:  # pragma: no cover - tested only wher
     for proc in tree:
         with contextlib.suppress(psutil.Error):
             proc.kill()
+
+
+def join(proc: Any, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``proc`` (a multiprocessing Process) to end; whether it did.
+
+    Polls its exit status: ``proc.join(timeout)`` waits on the process's sentinel, which a
+    helper it forked inherits and holds open, so it would always wait the whole timeout.
+    """
+    end = time.monotonic() + timeout
+    while proc.is_alive():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def reap(pid: int) -> None:

@@ -267,12 +267,19 @@ def _receive(job: Job, run: _Running) -> list[CheckResult]:
             raise EOFError  # ended without a word (a helper may still hold the pipe open)
         sent = run.conn.recv()
     except (EOFError, OSError):
+        if processes.join(run.proc, 1.0):
+            return [_died(job, run.proc.exitcode)]
+        # Alive, but its end of the pipe is closed (the plugin closed descriptors it did not
+        # open): it can never report. Waiting for it would wedge the suite until gradcheck's
+        # backstop gives every check up; it is stopped like a check past its timeout.
+        processes.kill_tree(run.proc.pid)
         run.proc.join()
-        return [_died(job, run.proc.exitcode)]
+        return [error_row(job, "the check closed its connection to gradcheck's loader without reporting (the "
+                               "plugin closes file descriptors it did not open) and was stopped with every "
+                               "process it started; the rest of the suite ran on")]
     except Exception as exc:  # noqa: BLE001 - rows that cannot be unpickled
         sent = f"its result could not be read back: {type(exc).__name__}: {exc}"
-    run.proc.join(5.0)
-    if run.proc.is_alive():  # sent its rows but does not exit (a non-daemon thread of the plugin)
+    if not processes.join(run.proc, 5.0):  # sent its rows but does not exit (a non-daemon thread of the plugin)
         processes.kill_tree(run.proc.pid)
         run.proc.join()
     if isinstance(sent, str):

@@ -278,7 +278,7 @@ def _follow(load: Load, proc: Any, conn: Connection, run: _Run,
                               f"import hangs or is far too slow. Nothing was checked. Make importing it only "
                               f"register entries, or raise --timeout.") from None
         if message is None:
-            proc.join(EXIT_GRACE)
+            processes.join(proc, EXIT_GRACE)
             raise PluginError(f"Loading {what} ended gradcheck's loader process ({processes.exit_text(proc.exitcode)}) "
                               f"before anything was checked: the plugin exits, crashes or kills its process "
                               f"while it is imported. Make importing it only register entries.")
@@ -319,7 +319,7 @@ def _follow_checks(proc: Any, conn: Connection, run: _Run,
                    "not stopped); every process of the run was killed")
             break
         if message is None:
-            proc.join(EXIT_GRACE)
+            processes.join(proc, EXIT_GRACE)
             why = (f"gradcheck's loader process ended ({processes.exit_text(proc.exitcode)}) before this check "
                    f"reported: it was killed from outside, or a plugin's code ended it")
             break
@@ -350,8 +350,7 @@ def _clean_up(proc: Any, run: _Run) -> None:
     """Leave nothing behind: the loader, its checks, and whatever they started."""
     if proc.pid is None:
         return
-    proc.join(EXIT_GRACE if run.complete else 0)
-    if proc.is_alive():
+    if not processes.join(proc, EXIT_GRACE if run.complete else 0):
         processes.kill_tree(proc.pid)
     for index, (pid, _) in run.started.items():
         if index not in run.rows:  # still running when the loader went: its group may live on

@@ -85,7 +85,23 @@ def crash_with_helper(x):
     os._exit(5)
 
 
+def fork_and_return(x):
+    if os.fork() == 0:  # a helper in the check's group holds its process sentinel open
+        _record(os.getpid())
+        time.sleep(1000)
+        os._exit(0)
+    return 1 - np.tanh(x) ** 2
+
+
+def closes_pipe(x):
+    os.closerange(3, 1 << 16)  # the check's line to the loader too; then it runs on
+    time.sleep(1000)
+
+
 register_activation("crash_with_helper", forward=np.tanh, derivative=crash_with_helper)
+register_activation("fork_a", forward=np.tanh, derivative=fork_and_return)
+register_activation("fork_b", forward=np.tanh, derivative=fork_and_return)
+register_activation("closes_pipe", forward=np.tanh, derivative=closes_pipe)
 register_activation("hang_a", forward=np.tanh, derivative=hang)
 register_activation("hang_b", forward=np.tanh, derivative=hang)
 register_activation("fine", forward=np.tanh, derivative=lambda x: 1 - np.tanh(x) ** 2)
@@ -287,6 +303,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
           files={"hanging.py": HANGING})
     start("crash_with_helper", "run", "crash_with_helper", "--plugin", "hanging.py", "--timeout", "60",
           "--trials", "1", files={"hanging.py": HANGING})
+    start("helpers", "run", "fork_a", "fork_b", "closes_pipe", "fine", "--plugin", "hanging.py", "--timeout", "60",
+          "--trials", "1", files={"hanging.py": HANGING})
     # Output to /dev/null: helpers that escaped into sessions of their own hold inherited pipes.
     start("killed", "run", "hang_a", "--plugin", "hanging.py", quiet=True, files={"hanging.py": HANGING})
     start("descriptors", "run", "softmax+mse", "sigmoid", "tanh", "--jobs", "600", "--trials", "1",
@@ -370,6 +388,16 @@ def test_a_check_that_dies_is_reported_at_once_though_a_helper_holds_its_pipe(ru
     assert run.popen.returncode == 3, (run.out, run.err)
     assert "exited with code 5" in run.out
     assert run.seconds < 30  # not the 60 s timeout
+    assert _survivors(run.recorded(1)) == []
+
+
+def test_helpers_cost_no_waiting_and_a_check_that_closes_its_pipe_is_stopped(runs: dict[str, Started]) -> None:
+    run = runs["helpers"].result()
+    assert run.popen.returncode == 3, (run.out, run.err)
+    assert run.out.count("PASS") == 3  # fork_a, fork_b and fine: the suite ran on
+    assert "closed its connection to gradcheck's loader" in run.out
+    # Not 5 s per check waiting on a sentinel its helper holds, nor the 60 s timeout + backstop.
+    assert run.seconds < 30
     assert _survivors(run.recorded(1)) == []
 
 
