@@ -51,6 +51,8 @@ BACKSTOP_GRACE = 10.0
 EXIT_GRACE = 5.0
 # Seconds between looks at whether the loader is still alive.
 POLL = 0.2
+# What the loader announces before ``explain`` runs the entry's code (not an import).
+EXPLAINING = "explaining "
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def _explain(load: Load, tell: Callable[[str], None]) -> Any:
     from gradcheck_cli.runner import explain
 
     registry = default_registry(load.plugins)
-    tell(f"explaining '{load.source}'")
+    tell(f"{EXPLAINING}'{load.source}'")
     return explain(load.source, load.options, registry=registry)
 
 
@@ -274,12 +276,21 @@ def _follow(load: Load, proc: Any, conn: Connection, run: _Run,
         try:
             message = _next(conn, proc, deadline)
         except TimeoutError:
+            if what.startswith(EXPLAINING):
+                raise PluginError(f"Explaining {what[len(EXPLAINING):]} did not finish within {load.timeout:g} s "
+                                  f"(--timeout): the entry's code hangs or is far too slow. Fix it, or raise "
+                                  f"--timeout.") from None
             raise PluginError(f"Loading {what} did not finish within {load.timeout:g} s (--timeout): its "
                               f"import hangs or is far too slow. Nothing was checked. Make importing it only "
                               f"register entries, or raise --timeout.") from None
         if message is None:
             processes.join(proc, EXIT_GRACE)
-            raise PluginError(f"Loading {what} ended gradcheck's loader process ({processes.exit_text(proc.exitcode)}) "
+            ended = processes.exit_text(proc.exitcode)
+            if what.startswith(EXPLAINING):
+                raise PluginError(f"Explaining {what[len(EXPLAINING):]} ended gradcheck's loader process ({ended}): "
+                                  f"the entry's code exits, crashes or kills its process. Fix it (gradcheck run "
+                                  f"reports it as an ERROR row).")
+            raise PluginError(f"Loading {what} ended gradcheck's loader process ({ended}) "
                               f"before anything was checked: the plugin exits, crashes or kills its process "
                               f"while it is imported. Make importing it only register entries.")
         kind = message[0]
@@ -320,8 +331,8 @@ def _follow_checks(proc: Any, conn: Connection, run: _Run,
             break
         if message is None:
             processes.join(proc, EXIT_GRACE)
-            why = (f"gradcheck's loader process ended ({processes.exit_text(proc.exitcode)}) before this check "
-                   f"reported: it was killed from outside, or a plugin's code ended it")
+            why = why or (f"gradcheck's loader process ended ({processes.exit_text(proc.exitcode)}) before this "
+                          f"check reported: it was killed from outside, or a plugin's code ended it")
             break
         if message[0] == "start":
             index, pid = message[1], message[2]

@@ -318,6 +318,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
           preexec=_ignoring_sighup)
     start("no_reader", "run", "chatty", "sigmoid", "--plugin", "printer.py", "--jobs", "2",
           files={"printer.py": PRINTER}, preexec=_no_reader)
+    start("explain_exits", "explain", "quits", "--plugin", "quits.py",
+          files={"quits.py": "import os\nimport numpy as np\nfrom gradcheck_cli import register_activation\n"
+                             "register_activation('quits', forward=np.tanh, derivative=lambda x: os._exit(0))\n"})
+    start("function_exits", "ci", "suite.yaml", files={
+        "bad.py": LOAD_FAULTS["exit0"],
+        "suite.yaml": "version: 1\nfunctions:\n  f: {kind: activation, forward: 'numpy:tanh', derivative: 'bad.py:g'}\n"
+                      "checks: [f]\n"})
     spawn = {**ENV, "GRADCHECK_START_METHOD": "spawn"}
     start("spawn_ci", "ci", "suite.yaml", "--jobs", "2", "--json", "out.json", env=spawn,
           files={"spawned.py": SPAWN_PLUGIN, "suite.yaml": SPAWN_CONFIG})
@@ -352,6 +359,15 @@ def test_every_command_loads_plugins_out_of_process(runs: dict[str, Started], co
     run = runs[f"command_{command}"].result()
     assert run.popen.returncode == 2, (run.out, run.err)
     assert "bad.py" in run.err and "(exit code 0)" in run.err, run.err
+
+
+def test_load_errors_name_what_was_running(runs: dict[str, Started]) -> None:
+    run = runs["explain_exits"].result()
+    assert run.popen.returncode == 2, (run.out, run.err)
+    assert "Explaining 'quits' ended gradcheck's loader process (exit code 0)" in run.err, run.err
+    run = runs["function_exits"].result()
+    assert run.popen.returncode == 2, (run.out, run.err)
+    assert "functions.f.derivative (bad.py:g) ended gradcheck's loader process (exit code 0)" in run.err, run.err
 
 
 def test_a_plugin_thread_that_ends_the_loader_later_cannot_make_the_run_pass(runs: dict[str, Started]) -> None:
