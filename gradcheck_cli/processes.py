@@ -98,6 +98,27 @@ def isolate_self(parent: int) -> None:
             setattr(sys, name, _Forgiving(stream))
 
 
+def take_down_with(parent: int) -> None:
+    """From now on, when ``parent`` dies (even of SIGKILL), kill this process's children and all
+    they started, then exit (Linux); a SIGTERM from anyone does the same.
+
+    Used by the loader once loading is over (from then on only gradcheck's own code runs in
+    its main thread, so the handler runs at once). Its checks die with it anyway, but the
+    helpers a check started have no death signal of their own: without this, ``gradcheck``
+    killed with SIGKILL (the OOM killer, ``timeout -s KILL``) would leave them running.
+    Forked checks reset the handler (:func:`isolate_self`).
+    """
+
+    def stop(signum: int, _frame: object) -> None:
+        for child in children(os.getpid()):
+            kill_tree(child)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    if _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM)) and os.getppid() != parent:
+        stop(int(signal.SIGTERM), None)
+
+
 class _Forgiving:
     """A standard stream whose reader may stop reading (``gradcheck ... | head -1``).
 

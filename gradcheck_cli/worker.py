@@ -117,7 +117,7 @@ def _loader(load: Load, conn: Connection, workers: int, parent: int) -> None:
     """The loader process's main function."""
     processes.isolate_self(parent)
     try:
-        _serve(load, conn, workers)
+        _serve(load, conn, workers, parent)
     except BaseException as exc:  # noqa: BLE001 - a plugin's KeyboardInterrupt, SystemExit, anything
         with contextlib.suppress(Exception):
             conn.send(("error", clip(f"{type(exc).__name__}: {exc}"), int(ExitCode.USAGE)))
@@ -126,7 +126,7 @@ def _loader(load: Load, conn: Connection, workers: int, parent: int) -> None:
             conn.close()
 
 
-def _serve(load: Load, conn: Connection, workers: int) -> None:
+def _serve(load: Load, conn: Connection, workers: int, parent: int) -> None:
     from gradcheck_cli.plugins import announcing
 
     def tell(what: str) -> None:
@@ -150,6 +150,7 @@ def _serve(load: Load, conn: Connection, workers: int) -> None:
     from gradcheck_cli.suite import error_row, run_jobs
 
     conn.send(("jobs", [(job.name, job.timeout, error_row(job, "")) for job in jobs]))
+    processes.take_down_with(parent)
     run_jobs(jobs, registry, workers=workers, load=load,
              on_start=lambda i, pid: conn.send(("start", i, pid)),
              on_done=lambda i, rows: conn.send(("done", i, rows)), inherited=(conn,))
