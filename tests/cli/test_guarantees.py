@@ -179,6 +179,24 @@ def chatty(x):
 
 register_activation("chatty", forward=np.tanh, derivative=chatty)
 """
+# Registrations that are not plain data: they must reach gradcheck as such, or be refused.
+UNPICKLABLE = """\
+import numpy as np
+from gradcheck_cli import register_activation
+
+
+class Name(str):
+    def __reduce__(self):
+        raise TypeError("cannot pickle Name")
+
+
+class Formula:
+    def __reduce__(self):
+        raise TypeError("cannot pickle Formula")
+
+
+register_activation(Name("named"), forward=np.tanh, derivative=lambda x: 1 - np.tanh(x) ** 2)
+"""
 COMMANDS = [["check", "bad.py"], ["list", "--plugin", "bad.py"], ["ci", "suite.yaml"],
             ["explain", "softmax", "--plugin", "bad.py"]]
 SIGNALS = [int(signal.SIGTERM), int(signal.SIGHUP), int(signal.SIGINT), int(signal.SIGQUIT), int(signal.SIGALRM)]
@@ -325,6 +343,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
         "bad.py": LOAD_FAULTS["exit0"],
         "suite.yaml": "version: 1\nfunctions:\n  f: {kind: activation, forward: 'numpy:tanh', derivative: 'bad.py:g'}\n"
                       "checks: [f]\n"})
+    start("unpicklable_name", "check", "odd.py", files={"odd.py": UNPICKLABLE})
+    start("unpicklable_formula", "list", "--plugin", "odd.py", files={
+        "odd.py": UNPICKLABLE + "register_activation('f', forward=np.tanh, derivative=np.cos, formula=Formula())\n"})
     spawn = {**ENV, "GRADCHECK_START_METHOD": "spawn"}
     start("spawn_ci", "ci", "suite.yaml", "--jobs", "2", "--json", "out.json", env=spawn,
           files={"spawned.py": SPAWN_PLUGIN, "suite.yaml": SPAWN_CONFIG})
@@ -368,6 +389,15 @@ def test_load_errors_name_what_was_running(runs: dict[str, Started]) -> None:
     run = runs["function_exits"].result()
     assert run.popen.returncode == 2, (run.out, run.err)
     assert "functions.f.derivative (bad.py:g) ended gradcheck's loader process (exit code 0)" in run.err, run.err
+
+
+def test_registrations_reach_gradcheck_as_plain_data(runs: dict[str, Started]) -> None:
+    run = runs["unpicklable_name"].result()
+    assert run.popen.returncode == 0, (run.out, run.err)
+    assert "named" in run.out
+    run = runs["unpicklable_formula"].result()
+    assert run.popen.returncode == 2, (run.out, run.err)
+    assert "'f' (registered by odd.py): formula= must be a string; got Formula" in run.err, run.err
 
 
 def test_a_plugin_thread_that_ends_the_loader_later_cannot_make_the_run_pass(runs: dict[str, Started]) -> None:
