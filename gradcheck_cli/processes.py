@@ -98,6 +98,18 @@ def isolate_self(parent: int) -> None:
             setattr(sys, name, _Forgiving(stream))
 
 
+def leave(code: int) -> None:
+    """End this process now with ``code``, after flushing stdout and stderr.
+
+    A forked process ends this way (``os._exit``); a spawned one would run the atexit
+    handlers and finalizers a plugin registered, which may hang or print once per process.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def take_down_with(parent: int) -> None:
     """From now on, when ``parent`` dies (even of SIGKILL), kill this process's children and all
     they started, then exit (Linux); a SIGTERM from anyone does the same.

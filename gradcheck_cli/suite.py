@@ -109,7 +109,21 @@ def _room(workers: int) -> int | None:
 
 def _spawned_child(load: Any, index: int, name: str, conn: Connection, threads: int, parent: int,
                    room: int | None) -> None:
-    """A check in a spawned process: load the same plugins and config, then run check ``index``."""
+    """A check in a spawned process: load the same plugins and config, then run check ``index``.
+
+    It ends as a forked check does, without the plugin's atexit handlers (which could hang
+    it past its report, or print once per check).
+    """
+    code = 1
+    try:
+        _spawned_check(load, index, name, conn, threads, parent, room)
+        code = 0
+    finally:
+        processes.leave(code)
+
+
+def _spawned_check(load: Any, index: int, name: str, conn: Connection, threads: int, parent: int,
+                   room: int | None) -> None:
     from gradcheck_cli.worker import build_jobs
 
     processes.isolate_self(parent)

@@ -124,6 +124,7 @@ def _loader(load: Load, conn: Connection, workers: int, parent: int) -> None:
     finally:
         with contextlib.suppress(Exception):
             conn.close()
+        processes.leave(0)  # without a plugin's atexit handlers, spawned or forked alike
 
 
 def _serve(load: Load, conn: Connection, workers: int, parent: int) -> None:

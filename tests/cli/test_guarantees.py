@@ -349,6 +349,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
     spawn = {**ENV, "GRADCHECK_START_METHOD": "spawn"}
     start("spawn_ci", "ci", "suite.yaml", "--jobs", "2", "--json", "out.json", env=spawn,
           files={"spawned.py": SPAWN_PLUGIN, "suite.yaml": SPAWN_CONFIG})
+    start("spawn_atexit", "run", "fine", "wrong", "--plugin", "spawned.py", env=spawn, files={
+        "spawned.py": "import atexit, time\natexit.register(time.sleep, 1000)\n" + SPAWN_PLUGIN})
     start("spawn_load", "run", "softmax", "--plugin", "bad.py", env=spawn, files={"bad.py": LOAD_FAULTS["exit7"]})
     start("no_such_method", "run", "softmax", env={**ENV, "GRADCHECK_START_METHOD": "teleport"})
     start("greedy", "run", "greedy", "fine", "--plugin", "greedy.py", "--trials", "1",
@@ -543,6 +545,12 @@ def test_spawned_workers_load_the_same_plugins_and_config_and_stay_bounded(runs:
     assert rows["crash"]["verdict"] == "ERROR" and "exited with code 9" in rows["crash"]["diagnosis"]
     assert rows["hang"]["verdict"] == "ERROR" and "timed out after 2 s" in rows["hang"]["diagnosis"]
     assert rows["lib_tanh"]["verdict"] == "ERROR" and "exited with code 9" in rows["lib_tanh"]["diagnosis"]
+
+
+def test_spawned_processes_end_without_a_plugins_atexit_handlers(runs: dict[str, Started]) -> None:
+    run = runs["spawn_atexit"].result()
+    assert run.popen.returncode == 1, (run.out, run.err)  # 'wrong' is flagged: both checks reported
+    assert run.seconds < 10  # not 5 s per process waiting for a hung atexit handler, then killing it
 
 
 def test_spawned_loading_reports_a_plugin_that_exits(runs: dict[str, Started]) -> None:
