@@ -250,8 +250,13 @@ def _signals_raise(run: _Run) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+class _Garbled(Exception):
+    """What came from the loader is not one of its messages (a plugin wrote into its pipe)."""
+
+
 def _next(conn: Connection, proc: Any, deadline: float | None) -> tuple[Any, ...] | None:
-    """The loader's next message; None when it is gone; TimeoutError past ``deadline``."""
+    """The loader's next message; None when it is gone; TimeoutError past ``deadline``;
+    :class:`_Garbled` when what came cannot be read as a message."""
     from multiprocessing.connection import wait
 
     # Wake up now and then to see whether the loader ended: the checks it forked inherit its
@@ -264,9 +269,13 @@ def _next(conn: Connection, proc: Any, deadline: float | None) -> tuple[Any, ...
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError
     try:
-        message: tuple[Any, ...] = conn.recv()
+        message = conn.recv()
     except (EOFError, OSError):
         return None
+    except Exception as exc:  # noqa: BLE001 - bytes a plugin wrote into the pipe: whatever unpickling raises
+        raise _Garbled(clip(f"{type(exc).__name__}: {exc}")) from None
+    if not (isinstance(message, tuple) and message and isinstance(message[0], str)):
+        raise _Garbled(f"an object of type {type(message).__name__}")
     return message
 
 
@@ -277,6 +286,10 @@ def _follow(load: Load, proc: Any, conn: Connection, run: _Run,
     while True:
         try:
             message = _next(conn, proc, deadline)
+        except _Garbled as garbled:
+            raise PluginError(f"Loading {what} garbled gradcheck's line to its loader process (what came was not "
+                              f"a message: {garbled}): a plugin writes into file descriptors it did not open. "
+                              f"Nothing was checked. Make importing it only register entries.") from None
         except TimeoutError:
             if what.startswith(EXPLAINING):
                 raise PluginError(f"Explaining {what[len(EXPLAINING):]} did not finish within {load.timeout:g} s "
@@ -330,6 +343,10 @@ def _follow_checks(proc: Any, conn: Connection, run: _Run,
         except TimeoutError:
             why = ("gradcheck's loader process stopped answering (a check ran past its timeout and was "
                    "not stopped); every process of the run was killed")
+            break
+        except _Garbled as garbled:
+            why = (f"gradcheck's line to its loader process was garbled (what came was not a message: {garbled}): "
+                   f"a plugin writes into file descriptors it did not open; every process of the run was killed")
             break
         if message is None:
             processes.join(proc, EXIT_GRACE)

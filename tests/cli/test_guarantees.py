@@ -34,6 +34,16 @@ LOAD_FAULTS = {
     "interrupt": "raise KeyboardInterrupt\n",
     "hang": "while True:\n    pass\n",
 }
+# A plugin that writes bytes into the loader's line to gradcheck (a descriptor it did not open).
+GARBLE = """\
+import gc
+import os
+from multiprocessing.connection import Connection
+
+for obj in gc.get_objects():
+    if isinstance(obj, Connection) and obj.writable:
+        os.write(obj.fileno(), b"\\x00\\x00\\x00\\x05hello")
+"""
 LOAD_MESSAGES = {
     "exit0": "(exit code 0)",
     "exit7": "(exit code 7)",
@@ -308,6 +318,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
     for fault, text in LOAD_FAULTS.items():
         start(f"load_{fault}", "run", "softmax@diagonal", "--plugin", "bad.py", "--timeout", "2",
               files={"bad.py": text})
+    start("garbled", "run", "softmax@diagonal", "--plugin", "bad.py", files={"bad.py": GARBLE})
     exits = {"bad.py": LOAD_FAULTS["exit0"], "suite.yaml": "version: 1\nplugins: [bad.py]\nchecks: [softmax]\n"}
     for command in COMMANDS:
         start(f"command_{command[0]}", *command, files=exits)
@@ -375,6 +386,13 @@ def test_a_plugin_that_ends_crashes_or_hangs_at_import_is_a_load_error(runs: dic
     assert run.popen.returncode == 2, (run.out, run.err)
     assert "plugin 'bad.py'" in run.err and LOAD_MESSAGES[fault] in run.err, run.err
     assert "Traceback" not in run.err and run.out == ""
+
+
+def test_bytes_written_into_the_loaders_line_are_a_load_error(runs: dict[str, Started]) -> None:
+    run = runs["garbled"].result()
+    assert run.popen.returncode == 2, (run.out, run.err)
+    assert "plugin 'bad.py' garbled gradcheck's line to its loader" in run.err
+    assert "Traceback" not in run.err
 
 
 @pytest.mark.parametrize("command", [c[0] for c in COMMANDS])
