@@ -272,11 +272,19 @@ def _kill_tree_windows(pid: int) -> None:  # pragma: no cover - tested only wher
 def join(proc: Any, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for ``proc`` (a multiprocessing Process) to end; whether it did.
 
-    Polls its exit status: ``proc.join(timeout)`` waits on the process's sentinel, which a
-    helper it forked inherits and holds open, so it would always wait the whole timeout.
+    Polls its exit status, and whether the process still exists: ``proc.join(timeout)``
+    waits on its sentinel, which a helper it forked inherits and holds open (and which the
+    process may close itself), and where a plugin made the kernel reap children (SIGCHLD
+    ignored) no exit status ever comes.
     """
     end = time.monotonic() + timeout
     while proc.is_alive():
+        try:
+            os.kill(proc.pid, 0)  # a zombie still exists; is_alive() collects its status next time
+        except ProcessLookupError:
+            return True  # reaped by the kernel: gone, without an exit status
+        except OSError:
+            pass
         if time.monotonic() >= end:
             return False
         time.sleep(0.01)

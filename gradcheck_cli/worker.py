@@ -152,6 +152,8 @@ def _serve(load: Load, conn: Connection, workers: int, parent: int) -> None:
 
     conn.send(("jobs", [(job.name, job.timeout, error_row(job, "")) for job in jobs]))
     processes.take_down_with(parent)
+    if hasattr(signal, "SIGCHLD"):  # a plugin that ignored it would have the kernel reap checks unseen
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     run_jobs(jobs, registry, workers=workers, load=load,
              on_start=lambda i, pid: conn.send(("start", i, pid)),
              on_done=lambda i, rows: conn.send(("done", i, rows)), inherited=(conn,))
@@ -222,6 +224,10 @@ class _Signalled(BaseException):
         self.signum = signum
 
 
+def _ignore(signum: int, frame: object) -> None:
+    """A stop signal that came while the run is already being stopped."""
+
+
 @contextlib.contextmanager
 def _signals_raise(run: _Run) -> Iterator[None]:
     """Stop signals raise in the main thread (once; later ones are ignored while cleaning up).
@@ -235,7 +241,9 @@ def _signals_raise(run: _Run) -> Iterator[None]:
 
     def handler(signum: int, frame: object) -> None:
         for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
+            # Not SIG_IGN: a second signal already caught by Python would then be reported
+            # as "Exception ignored ... Signal 15 ignored due to race condition".
+            signal.signal(sig, _ignore)
         raise _Signalled(signum)
 
     defaults = (signal.SIG_DFL, signal.default_int_handler)

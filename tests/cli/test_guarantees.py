@@ -207,6 +207,29 @@ class Formula:
 
 register_activation(Name("named"), forward=np.tanh, derivative=lambda x: 1 - np.tanh(x) ** 2)
 """
+# A plugin that ignores SIGCHLD in the loader (the kernel would reap its checks unseen) and
+# whose check leaves a thread running after it reported.
+CARELESS = """\
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+from gradcheck_cli import register_activation
+
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+
+
+def lingering(x):
+    threading.Thread(target=time.sleep, args=(1000,)).start()  # not a daemon: exit would wait for it
+    return 1 - np.tanh(x) ** 2
+
+
+register_activation("exit7", forward=np.tanh, derivative=lambda x: os._exit(7))
+register_activation("lingering_a", forward=np.tanh, derivative=lingering)
+register_activation("lingering_b", forward=np.tanh, derivative=lingering)
+"""
 COMMANDS = [["check", "bad.py"], ["list", "--plugin", "bad.py"], ["ci", "suite.yaml"],
             ["explain", "softmax", "--plugin", "bad.py"]]
 SIGNALS = [int(signal.SIGTERM), int(signal.SIGHUP), int(signal.SIGINT), int(signal.SIGQUIT), int(signal.SIGALRM)]
@@ -357,6 +380,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
     start("unpicklable_name", "check", "odd.py", files={"odd.py": UNPICKLABLE})
     start("unpicklable_formula", "list", "--plugin", "odd.py", files={
         "odd.py": UNPICKLABLE + "register_activation('f', forward=np.tanh, derivative=np.cos, formula=Formula())\n"})
+    start("careless", "run", "exit7", "lingering_a", "lingering_b", "--plugin", "careless.py", "--trials", "1",
+          files={"careless.py": CARELESS})
+    start("two_signals", "run", "hang_a", "--plugin", "hanging.py", files={"hanging.py": HANGING})
     spawn = {**ENV, "GRADCHECK_START_METHOD": "spawn"}
     start("spawn_ci", "ci", "suite.yaml", "--jobs", "2", "--json", "out.json", env=spawn,
           files={"spawned.py": SPAWN_PLUGIN, "suite.yaml": SPAWN_CONFIG})
@@ -438,6 +464,26 @@ def test_a_signal_to_gradcheck_kills_every_check_and_what_it_started(runs: dict[
     assert "Traceback" not in run.err
     assert not (run.folder / "out.json").exists()
     assert _survivors(pids) == []
+
+
+def test_two_signals_at_once_give_one_message(runs: dict[str, Started]) -> None:
+    run = runs["two_signals"]
+    pids = run.recorded(4)
+    run.popen.send_signal(signal.SIGINT)
+    run.popen.send_signal(signal.SIGTERM)
+    run.result()
+    assert run.popen.returncode in (130, 143), (run.out, run.err)
+    assert "Traceback" not in run.err and "race condition" not in run.err, run.err
+    assert run.err.count("interrupted by") == 1
+    assert _survivors(pids) == []
+
+
+def test_a_careless_plugin_neither_hides_exit_codes_nor_delays_the_run(runs: dict[str, Started]) -> None:
+    run = runs["careless"].result()
+    assert run.popen.returncode == 3, (run.out, run.err)
+    assert "exited with code 7" in run.out  # not "code None": SIGCHLD is the loader's again
+    assert run.out.count("PASS") == 2
+    assert run.seconds < 9  # not 5 s per check waiting for the thread it left running
 
 
 def test_a_timed_out_check_leaves_nothing_behind_and_releases_the_pipe(runs: dict[str, Started]) -> None:
