@@ -199,13 +199,20 @@ def supervise(load: Load, *, workers: int = 1, progress: Callable[[int, int, str
     ``meanwhile`` is work of gradcheck's own, done while the loader loads.
     """
     ctx: Any = multiprocessing.get_context(processes.start_method())
-    receive, send = ctx.Pipe(duplex=False)
+    try:
+        receive, send = ctx.Pipe(duplex=False)
+    except OSError as exc:
+        raise _cannot_start(exc) from None
     # Not a daemon: daemonic processes may not start processes (its checks); _clean_up ends it.
     proc = ctx.Process(target=_loader, args=(load, send, workers, os.getpid()), daemon=False)
     run = _Run([], [], [], {}, {}, set())
     with _signals_raise(run):
         try:
-            proc.start()
+            try:
+                proc.start()
+            except OSError as exc:
+                send.close()
+                raise _cannot_start(exc) from None
             # Children from before the run, and those starting the loader made (spawn's
             # resource tracker), are not ours to sweep; the loader has started no check yet.
             run.keep = set(processes.children(os.getpid())) - {proc.pid}
@@ -216,6 +223,15 @@ def supervise(load: Load, *, workers: int = 1, progress: Callable[[int, int, str
         finally:
             _clean_up(proc, run)
             receive.close()
+
+
+def _cannot_start(exc: OSError) -> GradcheckError:
+    """The loader process could not be started: out of processes, memory or file descriptors."""
+    error = GradcheckError(f"Could not start gradcheck's loader process: {exc.strerror or exc} (the machine, or "
+                           f"this user, is out of processes, memory or file descriptors). Nothing was checked. "
+                           f"Try again when fewer processes run, or raise the limit (ulimit -u, ulimit -n).")
+    error.exit_code = ExitCode.NOT_RUN  # not a usage error: the checks could not run
+    return error
 
 
 class _Signalled(BaseException):

@@ -230,6 +230,13 @@ register_activation("exit7", forward=np.tanh, derivative=lambda x: os._exit(7))
 register_activation("lingering_a", forward=np.tanh, derivative=lingering)
 register_activation("lingering_b", forward=np.tanh, derivative=lingering)
 """
+# gradcheck on a machine out of processes: fork fails with EAGAIN.
+NO_FORK = ("import os, sys\n"
+           "def fork():\n"
+           "    raise BlockingIOError(11, 'Resource temporarily unavailable')\n"
+           "os.fork = fork\n"
+           "sys.argv = ['gradcheck', *sys.argv[1:]]\n"
+           "from gradcheck_cli.cli import entry; entry()")
 COMMANDS = [["check", "bad.py"], ["list", "--plugin", "bad.py"], ["ci", "suite.yaml"],
             ["explain", "softmax", "--plugin", "bad.py"]]
 SIGNALS = [int(signal.SIGTERM), int(signal.SIGHUP), int(signal.SIGINT), int(signal.SIGQUIT), int(signal.SIGALRM)]
@@ -299,14 +306,14 @@ class Started:
     """One gradcheck process, started with the others when the module's tests begin."""
 
     def __init__(self, folder: Path, *args: str, env: dict[str, str] | None = None, quiet: bool = False,
-                 preexec: Callable[[], None] | None = None) -> None:
+                 preexec: Callable[[], None] | None = None, argv: list[str] | None = None) -> None:
         self.folder = folder
         self.pids = folder / "pids"
         self.pids.mkdir()
         out = subprocess.DEVNULL if quiet else subprocess.PIPE
         self.began = time.monotonic()
-        self.popen = subprocess.Popen([sys.executable, "-m", "gradcheck_cli", *args], stdout=out, stderr=out,
-                                      text=True, cwd=folder, preexec_fn=preexec,
+        command = [*(argv or [sys.executable, "-m", "gradcheck_cli"]), *args]
+        self.popen = subprocess.Popen(command, stdout=out, stderr=out, text=True, cwd=folder, preexec_fn=preexec,
                                       env={**(env or ENV), "GRADCHECK_TEST_PIDS": str(self.pids)})
         self.out = self.err = ""
         self.seconds = 0.0
@@ -383,6 +390,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started
     start("careless", "run", "exit7", "lingering_a", "lingering_b", "--plugin", "careless.py", "--trials", "1",
           files={"careless.py": CARELESS})
     start("two_signals", "run", "hang_a", "--plugin", "hanging.py", files={"hanging.py": HANGING})
+    start("no_fork", "run", "softmax", argv=[sys.executable, "-c", NO_FORK])
     spawn = {**ENV, "GRADCHECK_START_METHOD": "spawn"}
     start("spawn_ci", "ci", "suite.yaml", "--jobs", "2", "--json", "out.json", env=spawn,
           files={"spawned.py": SPAWN_PLUGIN, "suite.yaml": SPAWN_CONFIG})
@@ -554,6 +562,13 @@ def test_a_plugin_printing_to_a_reader_that_went_away_does_not_change_the_verdic
     run = runs["no_reader"].result()
     assert run.popen.returncode == 0, run.err
     assert "Traceback" not in run.err and "BrokenPipeError" not in run.err
+
+
+def test_out_of_processes_is_a_message_not_a_traceback(runs: dict[str, Started]) -> None:
+    run = runs["no_fork"].result()
+    assert run.popen.returncode == 3, (run.out, run.err)  # not 1 ("flagged") from a traceback
+    assert "Could not start gradcheck's loader process: Resource temporarily unavailable" in run.err
+    assert "Traceback" not in run.err
 
 
 def test_more_jobs_than_file_descriptors_allow(runs: dict[str, Started]) -> None:
