@@ -279,12 +279,13 @@ def join(proc: Any, timeout: float) -> bool:
     """
     end = time.monotonic() + timeout
     while proc.is_alive():
-        try:
-            os.kill(proc.pid, 0)  # a zombie still exists; is_alive() collects its status next time
-        except ProcessLookupError:
-            return True  # reaped by the kernel: gone, without an exit status
-        except OSError:
-            pass
+        if os.name == "posix":  # on Windows os.kill(pid, 0) would terminate the process
+            try:
+                os.kill(proc.pid, 0)  # a zombie still exists; is_alive() collects its status next time
+            except ProcessLookupError:
+                return True  # reaped by the kernel: gone, without an exit status
+            except OSError:
+                pass
         if time.monotonic() >= end:
             return False
         time.sleep(0.01)
