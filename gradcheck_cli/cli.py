@@ -364,6 +364,7 @@ def entry() -> None:
     from gradcheck_cli.allocator import keep_freed_memory
     from gradcheck_cli.processes import become_subreaper
 
+    _open_standard_streams()
     keep_freed_memory()
     # Adopt what checks leave behind in sessions of their own, so that it can be killed.
     become_subreaper()
@@ -371,6 +372,31 @@ def entry() -> None:
         app()
     finally:
         _flush_stdout()
+
+
+def _open_standard_streams() -> None:
+    """Give a closed standard stream (``>&-``, ``2>&-``, ``<&-``) /dev/null in its place.
+
+    Python starts with ``sys.stdout`` None when descriptor 1 is closed, which would crash the
+    report with a traceback; worse, the next file or pipe opened (the loader's pipe) would take
+    the free number, and whatever a plugin writes to "stdout" would land in it. What is written
+    to a stream the caller closed is discarded; the exit code is still the checks' verdict.
+    """
+    import io
+
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        if getattr(sys, name) is None:
+            raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+            raw.name = f"<{name}>"  # type: ignore[misc]  # what Delivery names in its messages
+            setattr(sys, name, io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace",
+                                                line_buffering=fd != 0))
 
 
 def _flush_stdout() -> None:

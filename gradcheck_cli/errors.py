@@ -42,6 +42,24 @@ class PluginError(GradcheckError):
     """A plugin that cannot be loaded or registers something invalid."""
 
 
+# Characters of a message kept when it quotes what user code raised (see clip).
+MESSAGE_LIMIT = 2000
+
+
+def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` cut in the middle to about ``limit`` characters, saying how many were cut.
+
+    Messages and diagnoses quote what user code raised, and a plugin's exception text can be
+    megabytes: it would bury the one paragraph a user reads (and take the terminal renderer
+    minutes to wrap). The head says what happened; the tail keeps the message's advice.
+    """
+    if len(text) <= limit:
+        return text
+    head = limit * 3 // 4
+    tail = limit - head
+    return f"{text[:head]} [... {len(text) - head - tail:,} characters cut ...] {text[-tail:]}"
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ' Did you mean ...?' for the closest choices, or '' when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.6)

@@ -362,6 +362,7 @@ def register_functions(functions: Sequence[Any], base: Path, registry: Registry)
         forward, factory = resolve_reference(fn.forward, base, fn.at("forward"), dict(fn.init), instances, init_at)
         conventions = {}
         for keyword, ref in fn.conventions.items():
+            announce(f"{fn.at(keyword)} ({ref})")  # so that a module that exits as it loads is the one named
             conventions[keyword], _ = resolve_reference(ref, base, fn.at(keyword), dict(fn.init), instances, init_at)
         extra: dict[str, Any] = {"formula": fn.formula, "domain": fn.domain, "kinks": fn.kinks}
         with registering(registry, fn.where):

@@ -23,11 +23,20 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
+from typing import Any
 
 # prctl(2) options (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 START_METHODS = ("fork", "spawn")
+# Signals whose default action ends a process and that someone outside may send on purpose:
+# Ctrl-C, Ctrl-\, a CI runner's cancel, a closed terminal, `timeout -s`, a CPU-time limit
+# (ulimit -t). gradcheck catches each to kill every process of the run before it exits; their
+# default action would leave the checks' helpers running (SIGKILL is the one it cannot catch).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in
+                     ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2", "SIGXCPU")
+                     if hasattr(signal, name))
 
 
 def start_method() -> str:
@@ -70,13 +79,91 @@ def become_subreaper() -> bool:
 def isolate_self(parent: int) -> None:
     """In a freshly started process that runs user code: own session, and die with ``parent``.
 
-    If ``parent`` already died before the death signal was armed, exit at once.
+    If ``parent`` already died before the death signal was armed, exit at once. The handlers
+    ``gradcheck`` installed for its own clean-up (inherited through fork) are put back to
+    Python's defaults: here a SIGTERM ends the process, as anywhere else.
     """
+    for sig in STOP_SIGNALS:
+        handler = signal.getsignal(sig)
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     if hasattr(os, "setsid"):
         with contextlib.suppress(OSError):  # already a group leader (a spawned process may be)
             os.setsid()
     if _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL)) and os.getppid() != parent:
         os._exit(1)
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _Forgiving):
+            setattr(sys, name, _Forgiving(stream))
+
+
+def leave(code: int) -> None:
+    """End this process now with ``code``, after flushing stdout and stderr.
+
+    A forked process ends this way (``os._exit``); a spawned one would run the atexit
+    handlers and finalizers a plugin registered, which may hang or print once per process.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def take_down_with(parent: int) -> None:
+    """From now on, when ``parent`` dies (even of SIGKILL), kill this process's children and all
+    they started, then exit (Linux); a SIGTERM from anyone does the same.
+
+    Used by the loader once loading is over (from then on only gradcheck's own code runs in
+    its main thread, so the handler runs at once). Its checks die with it anyway, but the
+    helpers a check started have no death signal of their own: without this, ``gradcheck``
+    killed with SIGKILL (the OOM killer, ``timeout -s KILL``) would leave them running.
+    Forked checks reset the handler (:func:`isolate_self`).
+    """
+
+    def stop(signum: int, _frame: object) -> None:
+        for child in children(os.getpid()):
+            kill_tree(child)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    if _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM)) and os.getppid() != parent:
+        stop(int(signal.SIGTERM), None)
+
+
+class _Forgiving:
+    """A standard stream whose reader may stop reading (``gradcheck ... | head -1``).
+
+    A plugin's ``print`` would then raise BrokenPipeError inside its import or its check,
+    and a reader that went away would turn into a load error or an ERROR row. gradcheck
+    itself treats that reader as no error; here too, later writes are discarded.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        # The descriptor, not just this object: the buffered text and raw writes go nowhere too.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _children_proc(pid: int) -> list[int] | None:
@@ -180,6 +267,29 @@ def _kill_tree_windows(pid: int) -> None:  # pragma: no cover - tested only wher
     for proc in tree:
         with contextlib.suppress(psutil.Error):
             proc.kill()
+
+
+def join(proc: Any, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``proc`` (a multiprocessing Process) to end; whether it did.
+
+    Polls its exit status, and whether the process still exists: ``proc.join(timeout)``
+    waits on its sentinel, which a helper it forked inherits and holds open (and which the
+    process may close itself), and where a plugin made the kernel reap children (SIGCHLD
+    ignored) no exit status ever comes.
+    """
+    end = time.monotonic() + timeout
+    while proc.is_alive():
+        if os.name == "posix":  # on Windows os.kill(pid, 0) would terminate the process
+            try:
+                os.kill(proc.pid, 0)  # a zombie still exists; is_alive() collects its status next time
+            except ProcessLookupError:
+                return True  # reaped by the kernel: gone, without an exit status
+            except OSError:
+                pass
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def reap(pid: int) -> None:

@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from gradcheck_cli import parallel, processes, resources
+from gradcheck_cli.errors import clip
 from gradcheck_cli.registry import Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 from gradcheck_cli.runner import CheckOptions, Spec, check_spec, reproduce_command
@@ -41,6 +42,7 @@ class Job:
 def error_row(job: Job, message: str) -> CheckResult:
     """An ERROR row for ``job`` carrying ``message``."""
     entry = job.spec.activation or job.spec.loss
+    message = clip(message)
     return CheckResult(check=job.name, component="jacobian" if job.spec.activation else "gradient",
                        convention=entry.conventions[0] if entry else "",
                        reproduce=reproduce_command(job.spec.text, job.options, job.spec),
@@ -61,8 +63,12 @@ def run_job(job: Job, registry: Registry) -> list[CheckResult]:
 
 
 def expect(rows: list[CheckResult], job: Job) -> list[CheckResult]:
-    """Rename rows to the job's name; turn FAIL into XFAIL (PASS into XPASS) for expect: fail."""
-    rows = [replace(r, check=job.name) for r in rows]
+    """Rename rows to the job's name; turn FAIL into XFAIL (PASS into XPASS) for expect: fail.
+
+    Diagnoses and notes that quote user code are clipped (:func:`clip`) on the way out.
+    """
+    rows = [replace(r, check=job.name, diagnosis=clip(r.diagnosis), notes=tuple(clip(n) for n in r.notes))
+            for r in rows]
     if job.expect != "fail":
         return rows
     if any(r.verdict is Verdict.FAIL for r in rows):
@@ -75,13 +81,18 @@ def expect(rows: list[CheckResult], job: Job) -> list[CheckResult]:
 
 def _forked_child(job: Job, registry: Registry, conn: Connection, threads: int, parent: int,
                   inherited: Sequence[Connection], room: int | None) -> None:
-    processes.isolate_self(parent)
-    for other in inherited:  # the loader's line to gradcheck: a helper holding it would hide the loader's end
-        other.close()
-    _cap_memory(job, room)
-    parallel.limit(threads)
-    conn.send(run_job(job, registry))
-    conn.close()
+    code = 1
+    try:
+        processes.isolate_self(parent)
+        for other in inherited:  # the loader's line to gradcheck: a helper holding it would hide the loader's end
+            other.close()
+        _cap_memory(job, room)
+        parallel.limit(threads)
+        conn.send(run_job(job, registry))
+        conn.close()
+        code = 0
+    finally:
+        processes.leave(code)  # not waiting for threads the plugin left running; no traceback on stderr
 
 
 def _cap_memory(job: Job, room: int | None) -> None:
@@ -103,7 +114,21 @@ def _room(workers: int) -> int | None:
 
 def _spawned_child(load: Any, index: int, name: str, conn: Connection, threads: int, parent: int,
                    room: int | None) -> None:
-    """A check in a spawned process: load the same plugins and config, then run check ``index``."""
+    """A check in a spawned process: load the same plugins and config, then run check ``index``.
+
+    It ends as a forked check does, without the plugin's atexit handlers (which could hang
+    it past its report, or print once per check).
+    """
+    code = 1
+    try:
+        _spawned_check(load, index, name, conn, threads, parent, room)
+        code = 0
+    finally:
+        processes.leave(code)
+
+
+def _spawned_check(load: Any, index: int, name: str, conn: Connection, threads: int, parent: int,
+                   room: int | None) -> None:
     from gradcheck_cli.worker import build_jobs
 
     processes.isolate_self(parent)
@@ -261,12 +286,19 @@ def _receive(job: Job, run: _Running) -> list[CheckResult]:
             raise EOFError  # ended without a word (a helper may still hold the pipe open)
         sent = run.conn.recv()
     except (EOFError, OSError):
+        if processes.join(run.proc, 1.0):
+            return [_died(job, run.proc.exitcode)]
+        # Alive, but its end of the pipe is closed (the plugin closed descriptors it did not
+        # open): it can never report. Waiting for it would wedge the suite until gradcheck's
+        # backstop gives every check up; it is stopped like a check past its timeout.
+        processes.kill_tree(run.proc.pid)
         run.proc.join()
-        return [_died(job, run.proc.exitcode)]
+        return [error_row(job, "the check closed its connection to gradcheck's loader without reporting (the "
+                               "plugin closes file descriptors it did not open) and was stopped with every "
+                               "process it started; the rest of the suite ran on")]
     except Exception as exc:  # noqa: BLE001 - rows that cannot be unpickled
         sent = f"its result could not be read back: {type(exc).__name__}: {exc}"
-    run.proc.join(5.0)
-    if run.proc.is_alive():  # sent its rows but does not exit (a non-daemon thread of the plugin)
+    if not processes.join(run.proc, 5.0):  # sent its rows but does not exit (a non-daemon thread of the plugin)
         processes.kill_tree(run.proc.pid)
         run.proc.join()
     if isinstance(sent, str):

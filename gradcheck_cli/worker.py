@@ -16,8 +16,10 @@ loading, which checks there are, when each starts (its pid) and its rows.
 - a loader that dies or stops answering after loading leaves ERROR rows for every check it
   did not report (never a pass), and a backstop deadline per started check catches a
   loader that does not enforce timeouts any more;
-- SIGINT, SIGTERM and SIGHUP kill every process of the run, its checks and whatever they
-  started, before ``gradcheck`` exits with 128 + the signal's number.
+- SIGINT, SIGTERM, SIGHUP (and the other signals of :data:`processes.STOP_SIGNALS`) kill
+  every process of the run, its checks and whatever they started, before ``gradcheck``
+  exits with 128 + the signal's number. A signal the caller set to be ignored (``nohup``,
+  a background job of a script) stays ignored.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from gradcheck_cli import processes
-from gradcheck_cli.errors import ExitCode, GradcheckError, PluginError
+from gradcheck_cli.errors import ExitCode, GradcheckError, PluginError, clip
 
 if TYPE_CHECKING:
     from gradcheck_cli.registry import Registry
@@ -49,7 +51,6 @@ BACKSTOP_GRACE = 10.0
 EXIT_GRACE = 5.0
 # Seconds between looks at whether the loader is still alive.
 POLL = 0.2
-SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Load:
 
 
 class Interrupted(Exception):
-    """``gradcheck`` received SIGINT, SIGTERM or SIGHUP; every process of the run is gone."""
+    """``gradcheck`` received SIGINT, SIGTERM, SIGHUP or another stop signal; every process of the run is gone."""
 
     def __init__(self, signum: int, finished: int, total: int) -> None:
         super().__init__(signum)
@@ -114,16 +115,17 @@ def _loader(load: Load, conn: Connection, workers: int, parent: int) -> None:
     """The loader process's main function."""
     processes.isolate_self(parent)
     try:
-        _serve(load, conn, workers)
+        _serve(load, conn, workers, parent)
     except BaseException as exc:  # noqa: BLE001 - a plugin's KeyboardInterrupt, SystemExit, anything
         with contextlib.suppress(Exception):
-            conn.send(("error", f"{type(exc).__name__}: {exc}", int(ExitCode.USAGE)))
+            conn.send(("error", clip(f"{type(exc).__name__}: {exc}"), int(ExitCode.USAGE)))
     finally:
         with contextlib.suppress(Exception):
             conn.close()
+        processes.leave(0)  # without a plugin's atexit handlers, spawned or forked alike
 
 
-def _serve(load: Load, conn: Connection, workers: int) -> None:
+def _serve(load: Load, conn: Connection, workers: int, parent: int) -> None:
     from gradcheck_cli.plugins import announcing
 
     def tell(what: str) -> None:
@@ -139,14 +141,17 @@ def _serve(load: Load, conn: Connection, workers: int) -> None:
                 return
             registry, jobs = build_jobs(load)
     except GradcheckError as exc:
-        conn.send(("error", exc.message, int(exc.exit_code)))
+        conn.send(("error", clip(exc.message), int(exc.exit_code)))
         return
     except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt or SystemExit raised by a plugin
-        conn.send(("load-raised", f"{type(exc).__name__}: {exc}"))
+        conn.send(("load-raised", clip(f"{type(exc).__name__}: {exc}")))
         return
     from gradcheck_cli.suite import error_row, run_jobs
 
     conn.send(("jobs", [(job.name, job.timeout, error_row(job, "")) for job in jobs]))
+    processes.take_down_with(parent)
+    if hasattr(signal, "SIGCHLD"):  # a plugin that ignored it would have the kernel reap checks unseen
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     run_jobs(jobs, registry, workers=workers, load=load,
              on_start=lambda i, pid: conn.send(("start", i, pid)),
              on_done=lambda i, rows: conn.send(("done", i, rows)), inherited=(conn,))
@@ -192,13 +197,20 @@ def supervise(load: Load, *, workers: int = 1, progress: Callable[[int, int, str
     ``meanwhile`` is work of gradcheck's own, done while the loader loads.
     """
     ctx: Any = multiprocessing.get_context(processes.start_method())
-    receive, send = ctx.Pipe(duplex=False)
+    try:
+        receive, send = ctx.Pipe(duplex=False)
+    except OSError as exc:
+        raise _cannot_start(exc) from None
     # Not a daemon: daemonic processes may not start processes (its checks); _clean_up ends it.
     proc = ctx.Process(target=_loader, args=(load, send, workers, os.getpid()), daemon=False)
     run = _Run([], [], [], {}, {}, set())
     with _signals_raise(run):
         try:
-            proc.start()
+            try:
+                proc.start()
+            except OSError as exc:
+                send.close()
+                raise _cannot_start(exc) from None
             # Children from before the run, and those starting the loader made (spawn's
             # resource tracker), are not ours to sweep; the loader has started no check yet.
             run.keep = set(processes.children(os.getpid())) - {proc.pid}
@@ -211,25 +223,46 @@ def supervise(load: Load, *, workers: int = 1, progress: Callable[[int, int, str
             receive.close()
 
 
+def _cannot_start(exc: OSError) -> GradcheckError:
+    """The loader process could not be started: out of processes, memory or file descriptors."""
+    error = GradcheckError(f"Could not start gradcheck's loader process: {exc.strerror or exc} (the machine, or "
+                           f"this user, is out of processes, memory or file descriptors). Nothing was checked. "
+                           f"Try again when fewer processes run, or raise the limit (ulimit -u, ulimit -n).")
+    error.exit_code = ExitCode.NOT_RUN  # not a usage error: the checks could not run
+    return error
+
+
 class _Signalled(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
+def _ignore(signum: int, frame: object) -> None:
+    """A stop signal that came while the run is already being stopped."""
+
+
 @contextlib.contextmanager
 def _signals_raise(run: _Run) -> Iterator[None]:
-    """SIGINT/SIGTERM/SIGHUP raise in the main thread (once; later ones are ignored while cleaning up)."""
+    """Stop signals raise in the main thread (once; later ones are ignored while cleaning up).
+
+    Only signals that would end gradcheck by their default action are caught: one the caller
+    ignores (``nohup`` ignores SIGHUP, a script's background job SIGINT) or handles stays so.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
-        for sig in SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+        for sig in previous:
+            # Not SIG_IGN: a second signal already caught by Python would then be reported
+            # as "Exception ignored ... Signal 15 ignored due to race condition".
+            signal.signal(sig, _ignore)
         raise _Signalled(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    defaults = (signal.SIG_DFL, signal.default_int_handler)
+    previous = {sig: signal.signal(sig, handler) for sig in processes.STOP_SIGNALS
+                if signal.getsignal(sig) in defaults}
     try:
         yield
     except _Signalled as got:
@@ -239,8 +272,13 @@ def _signals_raise(run: _Run) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+class _Garbled(Exception):
+    """What came from the loader is not one of its messages (a plugin wrote into its pipe)."""
+
+
 def _next(conn: Connection, proc: Any, deadline: float | None) -> tuple[Any, ...] | None:
-    """The loader's next message; None when it is gone; TimeoutError past ``deadline``."""
+    """The loader's next message; None when it is gone; TimeoutError past ``deadline``;
+    :class:`_Garbled` when what came cannot be read as a message."""
     from multiprocessing.connection import wait
 
     # Wake up now and then to see whether the loader ended: the checks it forked inherit its
@@ -253,9 +291,13 @@ def _next(conn: Connection, proc: Any, deadline: float | None) -> tuple[Any, ...
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError
     try:
-        message: tuple[Any, ...] = conn.recv()
+        message = conn.recv()
     except (EOFError, OSError):
         return None
+    except Exception as exc:  # noqa: BLE001 - bytes a plugin wrote into the pipe: whatever unpickling raises
+        raise _Garbled(clip(f"{type(exc).__name__}: {exc}")) from None
+    if not (isinstance(message, tuple) and message and isinstance(message[0], str)):
+        raise _Garbled(f"an object of type {type(message).__name__}")
     return message
 
 
@@ -269,12 +311,16 @@ def _follow(load: Load, proc: Any, conn: Connection, run: _Run,
                   "Run 'gradcheck run' on it to see which part fails")
         try:
             message = _next(conn, proc, deadline)
+        except _Garbled as garbled:
+            raise _step_error(loading)(f"{_capital(step)} garbled gradcheck's line to its loader process (what "
+                                       f"came was not a message: {garbled}): the code it runs writes into file "
+                                       f"descriptors it did not open. Nothing was checked. {advice}.") from None
         except TimeoutError:
             raise _step_error(loading)(f"{_capital(step)} did not finish within {load.timeout:g} s (--timeout): "
-                              f"{'its import' if loading else 'it'} hangs or is far too slow. Nothing was "
-                              f"checked. {advice}, or raise --timeout.") from None
+                                       f"{'its import' if loading else 'it'} hangs or is far too slow. Nothing was "
+                                       f"checked. {advice}, or raise --timeout.") from None
         if message is None:
-            proc.join(EXIT_GRACE)
+            processes.join(proc, EXIT_GRACE)
             raise _step_error(loading)(f"{_capital(step)} ended gradcheck's loader process "
                                        f"({processes.exit_text(proc.exitcode)}) before "
                                        f"{'anything was checked' if loading else 'it finished'}: the code it runs "
@@ -330,10 +376,14 @@ def _follow_checks(proc: Any, conn: Connection, run: _Run,
             why = ("gradcheck's loader process stopped answering (a check ran past its timeout and was "
                    "not stopped); every process of the run was killed")
             break
+        except _Garbled as garbled:
+            why = (f"gradcheck's line to its loader process was garbled (what came was not a message: {garbled}): "
+                   f"a plugin writes into file descriptors it did not open; every process of the run was killed")
+            break
         if message is None:
-            proc.join(EXIT_GRACE)
-            why = (f"gradcheck's loader process ended ({processes.exit_text(proc.exitcode)}) before this check "
-                   f"reported: it was killed from outside, or a plugin's code ended it")
+            processes.join(proc, EXIT_GRACE)
+            why = why or (f"gradcheck's loader process ended ({processes.exit_text(proc.exitcode)}) before this "
+                          f"check reported: it was killed from outside, or a plugin's code ended it")
             break
         if message[0] == "start":
             index, pid = message[1], message[2]
@@ -362,8 +412,7 @@ def _clean_up(proc: Any, run: _Run) -> None:
     """Leave nothing behind: the loader, its checks, and whatever they started."""
     if proc.pid is None:
         return
-    proc.join(EXIT_GRACE if run.complete else 0)
-    if proc.is_alive():
+    if not processes.join(proc, EXIT_GRACE if run.complete else 0):
         processes.kill_tree(proc.pid)
     for index, (pid, _) in run.started.items():
         if index not in run.rows and hasattr(os, "killpg"):  # still running when the loader went

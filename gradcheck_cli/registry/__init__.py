@@ -333,6 +333,16 @@ def _register(kind: str, name: str, forward: Callable[..., Any], conventions: di
     _validate(name, kind, forward, first, {**first, **second}, origin,
               domain=(fields.get("domain"), DOMAINS), target=(fields.get("target"), TARGETS))
     fields["kinks"] = _kinks(name, fields.get("kinks", ()), origin)
+    # Names and texts travel to gradcheck as plain data: a str subclass (its own pickling,
+    # hashing or printing) becomes a plain str, and anything else is refused here.
+    name = str.__str__(name)
+    for key in ("formula", "mistake", "fix", "domain", "target"):
+        value = fields.get(key)
+        if value is not None and not isinstance(value, str):
+            raise PluginError(f"'{name}' (registered by {origin}): {key}= must be a string; got "
+                              f"{type(value).__name__}. Pass the text itself.")
+        if value is not None:
+            fields[key] = str.__str__(value)
     factory = fields.pop("factory", None)
     output_attr = fields.pop("output_attr", None)
     grad_attr = fields.pop("grad_attr", None)

@@ -148,8 +148,9 @@ def standard_stream(path: str) -> IO[str] | None:
 
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
-    """While a report is written, SIGTERM and SIGHUP end the process by an exception, so that
-    the temporary file is removed on the way out (their default action would leave it)."""
+    """While a report is written, SIGTERM, SIGHUP and the other stop signals (SIGQUIT, ...) end the
+    process by an exception, so that the temporary file is removed on the way out (their
+    default action would leave it). SIGINT already raises KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -157,10 +158,10 @@ def _signals_raise() -> Iterator[None]:
     def stop(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    from gradcheck_cli.processes import STOP_SIGNALS
+
     previous = {}
-    for name in names:
-        sig = getattr(signal, name)
+    for sig in STOP_SIGNALS:
         if signal.getsignal(sig) == signal.SIG_DFL:  # an ignored or handled signal stays as it is
             previous[sig] = signal.signal(sig, stop)
     try:

@@ -31,7 +31,8 @@ STOPPED_WHILE_WRITING = ("import os, signal, sys, time\n"
                          "how, sys.argv = sys.argv[1], ['gradcheck', *sys.argv[2:]]\n"
                          "def fsync(fd):\n"
                          "    if how == 'int': raise KeyboardInterrupt\n"
-                         "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+                         "    sig = signal.SIGQUIT if how == 'quit' else signal.SIGTERM\n"
+                         "    os.kill(os.getpid(), sig); time.sleep(5)\n"
                          "os.fsync = fsync\n"
                          "from gradcheck_cli.cli import entry; entry()")
 
@@ -171,6 +172,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
           argv=[sys.executable, "-c", STOPPED_WHILE_WRITING])
     start("terminated", "term", "run", "softmax+mse", *SMALL, "--json", "old.json",
           argv=[sys.executable, "-c", STOPPED_WHILE_WRITING])
+    start("quit", "quit", "run", "softmax+mse", *SMALL, "--json", "old.json",
+          argv=[sys.executable, "-c", STOPPED_WHILE_WRITING])
     start("replaced", "run", "softmax+mse", *SMALL, "--json", "old.json", "--junit-xml", "new.xml")
     # --save-failures: long names, a folder made only when needed.
     start("long_names", "check", "plugin.py", *SMALL, "--save-failures", "deep/er/saved", "--json", "r.json")
@@ -266,7 +269,8 @@ def test_a_report_write_that_fails_part_way_leaves_the_old_report_whole(runs: di
     assert sorted(p.name for p in proc.cwd.iterdir() if p.name.startswith(".")) == [], "no temporary file left"
 
 
-@pytest.mark.parametrize(("name", "code"), [("interrupted", 130), ("terminated", 128 + signal.SIGTERM)])
+@pytest.mark.parametrize(("name", "code"), [("interrupted", 130), ("terminated", 128 + signal.SIGTERM),
+                                           ("quit", 128 + signal.SIGQUIT)])
 def test_an_interrupt_while_writing_leaves_the_old_report_and_no_temporary_file(runs: dict[str, Proc], name: str,
                                                                                  code: int) -> None:
     proc = runs[name]
