@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from procs import Proc
 
 ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "GRADCHECK_DISABLE_PLUGIN_AUTOLOAD": "1"}
 ENV.pop("FORCE_COLOR", None)
@@ -80,28 +81,6 @@ version: 1
 defaults: {shape: [2, 3], trials: 1, timeout: .inf}
 checks: [softmax, {spec: tanh, timeout: 0}]
 """
-
-
-class Proc:
-    def __init__(self, argv: list[str], cwd: Path, stdout: int = subprocess.PIPE,
-                 preexec: Callable[[], None] | None = None) -> None:
-        self.popen = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, text=True, env=ENV, cwd=cwd,
-                                      preexec_fn=preexec)
-        self.cwd = cwd
-        self._done: subprocess.CompletedProcess[str] | None = None
-
-    @property
-    def done(self) -> subprocess.CompletedProcess[str]:
-        if self._done is None:
-            out, err = self.popen.communicate(timeout=120)
-            self._done = subprocess.CompletedProcess(self.popen.args, self.popen.returncode, out or "", err)
-            assert "Traceback" not in err and "Exception ignored" not in err, err
-        return self._done
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.communicate()
 
 
 def _closed_pipe() -> int:

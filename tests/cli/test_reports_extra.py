@@ -10,14 +10,13 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from procs import Proc
 
 ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "GRADCHECK_DISABLE_PLUGIN_AUTOLOAD": "1"}
 ENV.pop("FORCE_COLOR", None)
@@ -28,27 +27,6 @@ RUN_ARGS = ["--shape", "2,4", "--trials", "1", "--seed", "3"]
 # Run the CLI with matplotlib made unimportable, whether or not it is installed.
 WITHOUT_MATPLOTLIB = ("import sys; sys.modules['matplotlib'] = None; sys.argv = ['gradcheck', *sys.argv[1:]]; "
                       "from gradcheck_cli.cli import entry; entry()")
-
-
-class Proc:
-    def __init__(self, argv: list[str], cwd: Path) -> None:
-        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                                      cwd=cwd)
-        self.cwd = cwd
-        self._done: subprocess.CompletedProcess[str] | None = None
-
-    @property
-    def done(self) -> subprocess.CompletedProcess[str]:
-        if self._done is None:
-            out, err = self.popen.communicate(timeout=120)
-            self._done = subprocess.CompletedProcess(self.popen.args, self.popen.returncode, out, err)
-            assert "Traceback" not in err, err
-        return self._done
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.communicate()
 
 
 @pytest.fixture(scope="module")
