@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -131,8 +131,7 @@ class Outputs:
         """A report goes to standard output ('-', or a path to it such as /dev/stdout): the table moves to stderr."""
         from gradcheck_cli.report import standard_stream
 
-        return any(path == "-" or (path is not None and standard_stream(path) is sys.stdout)
-                   for path in (self.json, self.junit))
+        return any(path is not None and standard_stream(path) is sys.stdout for path in (self.json, self.junit))
 
     def check(self) -> None:
         """Refuse report paths that cannot work before anything runs (exit 2 means nothing checked)."""
@@ -179,7 +178,7 @@ def _deliver(result: RunResult, outputs: Outputs, elapsed: float) -> int:
     was 0 (the result was not delivered), never 2 (something was checked). The table comes
     last so that its summary line states that code; the problems follow it on stderr.
     """
-    from gradcheck_cli.report import Delivery, terminal
+    from gradcheck_cli.report import Delivery, standard_stream, terminal
 
     delivery = Delivery(int(result.exit_code))
     saved = None
@@ -192,13 +191,14 @@ def _deliver(result: RunResult, outputs: Outputs, elapsed: float) -> int:
         from gradcheck_cli.report import junit
 
         junit_path = outputs.junit
-        delivery.attempt(lambda: junit.write(result, junit_path, elapsed), _stdout_if(junit_path), "the JUnit report")
+        delivery.attempt(lambda: junit.write(result, junit_path, elapsed), standard_stream(junit_path),
+                         "the JUnit report")
     if outputs.json is not None:
         from gradcheck_cli.report import json as json_report
 
         json_path = outputs.json
         data = {**result.to_dict(), "exit_code": delivery.exit_code}
-        delivery.attempt(lambda: json_report.write(data, json_path), _stdout_if(json_path), "the JSON report")
+        delivery.attempt(lambda: json_report.write(data, json_path), standard_stream(json_path), "the JSON report")
     stream = sys.stderr if outputs.stdout_taken else sys.stdout
 
     def show() -> None:
@@ -212,12 +212,6 @@ def _deliver(result: RunResult, outputs: Outputs, elapsed: float) -> int:
     delivery.attempt(show, stream, "the results table")
     delivery.report_problems()
     return delivery.exit_code
-
-
-def _stdout_if(path: str) -> IO[str] | None:
-    from gradcheck_cli.report import standard_stream
-
-    return sys.stdout if path == "-" else standard_stream(path)
 
 
 def _load_terminal() -> None:
@@ -259,7 +253,7 @@ def list_entries(plugin: Plugins = None, json: JsonPath = None, timeout: Timeout
         with outputs.reserve_stdout():
             entries, fused = supervise(Load("list", plugins=tuple(plugin or ()), timeout=limit),
                                        meanwhile=_load_terminal)
-    from gradcheck_cli.report import Delivery, terminal
+    from gradcheck_cli.report import Delivery, standard_stream, terminal
 
     delivery = Delivery(0, ran=False)
     if json is not None:
@@ -269,7 +263,7 @@ def list_entries(plugin: Plugins = None, json: JsonPath = None, timeout: Timeout
                  "conventions": list(s.conventions) + list(s.second), "formula": s.formula,
                  "origin": s.origin, "domain": s.domain, "target": s.target,
                  "mistake": s.mistake, "fix": s.fix} for s in entries]
-        delivery.attempt(lambda: json_report.write({"schema": 1, "entries": rows}, json), _stdout_if(json),
+        delivery.attempt(lambda: json_report.write({"schema": 1, "entries": rows}, json), standard_stream(json),
                          "the JSON list")
     if not outputs.stdout_taken:
         delivery.attempt(lambda: terminal.render_list(entries, fused, terminal.console()), sys.stdout, "the list")

@@ -25,9 +25,11 @@ class GradcheckError(Exception):
 
     exit_code: ExitCode = ExitCode.USAGE
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, exit_code: ExitCode | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class UsageError(GradcheckError):

@@ -157,10 +157,10 @@ class _Forgiving:
 
     def _discard(self) -> None:
         # The descriptor, not just this object: the buffered text and raw writes go nowhere too.
-        with contextlib.suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
+        from gradcheck_cli.report import silence
+
+        with contextlib.suppress(OSError):
+            silence(self._stream)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -197,23 +197,6 @@ def children(pid: int) -> list[int]:
         return [c.pid for c in psutil.Process(pid).children()]
     except psutil.Error:
         return []
-
-
-def descendants(pid: int) -> list[int]:
-    """Every descendant of ``pid``, parents before their children."""
-    out: list[int] = []
-    frontier = [pid]
-    seen = {pid}
-    while frontier:
-        nxt = []
-        for parent in frontier:
-            for child in children(parent):
-                if child not in seen:
-                    seen.add(child)
-                    out.append(child)
-                    nxt.append(child)
-        frontier = nxt
-    return out
 
 
 def orphans(keep: set[int]) -> list[int]:

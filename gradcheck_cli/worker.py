@@ -225,11 +225,11 @@ def supervise(load: Load, *, workers: int = 1, progress: Callable[[int, int, str
 
 def _cannot_start(exc: OSError) -> GradcheckError:
     """The loader process could not be started: out of processes, memory or file descriptors."""
-    error = GradcheckError(f"Could not start gradcheck's loader process: {exc.strerror or exc} (the machine, or "
-                           f"this user, is out of processes, memory or file descriptors). Nothing was checked. "
-                           f"Try again when fewer processes run, or raise the limit (ulimit -u, ulimit -n).")
-    error.exit_code = ExitCode.NOT_RUN  # not a usage error: the checks could not run
-    return error
+    # Not a usage error (exit 3): the checks could not run.
+    return GradcheckError(f"Could not start gradcheck's loader process: {exc.strerror or exc} (the machine, or "
+                          f"this user, is out of processes, memory or file descriptors). Nothing was checked. "
+                          f"Try again when fewer processes run, or raise the limit (ulimit -u, ulimit -n).",
+                          ExitCode.NOT_RUN)
 
 
 class _Signalled(BaseException):
@@ -331,9 +331,7 @@ def _follow(load: Load, proc: Any, conn: Connection, run: _Run,
         elif kind == "step":
             step = message[1]
         elif kind == "error":
-            error = GradcheckError(message[1])
-            error.exit_code = ExitCode(message[2])
-            raise error
+            raise GradcheckError(message[1], ExitCode(message[2]))
         elif kind == "load-raised":
             raise _step_error(loading)(f"{_capital(step)} raised {message[1]}. Nothing was checked. {advice}.")
         elif kind == "result":

@@ -37,7 +37,7 @@ def write_text(text: str, path: str, what: str) -> None:
     A path that is this process's standard output or error (``/dev/stdout``, ``/dev/fd/2``)
     is written through that stream: it is not a file to replace.
     """
-    stream = {"-": sys.stdout}.get(path) or standard_stream(path)
+    stream = standard_stream(path)
     if stream is not None:
         stream.write(text)
         stream.flush()
@@ -129,8 +129,11 @@ def _write_stream(path: str | Path, write: Callable[[IO[bytes]], object], what: 
 
 
 def standard_stream(path: str) -> IO[str] | None:
-    """``sys.stdout`` or ``sys.stderr`` when ``path`` names the same open file (``/dev/stdout``), else None."""
-    if path in ("", "-"):
+    """``sys.stdout`` for ``-``, and ``sys.stdout`` or ``sys.stderr`` when ``path`` names the same open
+    file (``/dev/stdout``); else None."""
+    if path == "-":
+        return sys.stdout
+    if path == "":
         return None
     try:
         found = os.stat(path)
