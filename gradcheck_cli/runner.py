@@ -1089,6 +1089,15 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
     return _Part(rows, [composite_cache])
 
 
+def prepare_spec(text: str, options: CheckOptions, registry: Registry) -> Spec:
+    """Parse ``text`` and refuse, before anything runs, an explicit input outside its domain or
+    a check that cannot fit in memory (:class:`UsageError`)."""
+    spec = parse_spec(text, registry)
+    check_explicit_input(spec, options)
+    options.validate(spec)
+    return spec
+
+
 def check_explicit_input(spec: Spec, options: CheckOptions) -> None:
     """An explicit --input outside the checked function's domain is a usage error."""
     first = spec.activation or spec.loss
@@ -1175,10 +1184,7 @@ def run(specs: Sequence[str], options: CheckOptions | None = None, registry: Reg
     options = options or CheckOptions()
     options.validate()
     registry = registry or default_registry(tuple(plugins))
-    parsed = [parse_spec(s, registry) for s in specs]
-    for spec in parsed:
-        check_explicit_input(spec, options)
-        options.validate(spec)
+    parsed = [prepare_spec(s, options, registry) for s in specs]
     rows: list[CheckResult] = []
     activation_rows: dict[str, list[CheckResult]] = {}
     for spec in parsed:

@@ -245,8 +245,7 @@ def run_jobs(jobs: Sequence[Job], registry: Registry, *, workers: int = 1, isola
             if run.conn in ready or not run.proc.is_alive():
                 rows = _receive(jobs[i], run)
             elif run.deadline is not None and now >= run.deadline:
-                processes.kill_tree(run.proc.pid)
-                run.proc.join()
+                _stop(run)
                 rows = [error_row(jobs[i], f"timed out after {jobs[i].timeout:g} s (per-check --timeout) and "
                                             f"was stopped with every process it started; the function hangs "
                                             f"or is far too slow at this size")]
@@ -291,20 +290,24 @@ def _receive(job: Job, run: _Running) -> list[CheckResult]:
         # Alive, but its end of the pipe is closed (the plugin closed descriptors it did not
         # open): it can never report. Waiting for it would wedge the suite until gradcheck's
         # backstop gives every check up; it is stopped like a check past its timeout.
-        processes.kill_tree(run.proc.pid)
-        run.proc.join()
+        _stop(run)
         return [error_row(job, "the check closed its connection to gradcheck's loader without reporting (the "
                                "plugin closes file descriptors it did not open) and was stopped with every "
                                "process it started; the rest of the suite ran on")]
     except Exception as exc:  # noqa: BLE001 - rows that cannot be unpickled
         sent = f"its result could not be read back: {type(exc).__name__}: {exc}"
     if not processes.join(run.proc, 5.0):  # sent its rows but does not exit (a non-daemon thread of the plugin)
-        processes.kill_tree(run.proc.pid)
-        run.proc.join()
+        _stop(run)
     if isinstance(sent, str):
         return [error_row(job, sent)]
     rows: list[CheckResult] = sent
     return rows
+
+
+def _stop(run: _Running) -> None:
+    """Kill a check with every process it started, and collect its exit status."""
+    processes.kill_tree(run.proc.pid)
+    run.proc.join()
 
 
 def _end_group(pid: int | None) -> None:
@@ -317,15 +320,9 @@ def _end_group(pid: int | None) -> None:
 
 def jobs_for(names: list[str], options: CheckOptions, registry: Registry, timeout: float | None) -> list[Job]:
     """One job per spec in ``names``; unknown names and inputs outside a domain raise UsageError."""
-    from gradcheck_cli.runner import check_explicit_input, parse_spec
+    from gradcheck_cli.runner import prepare_spec
 
-    jobs = []
-    for name in names:
-        spec = parse_spec(name, registry)
-        check_explicit_input(spec, options)
-        options.validate(spec)
-        jobs.append(Job(name, spec, options, timeout=timeout))
-    return jobs
+    return [Job(name, prepare_spec(name, options, registry), options, timeout=timeout) for name in names]
 
 
 def jobs_from_config(path: str, default_timeout: float | None) -> tuple[Registry, list[Job]]:
@@ -360,7 +357,7 @@ def jobs_from_config(path: str, default_timeout: float | None) -> tuple[Registry
         merged = {**config.defaults, **check.options}
         key = f"checks[{i}]"
         try:
-            from gradcheck_cli.runner import check_explicit_input, parse_spec
+            from gradcheck_cli.runner import prepare_spec
 
             options = CheckOptions(
                 seed=merged.get("seed", 0), trials=merged.get("trials", 3),
@@ -372,9 +369,7 @@ def jobs_from_config(path: str, default_timeout: float | None) -> tuple[Registry
                 target=inputs.parse_matrix(merged["target"], "target") if "target" in merged else None,
             )
             options.validate()
-            spec = parse_spec(check.spec, registry)
-            check_explicit_input(spec, options)
-            options.validate(spec)
+            spec = prepare_spec(check.spec, options, registry)
         except GradcheckError as exc:
             raise ConfigError(f"{config.where(key)}: {exc.message}") from exc
         jobs.append(Job(check.name, spec, options, check.expect, merged.get("timeout", default_timeout)))
