@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from gradcheck_cli import floating, inputs, numdiff
 from gradcheck_cli.compare import Comparison, Tolerance, compare
+from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import ArgumentEvidence, diagnose_argument, entry_name
 from gradcheck_cli.models import Model, Point
 from gradcheck_cli.registry.styles import LayerError
@@ -63,7 +64,7 @@ class Harness:
         try:
             with floating.recording(self.warnings):
                 return fn(*args)
-        except (LayerError, Refused) as exc:
+        except (LayerError, Refused, ConventionError) as exc:
             raise Refused(str(exc)) from exc
         except Exception as exc:  # user code: any exception becomes a report
             raise Refused(f"{what} raised {type(exc).__name__}: {exc}") from exc

@@ -1155,21 +1155,28 @@ def check_spec(spec: Spec, options: CheckOptions, registry: Registry,
         return _check_spec(spec, options, registry, {} if activation_rows is None else activation_rows)
 
 
-def _layer_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
-    """A layer's rows, one per argument; with a loss, also the loss's gradient and the chain rows."""
+def _argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
+    """Rows from the per-argument checks (:mod:`gradcheck_cli.jacobians`): a layer's, one per
+    argument; with a loss, also the loss's gradient and the chain rows. Losses on integer
+    labels take this path too, their target having another shape than the prediction."""
     from gradcheck_cli import jacobians, models
 
-    assert spec.layer is not None
     shapes = dict(options.arg_shapes)
     reproduce = reproduce_command(spec.text, options, spec)
-    layer = models.layer_model(spec.layer, options.shape, shapes)
-    judged = [layer]
+    first: models.Model | None = None
+    if spec.layer is not None:
+        first = models.layer_model(spec.layer, options.shape, shapes)
+    elif spec.activation is not None:
+        first = models.activation_model(spec.activation, options.point_shape)
+    judged = [first] if first is not None else []
     if spec.loss is not None:
-        try:  # the loss is checked at the layer's output shape; a layer that cannot run has its ERROR rows
-            judged.append(models.loss_model(spec.loss, jacobians.output_shape(layer, options.seed, options.dtype), {}))
+        try:  # the loss is checked at the first stage's output shape; a stage that cannot run has its ERROR rows
+            shape = options.point_shape if first is None else jacobians.output_shape(first, options.seed, options.dtype)
+            judged.append(models.loss_model(spec.loss, shape, {}))
         except jacobians.Refused:
             pass
-        judged.append(models.chain_model(layer, spec.loss))
+        if first is not None:
+            judged.append(models.chain_model(first, spec.loss))
     rows: list[CheckResult] = []
     for model in judged:
         rows += jacobians.check_model(spec.text, model, options.seed, options.n_random, options.method, options.dtype,
@@ -1179,8 +1186,8 @@ def _layer_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
 
 def _check_spec(spec: Spec, options: CheckOptions, registry: Registry,
                 activation_rows: dict[str, list[CheckResult]]) -> list[CheckResult]:
-    if spec.layer is not None:
-        return _layer_rows(spec, options)
+    if spec.layer is not None or (spec.loss is not None and spec.loss.target == "labels"):
+        return _argument_rows(spec, options)
     points = _Points(spec, options)
     parts: list[_Part] = []
     rows: list[CheckResult] = []
