@@ -129,7 +129,7 @@ def activation_model(spec: FunctionSpec, shape: tuple[int, ...]) -> Model:
 def loss_model(spec: FunctionSpec, shape: tuple[int, ...] | None,
                arg_shapes: Mapping[str, tuple[int, ...]]) -> Model:
     """A loss as a function of its prediction; the target is a constant of each point."""
-    pred_shape = arg_shapes.get("pred", shape if shape is not None else (4, 10))
+    pred_shape = arg_shapes.get("pred", shape if shape is not None else (4, 10))  # activations' default
     args = (Arg("pred", tuple(pred_shape), spec.domain),)
 
     def constants(point: Point, rng: np.random.Generator) -> Point:
