@@ -420,3 +420,31 @@ def output_shape(model: Model, seed: int, dtype: str) -> tuple[int, ...]:
         return tuple(_numbers(outs[0], "forward").shape)
     finally:
         np.random.set_state(saved)
+
+
+def explain_model(model: Model, seed: int, method: str, dtype: str
+                  ) -> tuple[Point, list[Array], dict[str, tuple[Array, Array]]]:
+    """The point of trial 0, the outputs there and, per argument, the analytic and numerical
+    Jacobians of the first output (what ``gradcheck explain`` prints)."""
+    judge = Check("", model, seed, 1, method, dtype, Tolerance())
+    harness = Harness(model, np.dtype(dtype))
+    saved = np.random.get_state()
+    try:
+        if model.stochastic:
+            np.random.seed([seed, 0])
+            harness.state = np.random.get_state()
+        point = judge.sample(0, harness)
+        outs = judge._outputs(tuple(harness("forward", model.forward, harness.point(point))), "forward")
+        shapes, analytic = judge._analytic(point, harness)
+        first = int(np.prod(shapes[0], dtype=np.int64))
+        parts: dict[str, tuple[Array, Array]] = {}
+        for a in model.args:
+            if a.name in analytic:
+                try:
+                    est = judge._numeric(point, a.name, a.domain, harness, shapes)[0]
+                except numdiff.EvaluationError as exc:
+                    raise Refused(f"forward {exc}") from exc
+                parts[a.name] = (analytic[a.name][:first], est.value[:first])
+        return point, outs, parts
+    finally:
+        np.random.set_state(saved)

@@ -1273,6 +1273,9 @@ class Explanation:
     upstream: Array | None = None
     analytic_vjp: Array | None = None
     numeric_vjp: Array | None = None
+    arguments: tuple[tuple[str, Array, Array, Array], ...] = ()
+    """Layers: per argument, its value and the analytic and numerical Jacobians of the output."""
+    output_name: str = "y"
 
 
 def explain(name: str, options: CheckOptions | None = None, registry: Registry | None = None,
@@ -1288,12 +1291,16 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
     options.validate()
     registry = registry or default_registry(tuple(plugins))
     spec = parse_spec(name, registry)
-    if spec.activation is not None and spec.loss is not None:
+    first = spec.activation or spec.layer
+    if first is not None and spec.loss is not None:
         raise UsageError(
-            f"explain takes one activation or loss, not a pair; got '{name}'. Explain each part "
-            f"('gradcheck explain {spec.activation.name}'), or run the pair with "
+            f"explain takes one activation, layer or loss, not a pair; got '{name}'. Explain each part "
+            f"('gradcheck explain {first.name}'), or run the pair with "
             f"'gradcheck run {name} --verbose'."
         )
+    if spec.layer is not None:
+        with floating.own_errstate():
+            return _explain_layer(spec, spec.layer, options)
     entry = spec.activation or spec.loss
     assert entry is not None
     options.validate(spec)
@@ -1308,6 +1315,29 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
         )
     with floating.own_errstate():  # whatever numpy error state a plugin set at import
         return _explain(spec, entry, options, registry)
+
+
+def _explain_layer(spec: Spec, entry: FunctionSpec, options: CheckOptions) -> Explanation:
+    """:func:`explain` for a layer: per argument, the Jacobians of its first output."""
+    from gradcheck_cli import jacobians, models
+
+    shape = None if options.shape == (2, 4) else options.shape  # explain's activation default: the layer's own
+    model = models.layer_model(entry, shape, dict(options.arg_shapes))
+    for a in model.args:
+        if int(np.prod(a.shape, dtype=np.int64)) > EXPLAIN_MAX_VALUES:
+            raise UsageError(
+                f"explain shows whole Jacobians, so it takes small arguments: at most {EXPLAIN_MAX_VALUES:,} values "
+                f"each; {a.name} has shape {'x'.join(map(str, a.shape))}. Give smaller shapes (--shape "
+                f"{a.name}=...), or check it with 'gradcheck run {entry.name} --verbose'.")
+    rows = RunResult(tuple(_argument_rows(spec, replace(options, shape=shape))))
+    try:
+        point, outputs, parts = jacobians.explain_model(model, options.seed, options.method, options.dtype)
+    except jacobians.Refused as why:
+        raise UsageError(f"'{entry.name}' cannot be explained: {why}") from None
+    first = model.args[0].name
+    arguments = tuple((name, np.asarray(point[name], dtype=np.float64), a, n) for name, (a, n) in parts.items())
+    return Explanation(entry.summary(), model.convention, np.asarray(point[first], dtype=np.float64), None,
+                       outputs[0], None, None, None, rows, arguments=arguments, output_name=model.outputs[0])
 
 
 def _explain(spec: Spec, entry: FunctionSpec, options: CheckOptions, registry: Registry) -> Explanation:

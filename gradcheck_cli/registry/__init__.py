@@ -94,8 +94,9 @@ class FunctionSpec:
 
     def summary(self) -> EntrySummary:
         """What ``list`` and ``explain`` show of this entry, as plain (picklable) data."""
+        args = tuple((a.name, a.shape) for a in self.layer.signature.args) if self.layer is not None else ()
         return EntrySummary(self.name, self.kind, self.conventions, tuple(self.second), self.formula,
-                            self.domain, self.target, self.origin, self.mistake, self.fix)
+                            self.domain, self.target, self.origin, self.mistake, self.fix, args)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,8 @@ class EntrySummary:
     origin: str
     mistake: str | None
     fix: str | None
+    args: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """A layer's arguments and their default shapes."""
 
     @property
     def is_variant(self) -> bool:
