@@ -13,7 +13,7 @@ the analytic value lies between its one-sided slopes), FAIL with a diagnosis
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -109,10 +109,11 @@ class Check:
     """Judge one model over the trials of a run; ``rows()`` gives one row per argument."""
 
     def __init__(self, check: str, model: Model, seed: int, trials: int, method: str, dtype: str,
-                 tolerance: Tolerance, reproduce: str = "", edges: bool = False) -> None:
+                 tolerance: Tolerance, reproduce: str = "", fixed: Mapping[str, Any] | None = None) -> None:
         self.check, self.model = check, model
+        self.fixed = dict(fixed or {})
         self.seed, self.n_trials, self.method, self.dtype = seed, trials, method, dtype
-        self.tolerance, self.reproduce, self.edges = tolerance, reproduce, edges
+        self.tolerance, self.reproduce = tolerance, reproduce
         self.args = {a.name: _ArgState(a.name, a.shape) for a in model.args}
         self.error = ""
         self.notes: list[str] = list(model.notes)
@@ -124,7 +125,10 @@ class Check:
         rng = np.random.default_rng([self.seed, t, 7])
         point: Point = {}
         for a in self.model.args:
-            x = inputs.sample_domain(a.domain, a.shape, rng, self.model.kinks)  # type: ignore[arg-type]
+            if a.name in self.fixed:  # given by the caller: checked where it is, in every trial
+                x = np.array(self.fixed[a.name], dtype=np.float64)
+            else:
+                x = inputs.sample_domain(a.domain, a.shape, rng, self.model.kinks)  # type: ignore[arg-type]
             point[a.name] = x.astype(self.dtype).astype(np.float64) if self.dtype != "float64" else x
         if self.model.constants is not None:
             point.update(harness("forward", self.model.constants, harness.point(point), rng))
@@ -330,7 +334,8 @@ class Check:
         if kink:
             return replace(base, verdict=Verdict.KINK, diagnosis=kink, **figures)
         evidence = ArgumentEvidence(worst.analytic, worst.numeric.value, worst.numeric.error, self.tolerance, comp,
-                                    state.name, state.shape, label, worst.others, self.model.outputs)
+                                    state.name, state.shape, label, worst.others, self.model.outputs,
+                                    worst.out_shapes)
         diagnosis = diagnose_argument(evidence)
         if state.changed_upstream:
             diagnosis = f"{diagnosis}; also, {state.changed_upstream}"
@@ -396,9 +401,9 @@ def _labeller(outputs: tuple[str, ...], out_shapes: tuple[tuple[int, ...], ...],
 
 
 def check_model(check: str, model: Model, seed: int, trials: int, method: str, dtype: str, tolerance: Tolerance,
-                reproduce: str = "") -> list[CheckResult]:
-    """Every argument's row of one model, over ``trials`` trials."""
-    judge = Check(check, model, seed, trials, method, dtype, tolerance, reproduce)
+                reproduce: str = "", fixed: Mapping[str, Any] | None = None) -> list[CheckResult]:
+    """Every argument's row of one model, over ``trials`` trials; ``fixed`` arguments keep their given values."""
+    judge = Check(check, model, seed, trials, method, dtype, tolerance, reproduce, fixed)
     with floating.own_errstate():
         for t in range(trials):
             judge.step(t)
