@@ -1189,7 +1189,7 @@ def _argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
     for model in judged:
         trials = 1 if values and options.arguments_fixed([a.name for a in model.args]) else options.n_random
         rows += jacobians.check_model(spec.text, model, options.seed, trials, options.method, options.dtype,
-                                      options.tolerance, reproduce, values)
+                                      options.tolerance, reproduce, values, options.fast, options.edges)
     return rows
 
 
