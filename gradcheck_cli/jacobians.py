@@ -95,6 +95,7 @@ class _Worst:
     others: dict[str, Array] = field(default_factory=dict)
     out_shapes: tuple[tuple[int, ...], ...] = ()
     projected: bool = False
+    point: Point | None = None
 
 
 @dataclass
@@ -193,6 +194,7 @@ class Check:
                                      {}, out_shapes)
                 if keep:
                     state.worst.others = self._numeric_others(point, a.name, harness, out_shapes)
+                    state.worst.point = point
 
     def _outputs(self, raw: tuple[Any, ...], what: str) -> list[Array]:
         outs = [_numbers(o, f"{what} ({name})") for o, name in zip(raw, self.model.outputs, strict=True)]
@@ -308,7 +310,8 @@ class Check:
                 continue
             comp = compare(analytic[None, :], values[None, :], errors[None, :], self.tolerance)
             if comp.max_ratio > state.worst.ratio:
-                state.worst = _Worst(comp.max_ratio, t, comp, out_shapes=out_shapes, projected=True)
+                state.worst = _Worst(comp.max_ratio, t, comp, out_shapes=out_shapes, projected=True,
+                                     point=None if comp.passed else point)
 
     @staticmethod
     def _call_back(back: Callable[[tuple[Any, ...]], dict[str, Any]], douts: tuple[Any, ...]) -> dict[str, Any]:
@@ -415,7 +418,8 @@ class Check:
         if state.changed_upstream:
             diagnosis = f"{diagnosis}; also, {state.changed_upstream}"
         entries = tuple(f"{label(e.index)}: analytic {e.analytic:.6g} vs numeric {e.numeric:.6g}" for e in comp.bad)
-        return replace(base, verdict=Verdict.FAIL, diagnosis=diagnosis, worst_entries=entries, **figures)
+        return replace(base, verdict=Verdict.FAIL, diagnosis=diagnosis, worst_entries=entries,
+                       point=_saved(worst.point), **figures)
 
     def _projected_row(self, base: CheckResult, state: _ArgState, comp: Comparison) -> CheckResult:
         e = comp.worst
@@ -428,7 +432,7 @@ class Check:
             if state.changed_upstream:
                 return replace(base, verdict=Verdict.FAIL, diagnosis=state.changed_upstream, **figures)
             return replace(base, **figures)
-        return replace(base, verdict=Verdict.FAIL, **figures, diagnosis=(
+        return replace(base, verdict=Verdict.FAIL, **figures, point=_saved(state.worst.point), diagnosis=(
             f"d{state.name}: random projection {e.index[1]}: u^T J d is {e.analytic:.6g} from the analytic gradient "
             f"but {e.numeric:.6g} numerically; projections show that d{state.name} is wrong, not where: run without "
             f"--fast at smaller shapes to see which entries are wrong"))
@@ -460,6 +464,19 @@ class Check:
         row, col = e.index
         return (f"{label(e.index)}: the forward has a kink at this point (one-sided slopes {left[row, col]:.6g} and "
                 f"{right[row, col]:.6g}); the analytic value {e.analytic:.6g} lies between them, a valid subgradient")
+
+
+MAX_SAVED_VALUES = 100_000
+
+
+def _saved(point: Point | None) -> tuple[tuple[str, tuple[int, ...], tuple[float, ...]], ...] | None:
+    """The failing point as plain data for reports (None beyond MAX_SAVED_VALUES values)."""
+    if point is None:
+        return None
+    arrays = {name: np.asarray(value, dtype=np.float64) for name, value in point.items()}
+    if sum(a.size for a in arrays.values()) > MAX_SAVED_VALUES:
+        return None
+    return tuple((name, tuple(a.shape), tuple(float(v) for v in a.ravel())) for name, a in arrays.items())
 
 
 def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
