@@ -20,19 +20,15 @@ from typing import Any
 import yaml
 
 from gradcheck_cli.errors import ConfigError, UsageError, suggest
+from gradcheck_cli.registry import table
 
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
 OPTION_KEYS = ("seed", "trials", "shape", "method", "dtype", "edges", "fast", "rtol", "atol", "timeout")
 CHECK_KEYS = ("spec", "name", "expect", "input", "target", *OPTION_KEYS)
 TOP_KEYS = ("version", "defaults", "plugins", "functions", "checks")
-CONVENTION_KEYS = ("derivative", "derivative_of_output", "jacobian", "vjp", "jvp", "backward",
-                   "gradient", "value_and_grad", "derivative2")
-# Which convention keys each kind takes (the first-order ones; derivative2 rides along).
-KIND_CONVENTIONS = {
-    "activation": ("derivative", "derivative_of_output", "jacobian", "vjp", "jvp", "backward", "derivative2"),
-    "loss": ("gradient", "value_and_grad", "backward"),
-    "layer": ("backward", "vjp"),
-}
+# Convention keys come from the one table of conventions; each kind takes its own.
+CONVENTION_KEYS = table.keywords(order=None)
+KIND_CONVENTIONS = {kind: table.keywords(kind, order=None) for kind in ("activation", "loss", "layer")}
 LAYER_KEYS = ("args", "kwargs", "outputs", "params", "stochastic")
 FUNCTION_KEYS = ("kind", "forward", *CONVENTION_KEYS, "init", "target", "domain", "output_attr",
                  "grad_attr", "formula", "kinks", "reduction", *LAYER_KEYS)

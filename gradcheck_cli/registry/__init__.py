@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gradcheck_cli.errors import PluginError, UsageError, suggest
+from gradcheck_cli.registry import table
 
 if TYPE_CHECKING:
     from gradcheck_cli.registry.styles import Style
 
-ACTIVATION_CONVENTIONS = ("jacobian", "vjp", "jvp", "derivative", "derivative_of_output", "backward")
-LOSS_CONVENTIONS = ("gradient", "value_and_grad", "backward")
-SECOND_ORDER = ("derivative2",)
+ACTIVATION_CONVENTIONS = table.keywords("activation")
+LOSS_CONVENTIONS = table.keywords("loss")
+SECOND_ORDER = table.keywords("activation", order=2)
 DOMAINS = ("real", "positive", "unit")
 TARGETS = ("real", "onehot", "probabilities", "binary", "positive", "labels")
 REDUCTIONS = ("mean", "sum")
