@@ -429,12 +429,18 @@ def _layer_keys(reader: _Reader, key: str, raw: dict[str, Any]) -> dict[str, Any
         if not isinstance(arg, str) or not arg.isidentifier():
             raise reader.fail(sub, f"'{arg}' is not an argument name (a Python identifier such as x or prev_h)")
         if isinstance(value, dict):
-            _keys(reader, value, sub, ("shape", "domain"), f"argument '{arg}': {{shape: [...], domain: ...}}")
+            _keys(reader, value, sub, ("shape", "domain", "classes"),
+                  f"argument '{arg}': {{shape: [...], domain: ..., classes: N}}")
             if "shape" not in value:
                 raise reader.fail(sub, "missing 'shape', e.g. {shape: [4, 5], domain: positive}")
             shaped[arg] = {"shape": _shape(reader, value["shape"], f"{sub}.shape"),
                            "domain": _str(reader, value.get("domain", "real"), f"{sub}.domain",
-                                          ("real", "positive", "unit"))}
+                                          ("real", "positive", "unit", "labels"))}
+            if (shaped[arg]["domain"] == "labels") != ("classes" in value):
+                raise reader.fail(sub, "integer labels (domain: labels) take classes: N, the number of classes "
+                                       "(indices drawn in [0, N)), and only they do")
+            if "classes" in value:
+                shaped[arg]["classes"] = _int(reader, value["classes"], f"{sub}.classes", 1)
         else:
             shaped[arg] = _shape(reader, value, sub)
     kwargs = raw.get("kwargs", {})

@@ -120,7 +120,7 @@ class Check:
         self.fixed = dict(fixed or {})
         self.seed, self.n_trials, self.method, self.dtype = seed, trials, method, dtype
         self.tolerance, self.reproduce = tolerance, reproduce
-        self.args = {a.name: _ArgState(a.name, a.shape) for a in model.args}
+        self.args = {a.name: _ArgState(a.name, a.shape) for a in model.differentiable}
         self.error = ""
         self.notes: list[str] = list(model.notes)
         self.fast = fast
@@ -136,6 +136,9 @@ class Check:
         for a in self.model.args:
             if a.name in self.fixed:  # given by the caller: checked where it is, in every trial
                 x = np.array(self.fixed[a.name], dtype=np.float64)
+            elif a.domain == "labels":  # integer class indices (an embedding's x): a constant, not differentiated
+                point[a.name] = rng.integers(0, max(a.classes, 1), a.shape)
+                continue
             elif edge >= 0 and a.role == INPUT:  # --edges: the inputs take the values that break naive code
                 size = int(np.prod(a.shape, dtype=np.int64))
                 rows = a.shape[0] if len(a.shape) > 1 else 1
@@ -177,7 +180,7 @@ class Check:
             return
         out_shapes = tuple(o.shape for o in outs)
         analytic = self._dense(outs, back, harness)
-        for a in self.model.args:
+        for a in self.model.differentiable:
             state = self.args[a.name]
             if state.error or state.wrong_shape or a.name not in analytic:
                 continue
@@ -253,7 +256,7 @@ class Check:
         grads = harness("backward", self._call_back, back, tuple(douts))
         self._upstream_kept(sent, douts)
         out: dict[str, Array | None] = {}
-        for a in self.model.args:
+        for a in self.model.differentiable:
             state = self.args[a.name]
             g = _numbers(grads[a.name], f"backward (d{a.name})") if grads[a.name] is not None else None
             if g is None or g.shape != state.shape:
@@ -269,7 +272,8 @@ class Check:
         """Per argument, the analytic Jacobian (M, N): one backward call per output entry."""
         sizes = [o.size for o in outs]
         m = sum(sizes)
-        jac = {a.name: np.zeros((m, int(np.prod(self.args[a.name].shape, dtype=np.int64)))) for a in self.model.args}
+        jac = {a.name: np.zeros((m, int(np.prod(self.args[a.name].shape, dtype=np.int64))))
+               for a in self.model.differentiable}
         for row in range(m):
             basis = np.zeros(m)
             basis[row] = 1.0
@@ -286,7 +290,7 @@ class Check:
         """``--fast``: per argument, u_k^T J d from the backward (J^T u_k . d) against central
         differences along d (:func:`gradcheck_cli.numdiff.projections`), never forming J."""
         out_shapes = tuple(o.shape for o in outs)
-        for a in self.model.args:
+        for a in self.model.differentiable:
             state = self.args[a.name]
             if state.wrong_shape:
                 continue
@@ -365,7 +369,7 @@ class Check:
         """Numerical Jacobians of the other arguments of the same shape: a diagnosis of
         gradients swapped between arguments needs them."""
         out: dict[str, Array] = {}
-        for a in self.model.args:
+        for a in self.model.differentiable:
             if a.name != name and self.args[a.name].shape == self.args[name].shape:
                 try:
                     out[a.name] = self._numeric(point, a.name, a.domain, harness, out_shapes)[0].value
@@ -554,7 +558,7 @@ def explain_model(model: Model, seed: int, method: str, dtype: str
         shapes, analytic = judge._analytic(point, harness)
         first = int(np.prod(shapes[0], dtype=np.int64))
         parts: dict[str, tuple[Array, Array]] = {}
-        for a in model.args:
+        for a in model.differentiable:
             if a.name in analytic:
                 try:
                     est = judge._numeric(point, a.name, a.domain, harness, shapes)[0]

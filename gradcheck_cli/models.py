@@ -47,6 +47,11 @@ class Model:
     origin: str = "builtin"
     notes: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def differentiable(self) -> tuple[Arg, ...]:
+        """The arguments with a row: all but integer constants (labels)."""
+        return tuple(a for a in self.args if a.differentiable)
+
 
 def shapes_for(args: tuple[Arg, ...], shape: tuple[int, ...] | None,
                arg_shapes: Mapping[str, tuple[int, ...]]) -> tuple[Arg, ...]:
@@ -56,7 +61,7 @@ def shapes_for(args: tuple[Arg, ...], shape: tuple[int, ...] | None,
     first = next((a.name for a in args if a.role == INPUT), None)
     for a in args:
         new = arg_shapes.get(a.name, shape if (a.name == first and shape is not None) else a.shape)
-        out.append(Arg(a.name, tuple(new), a.domain, a.role))
+        out.append(Arg(a.name, tuple(new), a.domain, a.role, a.classes))
     return tuple(out)
 
 
@@ -66,7 +71,7 @@ def layer_model(spec: FunctionSpec, shape: tuple[int, ...] | None,
     style = spec.layer
     assert style is not None
     sig = style.signature
-    names = sig.names
+    names = tuple(a.name for a in sig.args if a.differentiable)
 
     def pullback(point: Point) -> tuple[tuple[Any, ...], Back]:
         outs, back = style.pullback(point)

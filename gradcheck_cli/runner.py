@@ -1187,7 +1187,7 @@ def _argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
             judged.append(models.chain_model(first, spec.loss))
     rows: list[CheckResult] = []
     for model in judged:
-        trials = 1 if values and options.arguments_fixed([a.name for a in model.args]) else options.n_random
+        trials = 1 if values and options.arguments_fixed([a.name for a in model.differentiable]) else options.n_random
         rows += jacobians.check_model(spec.text, model, options.seed, trials, options.method, options.dtype,
                                       options.tolerance, reproduce, values, options.fast, options.edges)
     return rows
@@ -1332,7 +1332,7 @@ def _explain_layer(spec: Spec, entry: FunctionSpec, options: CheckOptions) -> Ex
 
     shape = None if options.shape == (2, 4) else options.shape  # explain's activation default: the layer's own
     model = models.layer_model(entry, shape, dict(options.arg_shapes))
-    for a in model.args:
+    for a in model.differentiable:
         if int(np.prod(a.shape, dtype=np.int64)) > EXPLAIN_MAX_VALUES:
             raise UsageError(
                 f"explain shows whole Jacobians, so it takes small arguments: at most {EXPLAIN_MAX_VALUES:,} values "

@@ -543,19 +543,26 @@ def _layer_args(name: str, where: str, args: object) -> tuple[Any, ...]:
         domain = "real"
         shape = value
         if isinstance(value, Mapping):
-            unknown = sorted(set(map(str, value)) - {"shape", "domain"})
+            unknown = sorted(set(map(str, value)) - {"shape", "domain", "classes"})
             if unknown or "shape" not in value:
                 raise PluginError(f"'{name}'{where}: args.{arg}: expected a shape or {{shape: [...], domain: "
-                                  f"real|positive|unit}}; got keys {sorted(map(str, value))}.")
+                                  f"real|positive|unit|labels, classes: N}}; got keys {sorted(map(str, value))}.")
             shape, domain = value["shape"], value.get("domain", "real")
-            if domain not in DOMAINS:
+            if domain not in (*DOMAINS, "labels"):
                 raise PluginError(f"'{name}'{where}: args.{arg}.domain={domain!r} is not one of "
-                                  f"{', '.join(DOMAINS)}.{suggest(str(domain), DOMAINS)}")
+                                  f"{', '.join(DOMAINS)}, labels.{suggest(str(domain), (*DOMAINS, 'labels'))}")
+            classes = value.get("classes", 0)
+            if (domain == "labels") != ("classes" in value) or not (
+                    isinstance(classes, int) and not isinstance(classes, bool) and classes >= 0):
+                raise PluginError(f"'{name}'{where}: args.{arg}: integer labels (domain: labels) need classes: N, the "
+                                  f"number of classes (indices drawn in [0, N)), and only they take it; got "
+                                  f"domain={domain!r}, classes={classes!r}.")
         dims = list(shape) if isinstance(shape, list | tuple) else None
         if dims is None or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
             raise PluginError(f"'{name}'{where}: args.{arg}: expected a shape, a list of positive integers such "
                               f"as [4, 5] (or [] for a scalar); got {type(shape).__name__} {shape!r}.")
-        out.append(Arg(arg, tuple(dims), str(domain)))
+        out.append(Arg(arg, tuple(dims), str(domain), classes=int(value.get("classes", 0))
+                       if isinstance(value, Mapping) else 0))
     return tuple(out)
 
 
@@ -644,7 +651,7 @@ def register_layer(name: str, forward: Callable[..., Any], *, backward: Callable
         signature = styles.Signature(arguments, outs, dict(kwargs or {}), bool(stochastic))
         style = styles.Cache(signature, forward, backward) if backward is not None else \
             styles.Vjp(signature, forward, vjp)  # type: ignore[arg-type]
-    if not signature.args:
+    if not any(a.differentiable for a in signature.args):
         raise PluginError(f"'{name}'{where}: no argument to differentiate: give args= (inputs and default shapes) "
                           f"or params= (for a stateful layer).")
     spec = FunctionSpec(name=name, kind="layer", forward=style.forward, derivatives={style.name: style.pullback},

@@ -41,6 +41,12 @@ class Arg:
     shape: tuple[int, ...]
     domain: str = "real"
     role: str = INPUT
+    classes: int = 0
+    """``domain="labels"``: integer class indices in [0, classes), a constant with no row."""
+
+    @property
+    def differentiable(self) -> bool:
+        return self.domain != "labels"
 
 
 @dataclass(frozen=True)
@@ -249,7 +255,7 @@ class Stateful(Style):
             pristine = copy.deepcopy(layer)
         except Exception:  # pragma: no cover - the prototype was copied, so its state copies too
             pristine = None
-        inputs = [a.name for a in self.signature.args if a.role == INPUT]
+        inputs = [a.name for a in self.signature.args if a.role == INPUT and a.differentiable]
 
         def back(douts: tuple[Any, ...]) -> Any:
             held = layer if pristine is None else copy.deepcopy(pristine)
