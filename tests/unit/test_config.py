@@ -151,12 +151,12 @@ ERRORS = [
         defaults:
           shape: 4
         checks: [softmax]
-        """, 3, "defaults.shape", r"shape expects two positive integers B,K .*e\.g\. shape: \[4, 10\]; got int 4"),
+        """, 3, "defaults.shape", r"shape expects positive integers .*e\.g\. shape: \[4, 10\]; got int 4"),
     ("shape_zero", """\
         version: 1
         checks:
           - {spec: softmax, shape: [0, 3]}
-        """, 3, "checks[0].shape", r"two positive integers"),
+        """, 3, "checks[0].shape", r"positive integers separated by commas"),
     ("shape_arabic_indic_digits", """\
         version: 1
         checks:
@@ -274,7 +274,7 @@ ERRORS = [
             forward: lib.py:f
             vjp: lib.py:g
         checks: [f]
-        """, 4, "functions.f.kind", r"'activaton' is not one of activation, loss\. Did you mean 'activation'\?"),
+        """, 4, "functions.f.kind", r"'activaton' is not one of activation, loss, layer\. Did you mean 'activation'\?"),
     ("function_without_kind", """\
         version: 1
         functions:
