@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections import defaultdict
@@ -145,3 +146,14 @@ def test_bug_config_meets_its_expectations(suites: dict[str, Suite]) -> None:
     assert suite.proc.returncode == 0, suite.proc.stdout[-3000:] + suite.proc.stderr
     for check in ("scale_shift", "conv bug hidden by the usual shapes"):
         assert {row["verdict"] for row in suite.rows[check]} <= {"PASS", "KINK"}, _table(suite.rows[check])
+
+
+def test_reproduce_line_of_a_config_row_flags_the_same_argument(suites: dict[str, Suite]) -> None:
+    row = next(r for r in suites["bugs"].rows["bug_affine_transposed_dw"] if r["wrt"] == "w")
+    argv = shlex.split(row["reproduce"])
+    assert argv[:2] == ["gradcheck", "ci"] and argv[-2:] == ["--only", "bug_affine_transposed_dw"], row["reproduce"]
+    again = subprocess.run([sys.executable, "-m", "gradcheck_cli", *argv[1:], "--json", "-"], capture_output=True,
+                           text=True, env=ENV, cwd=ROOT, timeout=120)
+    rows = json.loads(again.stdout)["results"]
+    assert {r["wrt"]: r["verdict"] for r in rows} == {"x": "PASS", "w": "XFAIL", "b": "PASS"}, again.stderr
+    assert [r["worst_index"] for r in rows if r["wrt"] == "w"] == [row["worst_index"]]
