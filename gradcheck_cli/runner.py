@@ -54,6 +54,8 @@ class CheckOptions:
     fast: bool = False
     arg_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     """Shapes of named layer arguments (``--shape w=4,3,3,3``)."""
+    arg_values: tuple[tuple[str, Array], ...] = ()
+    """Values of named layer arguments, the same in every trial (PyTorch-style ``inputs=``)."""
 
     @property
     def tolerance(self) -> Tolerance:
@@ -63,6 +65,11 @@ class CheckOptions:
     def n_random(self) -> int:
         """Sample points before the edge probes: the explicit input, or ``trials`` draws."""
         return 1 if self.input is not None else max(1, self.trials)
+
+    def arguments_fixed(self, names: Sequence[str]) -> bool:
+        """Every argument in ``names`` has an explicit value: one point, no random draws."""
+        given = {name for name, _ in self.arg_values}
+        return all(name in given for name in names)
 
     @property
     def n_trials(self) -> int:
@@ -1161,7 +1168,8 @@ def _argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
     labels take this path too, their target having another shape than the prediction."""
     from gradcheck_cli import jacobians, models
 
-    shapes = dict(options.arg_shapes)
+    values = dict(options.arg_values)
+    shapes = {**dict(options.arg_shapes), **{name: tuple(np.shape(v)) for name, v in values.items()}}
     reproduce = reproduce_command(spec.text, options, spec)
     first: models.Model | None = None
     if spec.layer is not None:
@@ -1179,8 +1187,9 @@ def _argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
             judged.append(models.chain_model(first, spec.loss))
     rows: list[CheckResult] = []
     for model in judged:
-        rows += jacobians.check_model(spec.text, model, options.seed, options.n_random, options.method, options.dtype,
-                                      options.tolerance, reproduce)
+        trials = 1 if values and options.arguments_fixed([a.name for a in model.args]) else options.n_random
+        rows += jacobians.check_model(spec.text, model, options.seed, trials, options.method, options.dtype,
+                                      options.tolerance, reproduce, values, options.fast, options.edges)
     return rows
 
 
