@@ -403,13 +403,16 @@ def register_activation(name: str, forward: Callable[..., Any] | None = None, *,
 def register_loss(name: str, forward: Callable[..., Any] | None = None, *, target: str = "real",
                   formula: str = "", domain: str = "real", kinks: tuple[float, ...] = (),
                   mistake: str | None = None, fix: str | None = None, reduction: str | None = None,
-                  grad_attr: str | None = None, **conventions: Callable[..., Any]) -> Any:
+                  grad_attr: str | None = None, output_attr: str | None = None,
+                  **conventions: Callable[..., Any]) -> Any:
     """Register a loss ``forward(pred, target) -> scalar`` with its gradient.
 
     The gradient comes as ``gradient(pred, target) -> like pred``, as
     ``value_and_grad(pred, target) -> (loss, grad)`` (then ``forward`` may be omitted), or as
     a stateful loss's ``backward(pred, target)`` method that returns the gradient or stores
-    it in ``grad_attr`` (``self.dinputs``). A loss returning one value per sample declares
+    it in ``grad_attr`` (``self.dinputs``). A loss whose backward is handed what its forward
+    stored (nnfs's softmax-and-cross-entropy class: ``backward(self.output, y)``) names that
+    attribute with ``output_attr``: forward then backward run on one copy of the instance. A loss returning one value per sample declares
     ``reduction="mean"`` or ``"sum"``: the checked loss is that reduction of its vector, and
     the gradient is the reduced loss's.
 
@@ -435,6 +438,9 @@ def register_loss(name: str, forward: Callable[..., Any] | None = None, *, targe
                             ("backward", backward)) if v is not None]
     if len(given) > 1:
         raise PluginError(f"{where}: give the gradient one way, not {' and '.join(given)}.")
+    if output_attr is not None and backward is None:
+        raise PluginError(f"{where}: output_attr names what a stateful loss's forward stores for its backward, but "
+                          f"there is no backward=. Remove output_attr, or pass backward=Loss.backward.")
     if grad_attr is not None and backward is None:
         raise PluginError(f"{where}: grad_attr names where a stateful loss's backward stores the gradient, but "
                           f"there is no backward=. Remove grad_attr, or pass backward=Loss.backward.")
@@ -445,7 +451,7 @@ def register_loss(name: str, forward: Callable[..., Any] | None = None, *, targe
     if backward is not None:
         if not callable(backward):
             raise PluginError(f"{where}: backward= must be callable; got {backward!r}.")
-        conventions["gradient"] = _loss_backward(where, backward, grad_attr)
+        conventions["gradient"] = _loss_backward(backward, grad_attr, forward, output_attr)
     if forward is None:
         raise PluginError(f"'{name}': register_loss needs forward= (the loss whose gradient is checked), or "
                           f"value_and_grad= (a function returning the loss and its gradient).")
@@ -479,9 +485,11 @@ def _split_value_and_grad(value_and_grad: Callable[..., Any], forward: Callable[
     return forward or value, gradient
 
 
-def _loss_backward(where: str, backward: Callable[..., Any], grad_attr: str | None) -> Callable[..., Any]:
+def _loss_backward(backward: Callable[..., Any], grad_attr: str | None, forward: Callable[..., Any] | None,
+                   output_attr: str | None) -> Callable[..., Any]:
     """A stateful loss's ``backward(pred, target)`` as ``gradient(pred, target)``: each call on a
-    fresh copy of its instance, the result returned or read from ``grad_attr``."""
+    fresh copy of its instance, the result returned or read from ``grad_attr``. With
+    ``output_attr``, forward runs first on the copy and backward is handed what it stored."""
     import copy
 
     from gradcheck_cli.registry.styles import LayerError, owner_of, read_path
@@ -491,6 +499,12 @@ def _loss_backward(where: str, backward: Callable[..., Any], grad_attr: str | No
 
     def gradient(pred: Any, target: Any) -> Any:
         held = copy.deepcopy(owner) if owner is not None else None
+        if output_attr is not None:
+            if held is None or forward is None:
+                raise LayerError(f"output_attr='{output_attr}' needs forward and backward to be methods of one loss "
+                                 f"instance")
+            getattr(held, getattr(forward, "__name__", "forward"))(pred, target)
+            pred = read_path(held, output_attr)
         result = getattr(held, method)(pred, target) if held is not None else backward(pred, target)
         if grad_attr is not None:
             if held is None:
@@ -502,7 +516,6 @@ def _loss_backward(where: str, backward: Callable[..., Any], grad_attr: str | No
         return result
 
     gradient.__name__ = method
-    del where
     return gradient
 
 
