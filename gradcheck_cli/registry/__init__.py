@@ -661,7 +661,7 @@ def _stateful(name: str, where: str, origin: str, forward: Callable[..., Any], b
 
     from gradcheck_cli.registry import styles
 
-    prototype = styles.build_prototype(name, origin, forward, init)
+    prototype = styles.build_prototype(name, origin, forward, init, backward)
     if styles.owner_of(backward) not in (None, prototype):
         raise PluginError(f"'{name}'{where}: forward= and backward= are methods of two different instances; "
                           f"pass both methods of one instance (or of the class, with init=).")
