@@ -103,6 +103,12 @@ class _ArgState:
     wrong_shape: str = ""
     error: str = ""
     changed_upstream: str = ""
+    nonlinear: str = ""
+
+    @property
+    def misuse(self) -> str:
+        """What the backward does wrong besides its numbers: in-place upstream, nonlinearity."""
+        return "; ".join(m for m in (self.changed_upstream, self.nonlinear) if m)
 
 
 class Check:
@@ -231,7 +237,39 @@ class Check:
                     del jac[a.name]
                     continue
                 jac[a.name][row] = g.ravel()
+        self._linear_probe(back, outs, offsets, jac, harness)
         return shapes, jac
+
+    def _linear_probe(self, back: Callable[[tuple[Any, ...]], dict[str, Any]], outs: list[Array],
+                      offsets: Array, jac: dict[str, Array], harness: Harness) -> None:
+        """One more backward, with a random upstream gradient g: its answer must be g @ J, the
+        Jacobian built from the unit gradients. The unit gradients alone cannot tell a backward
+        that uses dout linearly from one that does not (np.maximum(dout, 0) agrees with dout on
+        every 0/1 vector)."""
+        m = int(offsets[-1])
+        probe = np.random.default_rng([self.seed, m, 11]).standard_normal(m).astype(harness.dtype)
+        douts = tuple(probe[int(offsets[i]):int(offsets[i + 1])].reshape(o.shape) for i, o in enumerate(outs))
+        grads = harness("backward", self._call_back, back, tuple(d.copy() for d in douts))
+        g = probe.astype(np.float64)
+        for name, j in jac.items():
+            state = self.args[name]
+            if state.nonlinear or grads.get(name) is None:
+                continue
+            got = _numbers(grads[name], f"backward (d{name})")
+            if got.shape != state.shape:
+                continue
+            expected = g @ j
+            # Rounding differs between the user's sums and ours: a few ulps of the sum of magnitudes.
+            tol = 8.0 * np.sqrt(np.finfo(harness.dtype).eps) * (np.abs(g) @ np.abs(j)) + 1e-300
+            bad = np.abs(got.ravel() - expected) > tol
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                idx = list(_unravel(k, state.shape))
+                state.nonlinear = (f"backward is not linear in its upstream gradient: for a random upstream gradient "
+                                   f"d{name}{idx} is {got.ravel()[k]:.6g}, but its answers to unit gradients add up to "
+                                   f"{expected[k]:.6g}; a backward uses the upstream gradient only linearly (products "
+                                   f"with it, sums, reshapes), never e.g. np.maximum(dout, 0), np.sign(dout) or "
+                                   f"dout ** 2")
 
     @staticmethod
     def _call_back(back: Callable[[tuple[Any, ...]], dict[str, Any]], douts: tuple[Any, ...]) -> dict[str, Any]:
@@ -321,8 +359,8 @@ class Check:
             worst_index=_worst_index(comp.worst.index, worst.out_shapes, state.shape),
             worst_entry=_labeller(self.model.outputs, worst.out_shapes, state.name, state.shape)(comp.worst.index))
         if comp.passed:
-            if state.changed_upstream:
-                return replace(base, verdict=Verdict.FAIL, diagnosis=state.changed_upstream, **figures)
+            if state.misuse:
+                return replace(base, verdict=Verdict.FAIL, diagnosis=state.misuse, **figures)
             return replace(base, **figures)
         assert worst.analytic is not None and worst.numeric is not None and worst.x is not None
         label = _labeller(self.model.outputs, worst.out_shapes, state.name, state.shape)
@@ -332,8 +370,8 @@ class Check:
         evidence = ArgumentEvidence(worst.analytic, worst.numeric.value, worst.numeric.error, self.tolerance, comp,
                                     state.name, state.shape, label, worst.others, self.model.outputs)
         diagnosis = diagnose_argument(evidence)
-        if state.changed_upstream:
-            diagnosis = f"{diagnosis}; also, {state.changed_upstream}"
+        if state.misuse:
+            diagnosis = f"{diagnosis}; also, {state.misuse}"
         entries = tuple(f"{label(e.index)}: analytic {e.analytic:.6g} vs numeric {e.numeric:.6g}" for e in comp.bad)
         return replace(base, verdict=Verdict.FAIL, diagnosis=diagnosis, worst_entries=entries, **figures)
 
