@@ -163,7 +163,8 @@ def max_pool_backward_naive(dout, cache):
         for j in range(W_out):
             window = x[:, :, i * stride:i * stride + ph, j * stride:j * stride + pw]
             mask = window == window.max(axis=(2, 3), keepdims=True)
-            dx[:, :, i * stride:i * stride + ph, j * stride:j * stride + pw] += mask * dout[:, :, i, j][:, :, None, None]
+            upstream = dout[:, :, i, j][:, :, None, None]
+            dx[:, :, i * stride:i * stride + ph, j * stride:j * stride + pw] += mask * upstream
     return dx
 
 
