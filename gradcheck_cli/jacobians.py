@@ -106,6 +106,12 @@ class _ArgState:
     wrong_shape: str = ""
     error: str = ""
     changed_upstream: str = ""
+    nonlinear: str = ""
+
+    @property
+    def misuse(self) -> str:
+        """What the backward does wrong besides its numbers: in-place upstream, nonlinearity."""
+        return "; ".join(m for m in (self.changed_upstream, self.nonlinear) if m)
 
 
 class Check:
@@ -283,6 +289,7 @@ class Check:
                     jac.pop(name, None)
                 elif name in jac:
                     jac[name][row] = g.ravel()
+        self._linear_probe(back, outs, np.concatenate([[0], np.cumsum(sizes)]), jac, harness)
         return jac
 
     def _projected_trial(self, t: int, point: Point, outs: list[Array], back: Callable[..., Any],
@@ -316,6 +323,37 @@ class Check:
             if comp.max_ratio > state.worst.ratio:
                 state.worst = _Worst(comp.max_ratio, t, comp, out_shapes=out_shapes, projected=True,
                                      point=None if comp.passed else point)
+
+    def _linear_probe(self, back: Callable[[tuple[Any, ...]], dict[str, Any]], outs: list[Array],
+                      offsets: Array, jac: dict[str, Array], harness: Harness) -> None:
+        """One more backward, with a random upstream gradient g: its answer must be g @ J, the
+        Jacobian built from the unit gradients. The unit gradients alone cannot tell a backward
+        that uses dout linearly from one that does not (np.maximum(dout, 0) agrees with dout on
+        every 0/1 vector)."""
+        m = int(offsets[-1])
+        probe = np.random.default_rng([self.seed, m, 11]).standard_normal(m).astype(harness.dtype)
+        douts = tuple(probe[int(offsets[i]):int(offsets[i + 1])].reshape(o.shape) for i, o in enumerate(outs))
+        grads = harness("backward", self._call_back, back, tuple(d.copy() for d in douts))
+        g = probe.astype(np.float64)
+        for name, j in jac.items():
+            state = self.args[name]
+            if state.nonlinear or grads.get(name) is None:
+                continue
+            got = _numbers(grads[name], f"backward (d{name})")
+            if got.shape != state.shape:
+                continue
+            expected = g @ j
+            # Rounding differs between the user's sums and ours: a few ulps of the sum of magnitudes.
+            tol = 8.0 * np.sqrt(np.finfo(harness.dtype).eps) * (np.abs(g) @ np.abs(j)) + 1e-300
+            bad = np.abs(got.ravel() - expected) > tol
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                idx = list(_unravel(k, state.shape))
+                state.nonlinear = (f"backward is not linear in its upstream gradient: for a random upstream gradient "
+                                   f"d{name}{idx} is {got.ravel()[k]:.6g}, but its answers to unit gradients add up to "
+                                   f"{expected[k]:.6g}; a backward uses the upstream gradient only linearly (products "
+                                   f"with it, sums, reshapes), never e.g. np.maximum(dout, 0), np.sign(dout) or "
+                                   f"dout ** 2")
 
     @staticmethod
     def _call_back(back: Callable[[tuple[Any, ...]], dict[str, Any]], douts: tuple[Any, ...]) -> dict[str, Any]:
@@ -407,8 +445,8 @@ class Check:
             worst_index=_worst_index(comp.worst.index, worst.out_shapes, state.shape),
             worst_entry=_labeller(self.model.outputs, worst.out_shapes, state.name, state.shape)(comp.worst.index))
         if comp.passed:
-            if state.changed_upstream:
-                return replace(base, verdict=Verdict.FAIL, diagnosis=state.changed_upstream, **figures)
+            if state.misuse:
+                return replace(base, verdict=Verdict.FAIL, diagnosis=state.misuse, **figures)
             return replace(base, **figures)
         assert worst.analytic is not None and worst.numeric is not None and worst.x is not None
         label = _labeller(self.model.outputs, worst.out_shapes, state.name, state.shape)
@@ -419,8 +457,8 @@ class Check:
                                     state.name, state.shape, label, worst.others, self.model.outputs,
                                     worst.out_shapes)
         diagnosis = diagnose_argument(evidence)
-        if state.changed_upstream:
-            diagnosis = f"{diagnosis}; also, {state.changed_upstream}"
+        if state.misuse:
+            diagnosis = f"{diagnosis}; also, {state.misuse}"
         entries = tuple(f"{label(e.index)}: analytic {e.analytic:.6g} vs numeric {e.numeric:.6g}" for e in comp.bad)
         return replace(base, verdict=Verdict.FAIL, diagnosis=diagnosis, worst_entries=entries,
                        point=_saved(worst.point), **figures)
@@ -433,8 +471,8 @@ class Check:
             worst_index=(e.index[1],), worst_entry=f"projection {e.index[1]} (u^T J d)",
             notes=(*base.notes, "checked by random projections u^T J d (--fast), not entry by entry"))
         if comp.passed:
-            if state.changed_upstream:
-                return replace(base, verdict=Verdict.FAIL, diagnosis=state.changed_upstream, **figures)
+            if state.misuse:
+                return replace(base, verdict=Verdict.FAIL, diagnosis=state.misuse, **figures)
             return replace(base, **figures)
         return replace(base, verdict=Verdict.FAIL, **figures, point=_saved(state.worst.point), diagnosis=(
             f"d{state.name}: random projection {e.index[1]}: u^T J d is {e.analytic:.6g} from the analytic gradient "

@@ -23,6 +23,9 @@ from gradcheck_cli.registry.styles import INPUT, Arg, LayerError, by_argument
 Array = NDArray[np.float64]
 Point = dict[str, Any]
 Back = Callable[[tuple[Any, ...]], dict[str, Any]]
+# A loss's target in a point: not an identifier, so no layer argument (a layer may well take
+# one named ``target``) is ever overwritten by it.
+TARGET = "<target>"
 
 
 @dataclass(frozen=True)
@@ -138,16 +141,16 @@ def loss_model(spec: FunctionSpec, shape: tuple[int, ...] | None,
     args = (Arg("pred", tuple(pred_shape), spec.domain),)
 
     def constants(point: Point, rng: np.random.Generator) -> Point:
-        return {"target": _target_for(spec, np.asarray(point["pred"]), rng)}
+        return {TARGET: _target_for(spec, np.asarray(point["pred"]), rng)}
 
     def forward(point: Point) -> tuple[Any, ...]:
-        return (_loss_value(spec, point["pred"], point["target"]),)
+        return (_loss_value(spec, point["pred"], point[TARGET]),)
 
     def pullback(point: Point) -> tuple[tuple[Any, ...], Back]:
         outs = forward(point)
 
         def back(douts: tuple[Any, ...]) -> dict[str, Any]:
-            g = _loss_gradient(spec, point["pred"], point["target"])
+            g = _loss_gradient(spec, point["pred"], point[TARGET])
             return {"pred": np.asarray(g) * np.asarray(douts[0])}
 
         return outs, back
@@ -164,16 +167,16 @@ def chain_model(first: Model, loss: FunctionSpec) -> Model:
 
     def constants(point: Point, rng: np.random.Generator) -> Point:
         pred = np.asarray(first.forward(point)[0], dtype=np.float64)
-        return {"target": _target_for(loss, pred, rng)}
+        return {TARGET: _target_for(loss, pred, rng)}
 
     def forward(point: Point) -> tuple[Any, ...]:
-        return (_loss_value(loss, first.forward(point)[0], point["target"]),)
+        return (_loss_value(loss, first.forward(point)[0], point[TARGET]),)
 
     def pullback(point: Point) -> tuple[tuple[Any, ...], Back]:
         outs, back = first.pullback(point)
         pred = outs[0]
-        value = _loss_value(loss, pred, point["target"])
-        g = np.asarray(_loss_gradient(loss, pred, point["target"]))
+        value = _loss_value(loss, pred, point[TARGET])
+        g = np.asarray(_loss_gradient(loss, pred, point[TARGET]))
 
         def chained(douts: tuple[Any, ...]) -> dict[str, Any]:
             return back((g * np.asarray(douts[0]).astype(g.dtype),))

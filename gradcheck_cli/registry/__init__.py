@@ -412,9 +412,9 @@ def register_loss(name: str, forward: Callable[..., Any] | None = None, *, targe
     a stateful loss's ``backward(pred, target)`` method that returns the gradient or stores
     it in ``grad_attr`` (``self.dinputs``). A loss whose backward is handed what its forward
     stored (nnfs's softmax-and-cross-entropy class: ``backward(self.output, y)``) names that
-    attribute with ``output_attr``: forward then backward run on one copy of the instance. A loss returning one value per sample declares
-    ``reduction="mean"`` or ``"sum"``: the checked loss is that reduction of its vector, and
-    the gradient is the reduced loss's.
+    attribute with ``output_attr``: forward then backward run on one copy of the instance. A
+    loss returning one value per sample declares ``reduction="mean"`` or ``"sum"``: the
+    checked loss is that reduction of its vector, and the gradient is the reduced loss's.
 
     ``target`` is the kind of target drawn for it: real, onehot, probabilities, binary,
     positive, or labels (integer classes, the prediction's shape without its last axis);
@@ -682,7 +682,7 @@ def _stateful(name: str, where: str, origin: str, forward: Callable[..., Any], b
 
     from gradcheck_cli.registry import styles
 
-    prototype = styles.build_prototype(name, origin, forward, init)
+    prototype = styles.build_prototype(name, origin, forward, init, backward)
     if styles.owner_of(backward) not in (None, prototype):
         raise PluginError(f"'{name}'{where}: forward= and backward= are methods of two different instances; "
                           f"pass both methods of one instance (or of the class, with init=).")

@@ -148,8 +148,13 @@ class Style:
 
     def _kwargs(self) -> dict[str, Any]:
         # Constants are deep-copied per call: code such as CS231n's batchnorm writes running
-        # means into its bn_param, which must not leak from one call into the next.
-        return copy.deepcopy(dict(self.signature.kwargs))
+        # means into its bn_param, which must not leak from one call into the next. A value
+        # that cannot be copied (a module passed as xp=np, a lock) is passed as it is.
+        kwargs = dict(self.signature.kwargs)
+        try:
+            return copy.deepcopy(kwargs)
+        except Exception:
+            return {k: _copied(v) for k, v in kwargs.items()}
 
     def _inputs(self, point: Mapping[str, Any]) -> list[Any]:
         return [point[a.name] for a in self.signature.args if a.role == INPUT]
@@ -296,8 +301,17 @@ def by_argument(raw: Any, names: tuple[str, ...], who: str) -> dict[str, Any]:
 
 
 def _numeric_list(raw: Sequence[Any]) -> bool:
-    """A plain list of numbers (one array written as a list), not a tuple of gradients."""
-    return isinstance(raw, list) and all(isinstance(v, int | float) for v in raw)
+    """A plain list of numbers, or of such lists (one array written as a nested list: ``dx.tolist()``),
+    not a tuple of gradients."""
+    return isinstance(raw, list) and all(isinstance(v, int | float) or _numeric_list(v) for v in raw)
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of ``value``, or ``value`` itself when it cannot be copied."""
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
 
 
 def owner_of(method: Any) -> Any:
@@ -319,20 +333,37 @@ def class_of(function: Any) -> type | None:
     return obj if isinstance(obj, type) else None
 
 
-def build_prototype(name: str, origin: str, forward: Any, init: Mapping[str, Any] | None) -> Any:
+def build_prototype(name: str, origin: str, forward: Any, init: Mapping[str, Any] | None,
+                    backward: Any = None) -> Any:
     """The one instance a stateful layer is checked on: the owner of bound methods, or the
-    class of unbound ones built with ``init``."""
-    owner = owner_of(forward)
-    if owner is not None:
-        return owner
-    cls = class_of(forward)
-    if cls is None:
-        raise PluginError(f"'{name}' (registered by {origin}): forward= must be a method of a layer class "
-                          f"(Layer.forward, with init= for its constructor) or of an instance (layer.forward); "
-                          f"got {forward!r}.")
-    try:
-        return cls(**dict(init or {}))
-    except Exception as exc:
-        raise PluginError(f"'{name}' (registered by {origin}): building {cls.__name__}(**init) with init="
-                          f"{dict(init or {})!r} raised {type(exc).__name__}: {exc}. Set init to the "
-                          f"constructor's keyword arguments.") from exc
+    class of unbound ones built with ``init``.
+
+    An unbound method names the class it was *defined* in: ``Sub.forward`` inherited from
+    ``Base`` is ``Base.forward``. The most derived class of forward's and backward's is built,
+    so a subclass overriding only ``backward`` is checked with its own backward.
+    """
+    prototype = owner_of(forward)
+    if prototype is None:
+        cls = class_of(forward)
+        if cls is None:
+            raise PluginError(f"'{name}' (registered by {origin}): forward= must be a method of a layer class "
+                              f"(Layer.forward, with init= for its constructor) or of an instance (layer.forward); "
+                              f"got {forward!r}.")
+        other = class_of(backward) if backward is not None and owner_of(backward) is None else None
+        if other is not None and other is not cls and issubclass(other, cls):
+            cls = other
+        try:
+            prototype = cls(**dict(init or {}))
+        except Exception as exc:
+            raise PluginError(f"'{name}' (registered by {origin}): building {cls.__name__}(**init) with init="
+                              f"{dict(init or {})!r} raised {type(exc).__name__}: {exc}. Set init to the "
+                              f"constructor's keyword arguments.") from exc
+    for key, method in (("forward", forward), ("backward", backward)):
+        called = getattr(type(prototype), getattr(method, "__name__", ""), None) if method is not None else None
+        if method is not None and getattr(called, "__func__", called) is not getattr(method, "__func__", method):
+            kind = type(prototype).__name__
+            raise PluginError(f"'{name}' (registered by {origin}): {key}={getattr(method, '__qualname__', method)} "
+                              f"is not the method gradcheck calls on the layer, {kind}.{method.__name__}: forward "
+                              f"and backward run on one {kind} instance. Pass both methods of one class "
+                              f"(Layer.forward and Layer.backward) or of one instance.")
+    return prototype
