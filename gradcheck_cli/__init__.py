@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gradcheck_cli.errors import ExitCode, GradcheckError
-from gradcheck_cli.registry import register_activation, register_fused, register_loss, threadsafe
+from gradcheck_cli.registry import register_activation, register_fused, register_layer, register_loss, threadsafe
 
 if TYPE_CHECKING:
     from gradcheck_cli.results import CheckResult, RunResult, Verdict
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckOptions", "CheckResult", "ExitCode", "GradcheckError", "RunResult", "Verdict",
-    "assert_gradients", "explain", "register_activation", "register_fused", "register_loss", "run",
+    "assert_gradients", "explain", "register_activation", "register_fused", "register_layer", "register_loss", "run",
     "threadsafe",
 ]
 __version__ = "0.1.0"

@@ -57,7 +57,9 @@ def ascii_number(value: str | float) -> float:
 Seed = Annotated[int, typer.Option(parser=ascii_int, metavar="INTEGER",
                                     help="Random seed; runs repeat exactly with the same seed.")]
 Trials = Annotated[int, typer.Option(parser=ascii_int, metavar="INTEGER", help="Random sample points per check.")]
-Shape = Annotated[str, typer.Option(help="Input shape B,K (batch rows, features).")]
+Shape = Annotated[list[str] | None, typer.Option(
+    help="Input shape: B,K (batch rows, features; default 4,10) or any rank for a layer's first input "
+         "(default: the layer's own); NAME=2,3 sets a layer argument's shape. Repeatable.")]
 InputOpt = Annotated[Optional[str], typer.Option("--input", help="Explicit input, e.g. 2,4,2,1; ';' separates rows.")]  # noqa: UP045
 TargetOpt = Annotated[Optional[str], typer.Option("--target", help="Explicit loss target, same layout as --input.")]  # noqa: UP045
 Method = Annotated[str, typer.Option(help="Finite-difference method: central, richardson or complex.")]
@@ -101,14 +103,15 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(stop.exit_code) from None
 
 
-def _options(seed: int, trials: int, shape: str, input_text: str | None, target_text: str | None,
+def _options(seed: int, trials: int, shape: list[str] | None, input_text: str | None, target_text: str | None,
              method: str, rtol: float | None, atol: float | None, dtype: str = "float64",
              edges: bool = False, fast: bool = False) -> CheckOptions:
     from gradcheck_cli import inputs
     from gradcheck_cli.runner import CheckOptions
 
+    shapes = inputs.parse_shapes(shape or [])
     options = CheckOptions(
-        seed=seed, trials=trials, shape=inputs.parse_shape(shape),
+        seed=seed, trials=trials, shape=shapes[0], arg_shapes=shapes[1],
         input=inputs.parse_matrix(input_text, "--input") if input_text is not None else None,
         target=inputs.parse_matrix(target_text, "--target") if target_text is not None else None,
         method=method, rtol=rtol, atol=atol, dtype=dtype, edges=edges, fast=fast,
@@ -221,7 +224,7 @@ def _load_terminal() -> None:
 @app.command()
 def run(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="ACT+LOSS, ACT or LOSS, e.g. softmax+mse.")],
-    seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", input: InputOpt = None,
+    seed: Seed = 0, trials: Trials = 3, shape: Shape = None, input: InputOpt = None,
     target: TargetOpt = None, method: Method = "central", dtype: Dtype = "float64", edges: Edges = False,
     fast: Fast = False, rtol: Rtol = None, atol: Atol = None, plugin: Plugins = None, json: JsonPath = None,
     junit_xml: JunitPath = None, jobs: Jobs = 1, timeout: Timeout = DEFAULT_TIMEOUT,
@@ -275,7 +278,8 @@ def list_entries(plugin: Plugins = None, json: JsonPath = None, timeout: Timeout
 def explain(
     name: Annotated[str, typer.Argument(help="An activation, loss or variant, e.g. softmax@diagonal.")],
     input: InputOpt = None, target: TargetOpt = None, seed: Seed = 0,
-    shape: Annotated[str, typer.Option(help="Random input shape B,K when no --input.")] = "2,4",
+    shape: Annotated[list[str] | None, typer.Option(help="Random input shape B,K when no --input (default 2,4).")
+                     ] = None,
     method: Method = "central", dtype: Dtype = "float64", rtol: Rtol = None, atol: Atol = None,
     plugin: Plugins = None, timeout: Timeout = DEFAULT_TIMEOUT,
     plot: Annotated[Optional[str], typer.Option(  # noqa: UP045
@@ -287,7 +291,7 @@ def explain(
     from gradcheck_cli.worker import Load, supervise
 
     with user_errors():
-        options = _options(seed, 1, shape, input, target, method, rtol, atol, dtype)
+        options = _options(seed, 1, shape or ["2,4"], input, target, method, rtol, atol, dtype)
         exp = supervise(Load("explain", plugins=tuple(plugin or ()), options=options,
                              timeout=parse_timeout(timeout), source=name))
         if plot is not None:
@@ -310,7 +314,7 @@ def explain(
 @app.command()
 def check(
     plugin_source: Annotated[str, typer.Argument(metavar="PLUGIN", help="Plugin file path or module.")],
-    seed: Seed = 0, trials: Trials = 3, shape: Shape = "4,10", method: Method = "central",
+    seed: Seed = 0, trials: Trials = 3, shape: Shape = None, method: Method = "central",
     dtype: Dtype = "float64", edges: Edges = False, fast: Fast = False, rtol: Rtol = None, atol: Atol = None,
     json: JsonPath = None, junit_xml: JunitPath = None, jobs: Jobs = 1, timeout: Timeout = DEFAULT_TIMEOUT,
     save_failures: SaveFailures = None, verbose: Verbose = False,

@@ -306,7 +306,7 @@ def _matrix_text(reader: _Reader, value: Any, key: str) -> str:
                            f"[[1, 2], [3, 4]]; got {_type_name(value)} {value!r}")
 
 
-def _shape(reader: _Reader, value: Any, key: str) -> tuple[int, int]:
+def _shape(reader: _Reader, value: Any, key: str) -> tuple[int, ...]:
     # The same check as --shape's (ASCII digits, positive, size limit), reported at the key.
     from gradcheck_cli.inputs import parse_shape  # numpy: only once a shape is read
 

@@ -273,3 +273,143 @@ def _few(ev: Evidence) -> str | None:
         return None
     listed = "; ".join(describe(e, ev.layout) for e in comp.bad)
     return f"wrong at only {comp.n_bad} of {comp.n_total} entries: {listed}"
+
+
+# --- per-argument Jacobians of multi-argument entries (layers) ------------------------------
+
+
+def _index_text(index: tuple[int, ...]) -> str:
+    return f"[{','.join(map(str, index))}]" if index else ""
+
+
+def entry_name(output: str, out_index: tuple[int, ...], wrt: str, in_index: tuple[int, ...]) -> str:
+    """``dout[1,2]/dw[0,3]``: one entry of the Jacobian of ``output`` with respect to ``wrt``."""
+    return f"d{output}{_index_text(out_index)}/d{wrt}{_index_text(in_index)}"
+
+
+@dataclass(frozen=True)
+class ArgumentEvidence:
+    """What the diagnosis of one argument's Jacobian looks at: analytic and numerical (M, N),
+    the argument's name and shape, an entry labeller, and the numerical Jacobians of the other
+    arguments of the same shape (for gradients swapped between arguments)."""
+
+    analytic: Array
+    numeric: Array
+    error: Array
+    tolerance: Tolerance
+    comparison: Comparison
+    wrt: str
+    shape: tuple[int, ...]
+    label: Callable[[tuple[int, int]], str]
+    others: dict[str, Array]
+    outputs: tuple[str, ...]
+
+    def matches(self, candidate: Array, numeric: Array | None = None) -> bool:
+        ref = self.numeric if numeric is None else numeric
+        return compare(candidate, ref, self.error, self.tolerance).passed
+
+    def significant(self, values: Array) -> NDArray[np.bool_]:
+        return np.abs(values) > self.tolerance.entries(self.numeric, self.error)
+
+    def entry(self, e: Entry) -> str:
+        return f"{self.label(e.index)}: analytic {e.analytic:.6g} vs numeric {e.numeric:.6g}"
+
+
+def diagnose_argument(ev: ArgumentEvidence) -> str:
+    """One line naming what is wrong with the gradient of one argument, or its worst entries."""
+    with np.errstate(all="ignore"):
+        for check in (_arg_nonfinite, _arg_zero, _arg_sign, _arg_swapped, _arg_transposed, _arg_scale,
+                      _arg_dropped_path):
+            found = check(ev)
+            if found:
+                return found
+    comp = ev.comparison
+    listed = "; ".join(ev.entry(e) for e in comp.bad[:3])
+    return f"d{ev.wrt}: {comp.n_bad} of {comp.n_total} entries wrong; worst {listed}"
+
+
+def _arg_nonfinite(ev: ArgumentEvidence) -> str | None:
+    bad = ~np.isfinite(ev.analytic)
+    if not bad.any():
+        return None
+    m, n = (int(v) for v in np.argwhere(bad)[0])
+    return (f"d{ev.wrt} is {ev.analytic[m, n]} at {ev.label((m, n))} (numeric {ev.numeric[m, n]:.6g}); rewrite the "
+            f"backward in a form that stays finite there")
+
+
+def _arg_zero(ev: ArgumentEvidence) -> str | None:
+    if ev.significant(ev.analytic).any():
+        return None
+    return (f"d{ev.wrt} is zero everywhere, but the output depends on {ev.wrt} (worst {ev.entry(ev.comparison.worst)})"
+            f": its gradient is never computed, or is overwritten before it is returned")
+
+
+def _arg_sign(ev: ArgumentEvidence) -> str | None:
+    if not ev.matches(-ev.analytic):
+        return None
+    return f"d{ev.wrt} has its sign flipped: the analytic gradient is exactly -1 times the numerical one"
+
+
+def _arg_swapped(ev: ArgumentEvidence) -> str | None:
+    for other, numeric in ev.others.items():
+        if ev.matches(ev.analytic, numeric):
+            return (f"d{ev.wrt} holds the gradient of {other}: the gradients of {ev.wrt} and {other} are swapped "
+                    f"(returned in the wrong order, or assigned to each other's names)")
+    return None
+
+
+def _arg_transposed(ev: ArgumentEvidence) -> str | None:
+    if len(ev.shape) != 2 or ev.shape[0] != ev.shape[1]:
+        return None
+    m = ev.analytic.shape[0]
+    flipped = ev.analytic.reshape(m, *ev.shape).transpose(0, 2, 1).reshape(m, -1)
+    if not ev.matches(flipped):
+        return None
+    return (f"d{ev.wrt} is transposed: it holds d{ev.wrt}[j,i] where d{ev.wrt}[i,j] belongs (e.g. dout.T @ x "
+            f"instead of x.T @ dout); it only has the right shape because {ev.wrt} is square")
+
+
+def _arg_scale(ev: ArgumentEvidence) -> str | None:
+    tol = ev.tolerance.entries(ev.numeric, ev.error)
+    resolution = np.where(np.isfinite(ev.analytic), np.abs(ev.numeric) / np.maximum(tol, 1e-300), 0.0)
+    best = np.unravel_index(int(np.argmax(resolution)), resolution.shape)
+    if resolution[best] <= 10.0:
+        return None
+    c = float(ev.analytic[best] / ev.numeric[best])
+    if not np.isfinite(c) or c == 0 or abs(c - 1.0) < 1e-9 or not ev.matches(ev.analytic / c):
+        return None
+    batch = ev.shape[0] if ev.shape else 1
+    names = [(2.0, "2"), (0.5, "1/2")]
+    for size in sorted({batch, int(np.prod(ev.shape, dtype=np.int64)), *(s for s in ev.shape if s > 1)}):
+        if size > 1:
+            names += [(float(size), f"{size}: a mean's 1/N is missing (N = {size})"),
+                      (1.0 / size, f"1/{size}: divides by N = {size} once too often")]
+    for value, text in names:
+        if abs(c / value - 1.0) < 1e-6:
+            return f"d{ev.wrt} is off by a constant factor {text} (analytic = {_factor_text(c)} x numeric)"
+    return f"d{ev.wrt} is off by a constant factor: analytic = {_factor_text(c)} x numeric everywhere"
+
+
+def _arg_dropped_path(ev: ArgumentEvidence) -> str | None:
+    """The analytic Jacobian is zero where the numerical one is not, and only there wrong by
+    a pattern: a dependence the backward leaves out (a path through a batch statistic)."""
+    missing = ev.significant(ev.numeric) & ~ev.significant(ev.analytic)
+    extra = ev.significant(ev.analytic) & ~ev.significant(ev.numeric)
+    if not missing.any() or extra.any():
+        return None
+    m, n = (int(v) for v in np.argwhere(missing)[0])
+    count = int(missing.sum())
+    # When the output and the argument share a leading (batch) axis, say whether every missing
+    # entry couples two different samples: then the dropped path runs through the batch.
+    rows, cols = np.nonzero(missing)
+    text = (f"d{ev.wrt} misses part of the dependence: the analytic Jacobian is zero at {count} entries where the "
+            f"numerical one is not (e.g. {ev.label((m, n))} = {ev.numeric[m, n]:.4g})")
+    if ev.shape and ev.numeric.shape[0] % ev.shape[0] == 0 and ev.numeric.shape[0] == ev.numeric.shape[1]:
+        b = ev.shape[0]
+        per_in = ev.numeric.shape[1] // b
+        per_out = ev.numeric.shape[0] // b
+        cross = (rows // per_out) != (cols // per_in)
+        if b > 1 and np.all(cross):
+            return (f"{text}; each of them couples two different samples of the batch: a path through a batch "
+                    f"statistic (a mean or variance over the batch) is dropped from the backward")
+    return f"{text}: a path from {ev.wrt} to the output is dropped from the backward"

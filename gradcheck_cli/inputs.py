@@ -85,30 +85,56 @@ def _dimension(part: object) -> int | None:
     return None
 
 
-def parse_shape(text: str | tuple[Any, ...] | list[Any], option: str = "--shape") -> tuple[int, int]:
-    """Parse ``"B,K"`` (or ``"K"``, meaning one row) or a list ``[B, K]`` into a positive 2-tuple.
+def parse_shape(text: str | tuple[Any, ...] | list[Any], option: str = "--shape") -> tuple[int, ...]:
+    """Parse ``"B,K"`` (any rank: ``"2,3,8,8"``; ``"K"`` is one row) or a list ``[B, K]``.
 
     The one check of a shape, for ``--shape`` and a config's ``shape:`` alike (``option``
-    names where it came from): ASCII digits, positive, at most MAX_ELEMENTS elements.
+    names where it came from): ASCII digits, positive, at most MAX_ELEMENTS elements. The
+    rank is kept as written; activations and losses read a single ``K`` as one row (1, K).
     """
     parts: list[Any] | None = text.split(",") if isinstance(text, str) else (
         list(text) if isinstance(text, list | tuple) else None)
     dims = [_dimension(p) for p in parts] if parts is not None else []
     sizes = [d for d in dims if d is not None and d >= 1]
-    if len(sizes) != len(dims) or len(sizes) not in (1, 2):
+    if len(sizes) != len(dims) or not sizes:
         example = f"{option} 4,10" if option.startswith("--") else f"{option}: [4, 10]"
         got = repr(text) if isinstance(text, str) else f"{type(text).__name__} {text!r}"
         raise UsageError(
-            f"{option} expects two positive integers B,K (batch rows, features) written in ASCII "
+            f"{option} expects positive integers separated by commas, B,K (batch rows, features) for "
+            f"activations and losses or any rank for layers (2,3,8,8), written in ASCII "
             f"digits 0-9, e.g. {example}; got {got}."
         )
-    b, k = (1, sizes[0]) if len(sizes) == 1 else (sizes[0], sizes[1])
-    if b * k > MAX_ELEMENTS:
+    count = math.prod(sizes)
+    if count > MAX_ELEMENTS:
         raise UsageError(
-            f"{option} {b},{k} has {b * k:,} elements, more than the "
+            f"{option} {','.join(map(str, sizes))} has {count:,} elements, more than the "
             f"{MAX_ELEMENTS:,} a check can hold. Use a smaller shape."
         )
-    return (b, k)
+    return tuple(sizes)
+
+
+def parse_shapes(values: list[str] | tuple[str, ...], option: str = "--shape"
+                 ) -> tuple[tuple[int, ...] | None, tuple[tuple[str, tuple[int, ...]], ...]]:
+    """``--shape`` given any number of times: a bare shape (the first input's) and
+    ``NAME=shape`` for named arguments of a layer (``--shape w=4,3,3,3``)."""
+    bare: tuple[int, ...] | None = None
+    named: dict[str, tuple[int, ...]] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if sep:
+            name = name.strip()
+            if not name.isidentifier() or not name.isascii():
+                raise UsageError(f"{option} {value!r}: '{name}' is not an argument name; write NAME=shape, "
+                                 f"e.g. {option} w=4,3,3,3.")
+            if name in named:
+                raise UsageError(f"{option} gives the shape of '{name}' twice ({value!r}); give it once.")
+            named[name] = parse_shape(rest, f"{option} {name}=")
+        else:
+            if bare is not None:
+                raise UsageError(f"{option} is given twice without a name ({value!r}); name the argument of "
+                                 f"the second, e.g. {option} w=4,3,3,3.")
+            bare = parse_shape(value, option)
+    return bare, tuple(named.items())
 
 
 def _away_from_kinks(x: Array, kinks: tuple[float, ...], offset: Array | float = 0.0) -> Array:

@@ -65,6 +65,10 @@ class CheckResult:
     target: tuple[tuple[float, ...], ...] | None = None
     heatmap: tuple[tuple[float, ...], ...] | None = None
     worst_entries: tuple[str, ...] = ()
+    wrt: str = ""
+    worst_entry: str = ""
+    """The worst entry by name, ``dout[1,2]/dw[0,3]`` (rows of layers), or empty."""
+    """The argument this row differentiates with respect to (layers: ``x``, ``w``, ``b``), or empty."""
 
     @property
     def failed(self) -> bool:

@@ -30,6 +30,7 @@ Array = NDArray[np.float64]
 Index = NDArray[np.intp]
 V = TypeVar("V")
 DTYPES = ("float64", "float32")
+DEFAULT_SHAPE = (4, 10)
 MAX_SAVED_INPUT = 100_000
 DENSE_LIMIT = 4_000_000  # entries; a larger failing Jacobian is diagnosed on its worst batch row
 HEATMAP_SIZE = 24
@@ -41,7 +42,8 @@ class CheckOptions:
 
     seed: int = 0
     trials: int = 3
-    shape: tuple[int, int] = (4, 10)
+    shape: tuple[int, ...] | None = None
+    """The first input's shape; None: (4, 10) for activations and losses, a layer's own default."""
     input: Array | None = None
     target: Array | None = None
     method: str = "central"
@@ -50,6 +52,8 @@ class CheckOptions:
     dtype: str = "float64"
     edges: bool = False
     fast: bool = False
+    arg_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """Shapes of named layer arguments (``--shape w=4,3,3,3``)."""
 
     @property
     def tolerance(self) -> Tolerance:
@@ -66,9 +70,12 @@ class CheckOptions:
 
     @property
     def point_shape(self) -> tuple[int, int]:
+        """The (B, K) shape of an activation's or a loss's points."""
         if self.input is not None:
             return (int(self.input.shape[0]), int(self.input.shape[1]))
-        return self.shape
+        if self.shape is None:
+            return DEFAULT_SHAPE
+        return (1, self.shape[0]) if len(self.shape) == 1 else (self.shape[0], self.shape[1])
 
     def validate(self, spec: Spec | None = None) -> None:
         """Raise :class:`UsageError` for options that cannot run; given the ``spec``, also for a
@@ -93,23 +100,33 @@ class CheckOptions:
                 f"--target must have the shape of --input, {self.input.shape}; got "
                 f"{self.target.shape}. Give one target value per input value."
             )
-        if self.input is None and self.target is not None and self.target.shape != tuple(self.shape):
+        if self.input is None and self.target is not None and self.target.shape != self.point_shape:
             b, k = self.target.shape
             raise UsageError(
                 f"--target has shape {b}x{k} but the random inputs have --shape "
-                f"{self.shape[0]},{self.shape[1]}; give --shape {b},{k} (or an --input of that shape)."
+                f"{self.point_shape[0]},{self.point_shape[1]}; give --shape {b},{k} (or an --input of that shape)."
             )
-        if spec is not None:
+        if spec is not None and spec.layer is None:
+            if self.shape is not None and len(self.shape) > 2:
+                raise UsageError(
+                    f"'{spec.text}' is checked on (B, K) arrays (batch rows, features), but --shape "
+                    f"{','.join(map(str, self.shape))} has rank {len(self.shape)}. Give --shape B,K; shapes of "
+                    f"any rank are for layers (gradcheck list shows them).")
+            if self.arg_shapes:
+                raise UsageError(
+                    f"--shape {self.arg_shapes[0][0]}=... names an argument, but '{spec.text}' is an "
+                    f"activation or loss with a single input; give --shape B,K.")
             resources.check_fits(spec, self)
 
 
 @dataclass(frozen=True)
 class Spec:
-    """A parsed check spec: ``ACT``, ``LOSS`` or ``ACT+LOSS``."""
+    """A parsed check spec: ``ACT``, ``LOSS``, ``ACT+LOSS``, ``LAYER`` or ``LAYER+LOSS``."""
 
     text: str
     activation: FunctionSpec | None
     loss: FunctionSpec | None
+    layer: FunctionSpec | None = None
 
 
 def parse_spec(text: str, registry: Registry) -> Spec:
@@ -121,8 +138,13 @@ def parse_spec(text: str, registry: Registry) -> Spec:
             f"'{text}'. Run 'gradcheck list' for the registered names."
         )
     if len(parts) == 2:
+        first = registry.get(parts[0], "activation" if parts[0] not in registry else None)
+        if first.kind == "layer":
+            return Spec(text, None, registry.get(parts[1], "loss"), first)
         return Spec(text, registry.get(parts[0], "activation"), registry.get(parts[1], "loss"))
     entry = registry.get(parts[0])
+    if entry.kind == "layer":
+        return Spec(text, None, None, entry)
     if entry.kind == "activation":
         return Spec(text, entry, None)
     return Spec(text, None, entry)
@@ -507,7 +529,7 @@ def _kink_verdict(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> str 
 def reproduce_command(check: str, options: CheckOptions, spec: Spec | None = None) -> str:
     """The ``gradcheck run`` command that repeats a check (same seed, shape, method)."""
     parts = ["gradcheck", "run", check, "--seed", str(options.seed)]
-    entries = [e for e in (spec.activation, spec.loss) if e is not None] if spec else []
+    entries = [e for e in (spec.activation, spec.layer, spec.loss) if e is not None] if spec else []
     for origin in dict.fromkeys(e.origin for e in entries):
         # Plugins reload with --plugin; entries mapped in a config (file.yaml:LINE) need the config.
         if origin not in ("builtin", "python") and not origin.rsplit(":", 1)[-1].isdigit():
@@ -517,7 +539,11 @@ def reproduce_command(check: str, options: CheckOptions, spec: Spec | None = Non
         if options.target is not None:
             parts += ["--target", ";".join(",".join(f"{v:.17g}" for v in row) for row in options.target)]
     else:
-        parts += ["--trials", str(options.trials), "--shape", f"{options.shape[0]},{options.shape[1]}"]
+        parts += ["--trials", str(options.trials)]
+        if options.shape is not None:
+            parts += ["--shape", ",".join(map(str, options.shape))]
+        for name, shape in options.arg_shapes:
+            parts += ["--shape", f"{name}={','.join(map(str, shape))}"]
     if options.method != "central":
         parts += ["--method", options.method]
     if options.dtype != "float64":
@@ -825,7 +851,7 @@ class _Points:
                 raise _Skip(f"--input value {x[bad]} at {list(bad)} is outside {first.name}'s domain "
                             f"({inputs.DOMAIN_TEXT[first.domain]}); give inputs inside it")
         elif act is not None:
-            x = inputs.sample_domain(act.domain, opts.shape, rng, act.kinks)
+            x = inputs.sample_domain(act.domain, opts.point_shape, rng, act.kinks)
         else:
             x = None
         if loss is None or not with_target:
@@ -1100,6 +1126,11 @@ def prepare_spec(text: str, options: CheckOptions, registry: Registry) -> Spec:
 
 def check_explicit_input(spec: Spec, options: CheckOptions) -> None:
     """An explicit --input outside the checked function's domain is a usage error."""
+    if spec.layer is not None and (options.input is not None or options.target is not None):
+        raise UsageError(
+            f"--input and --target give one array, but the layer '{spec.layer.name}' takes several "
+            f"({', '.join(a.name for a in spec.layer.layer.signature.args) if spec.layer.layer else ''}); "
+            f"its points are drawn at random: choose them with --seed and --shape NAME=...")
     first = spec.activation or spec.loss
     if options.input is None or first is None:
         return
@@ -1124,8 +1155,32 @@ def check_spec(spec: Spec, options: CheckOptions, registry: Registry,
         return _check_spec(spec, options, registry, {} if activation_rows is None else activation_rows)
 
 
+def _layer_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
+    """A layer's rows, one per argument; with a loss, also the loss's gradient and the chain rows."""
+    from gradcheck_cli import jacobians, models
+
+    assert spec.layer is not None
+    shapes = dict(options.arg_shapes)
+    reproduce = reproduce_command(spec.text, options, spec)
+    layer = models.layer_model(spec.layer, options.shape, shapes)
+    judged = [layer]
+    if spec.loss is not None:
+        try:  # the loss is checked at the layer's output shape; a layer that cannot run has its ERROR rows
+            judged.append(models.loss_model(spec.loss, jacobians.output_shape(layer, options.seed, options.dtype), {}))
+        except jacobians.Refused:
+            pass
+        judged.append(models.chain_model(layer, spec.loss))
+    rows: list[CheckResult] = []
+    for model in judged:
+        rows += jacobians.check_model(spec.text, model, options.seed, options.n_random, options.method, options.dtype,
+                                      options.tolerance, reproduce)
+    return rows
+
+
 def _check_spec(spec: Spec, options: CheckOptions, registry: Registry,
                 activation_rows: dict[str, list[CheckResult]]) -> list[CheckResult]:
+    if spec.layer is not None:
+        return _layer_rows(spec, options)
     points = _Points(spec, options)
     parts: list[_Part] = []
     rows: list[CheckResult] = []

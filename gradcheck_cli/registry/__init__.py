@@ -13,16 +13,19 @@ import numbers
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gradcheck_cli.errors import PluginError, UsageError, suggest
+
+if TYPE_CHECKING:
+    from gradcheck_cli.registry.styles import Style
 
 ACTIVATION_CONVENTIONS = ("jacobian", "vjp", "jvp", "derivative", "derivative_of_output", "backward")
 LOSS_CONVENTIONS = ("gradient",)
 SECOND_ORDER = ("derivative2",)
 DOMAINS = ("real", "positive", "unit")
 TARGETS = ("real", "onehot", "probabilities", "binary", "positive")
-KINDS = ("activation", "loss")
+KINDS = ("activation", "loss", "layer")
 
 # Matched with fullmatch: '$' would also match before a final newline, letting "abc\n" in.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?")
@@ -71,6 +74,8 @@ class FunctionSpec:
     fix: str | None = None
     second: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    layer: Style | None = None
+    """For ``kind="layer"``: the bound code, its signature (arguments, outputs, constants)."""
 
     @property
     def conventions(self) -> tuple[str, ...]:
@@ -179,7 +184,7 @@ class Registry:
                 f"'{name}' is {'an' if spec.kind == 'activation' else 'a'} {spec.kind}, but "
                 f"{'an' if kind == 'activation' else 'a'} {kind} was "
                 f"expected here. "
-                f"A pair is written ACTIVATION+LOSS, e.g. 'softmax+cross_entropy'."
+                f"A pair is written ACTIVATION+LOSS or LAYER+LOSS, e.g. 'softmax+cross_entropy' or 'dense+mse'."
             )
         raise UsageError(
             f"Unknown {what}name '{name}'.{suggest(name, pool)} "
@@ -420,3 +425,163 @@ def register_fused(activation: str, loss: str, *, gradient: Callable[[Any, Any],
     fused = FusedSpec(activation, loss, gradient, formula, origin)
     registry.add_fused(fused)
     return fused
+
+
+def _layer_args(name: str, where: str, args: object) -> tuple[Any, ...]:
+    from gradcheck_cli.registry.styles import Arg
+
+    if not isinstance(args, Mapping):
+        raise PluginError(f"'{name}'{where}: args= must map each argument name, in call order, to its default "
+                          f"shape, e.g. {{'x': (4, 5), 'w': (5, 3), 'b': (3,)}}; got {type(args).__name__} {args!r}.")
+    out = []
+    for arg, value in args.items():
+        if not isinstance(arg, str) or not arg.isidentifier():
+            raise PluginError(f"'{name}'{where}: args: {arg!r} is not an argument name (a Python identifier).")
+        domain = "real"
+        shape = value
+        if isinstance(value, Mapping):
+            unknown = sorted(set(map(str, value)) - {"shape", "domain"})
+            if unknown or "shape" not in value:
+                raise PluginError(f"'{name}'{where}: args.{arg}: expected a shape or {{shape: [...], domain: "
+                                  f"real|positive|unit}}; got keys {sorted(map(str, value))}.")
+            shape, domain = value["shape"], value.get("domain", "real")
+            if domain not in DOMAINS:
+                raise PluginError(f"'{name}'{where}: args.{arg}.domain={domain!r} is not one of "
+                                  f"{', '.join(DOMAINS)}.{suggest(str(domain), DOMAINS)}")
+        dims = list(shape) if isinstance(shape, list | tuple) else None
+        if dims is None or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
+            raise PluginError(f"'{name}'{where}: args.{arg}: expected a shape, a list of positive integers such "
+                              f"as [4, 5] (or [] for a scalar); got {type(shape).__name__} {shape!r}.")
+        out.append(Arg(arg, tuple(dims), str(domain)))
+    return tuple(out)
+
+
+def _is_method(function: Any) -> bool:
+    """A bound method of an instance, or a plain function defined in a class body (takes self)."""
+    import inspect
+
+    from gradcheck_cli.registry.styles import class_of, owner_of
+
+    if owner_of(function) is not None:
+        return True
+    cls = class_of(function)
+    return cls is not None and inspect.isfunction(inspect.getattr_static(cls, function.__name__, None))
+
+
+def register_layer(name: str, forward: Callable[..., Any], *, backward: Callable[..., Any] | None = None,
+                   vjp: Callable[..., Any] | None = None, args: Mapping[str, Any] | None = None,
+                   kwargs: Mapping[str, Any] | None = None, outputs: tuple[str, ...] | list[str] = ("out",),
+                   params: Mapping[str, str] | None = None, init: Mapping[str, Any] | None = None,
+                   output_attr: str | None = None, grad_attr: str | None = None, stochastic: bool = False,
+                   formula: str = "", mistake: str | None = None, fix: str | None = None) -> FunctionSpec:
+    """Register a layer: named array arguments of any shape, parameters, one or more outputs.
+
+    Three styles, each checked as written (see :mod:`gradcheck_cli.registry.styles`):
+
+    - cache (CS231n): ``forward(*args, **kwargs) -> (out, cache)`` and
+      ``backward(dout, cache) -> (dx, dw, db)`` (a tuple in argument order, or a dict);
+    - vjp: ``forward(*args, **kwargs) -> out`` and ``vjp(*args, dout, **kwargs) -> (dx, dw, db)``;
+    - stateful: ``forward``/``backward`` are methods of a class (bound to an instance, or
+      unbound with ``init=`` for its constructor). The layer is built once and copied for
+      every call; ``params`` maps parameter paths to their gradients' paths
+      (``{"weights": "dweights"}`` or ``{"params[W]": "grads[W]"}``), ``output_attr`` and
+      ``grad_attr`` name attributes where forward/backward store their results.
+
+    ``args`` maps each input, in call order, to its default shape (or ``{"shape": [...],
+    "domain": "positive"}``); ``kwargs`` are constants passed by keyword to forward (copied
+    per call); ``outputs`` names forward's outputs; ``stochastic=True`` replays numpy's global
+    random state before every call, so that forward and backward see the same random draws.
+
+    Examples
+    --------
+    >>> register_layer("affine", affine_forward, backward=affine_backward,
+    ...                args={"x": (4, 5), "w": (5, 3), "b": (3,)})          # doctest: +SKIP
+    """
+    from gradcheck_cli.registry import styles
+
+    registry, origin = _target()
+    where = f" (registered by {origin})"
+    problem = _name_problem(name) if isinstance(name, str) else f"it is {type(name).__name__}, not a string"
+    if problem is not None:
+        raise PluginError(f"A layer name must be a string like 'affine' or 'affine@variant'; got {name!r}{where}: "
+                          f"{problem}. Rename it.")
+    name = str.__str__(name)
+    if (backward is None) == (vjp is None):
+        raise PluginError(f"'{name}'{where}: pass exactly one of backward= (cache style, or a stateful class's "
+                          f"backward method) and vjp= (vjp(*args, *douts) -> one gradient per argument).")
+    for key, fn in (("forward", forward), ("backward", backward), ("vjp", vjp)):
+        if fn is not None and not callable(fn):
+            raise PluginError(f"'{name}'{where}: {key}= must be callable; got {fn!r} of type {type(fn).__name__}.")
+    arguments = _layer_args(name, where, {} if args is None else args)
+    outs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    if not outs or not all(isinstance(o, str) and o.isidentifier() for o in outs) or len(set(outs)) != len(outs):
+        raise PluginError(f"'{name}'{where}: outputs= must name forward's outputs, distinct identifiers such as "
+                          f"['next_h', 'next_c']; got {outputs!r}.")
+    if kwargs is not None and not (isinstance(kwargs, Mapping) and all(isinstance(k, str) for k in kwargs)):
+        raise PluginError(f"'{name}'{where}: kwargs= must map keyword names to constants, e.g. "
+                          f"{{'conv_param': {{'stride': 1, 'pad': 1}}}}; got {kwargs!r}.")
+    for key, value in (("formula", formula), ("mistake", mistake), ("fix", fix)):
+        if value is not None and not isinstance(value, str):
+            raise PluginError(f"'{name}'{where}: {key}= must be a string; got {type(value).__name__}.")
+    stateful = backward is not None and _is_method(forward) and _is_method(backward)
+    if not stateful:
+        misplaced: tuple[tuple[str, object], ...] = (("params", params), ("init", init),
+                                                      ("output_attr", output_attr), ("grad_attr", grad_attr))
+        for key, given in misplaced:
+            if given:
+                raise PluginError(f"'{name}'{where}: {key}= belongs to a stateful layer (forward and backward "
+                                  f"methods of a class), but forward={forward!r} is a plain function. Remove "
+                                  f"{key}, or pass the class's methods (Layer.forward, Layer.backward).")
+    if stateful:
+        assert backward is not None
+        style: styles.Style = _stateful(name, where, origin, forward, backward, arguments, outs, kwargs, params, init,
+                                        output_attr, grad_attr, stochastic)
+        signature = style.signature
+    else:
+        signature = styles.Signature(arguments, outs, dict(kwargs or {}), bool(stochastic))
+        style = styles.Cache(signature, forward, backward) if backward is not None else \
+            styles.Vjp(signature, forward, vjp)  # type: ignore[arg-type]
+    if not signature.args:
+        raise PluginError(f"'{name}'{where}: no argument to differentiate: give args= (inputs and default shapes) "
+                          f"or params= (for a stateful layer).")
+    spec = FunctionSpec(name=name, kind="layer", forward=style.forward, derivatives={style.name: style.pullback},
+                        formula=formula, origin=origin, mistake=mistake, fix=fix, layer=style)
+    registry.add(spec)
+    return spec
+
+
+def _stateful(name: str, where: str, origin: str, forward: Callable[..., Any], backward: Callable[..., Any],
+              arguments: tuple[Any, ...], outs: tuple[str, ...], kwargs: Mapping[str, Any] | None,
+              params: Mapping[str, str] | None, init: Mapping[str, Any] | None, output_attr: str | None,
+              grad_attr: str | None, stochastic: bool) -> Style:
+    """A stateful layer's style: its prototype instance, and its parameters as arguments."""
+    import copy
+
+    from gradcheck_cli.registry import styles
+
+    prototype = styles.build_prototype(name, origin, forward, init)
+    if styles.owner_of(backward) not in (None, prototype):
+        raise PluginError(f"'{name}'{where}: forward= and backward= are methods of two different instances; "
+                          f"pass both methods of one instance (or of the class, with init=).")
+    try:
+        copy.deepcopy(prototype)
+    except Exception as exc:
+        raise PluginError(f"'{name}'{where}: the layer instance cannot be deep-copied ({type(exc).__name__}: "
+                          f"{exc}); gradcheck runs every call on a fresh copy of it, so that no state "
+                          f"leaks between calls. Make it copyable.") from exc
+    param_args = []
+    for path, grad_path in (params or {}).items():
+        try:
+            styles.parse_path(str(path))
+            styles.parse_path(str(grad_path))
+            value = styles.read_path(prototype, str(path))
+        except (ValueError, styles.LayerError) as exc:
+            raise PluginError(f"'{name}'{where}: params: {exc}.") from exc
+        shape = getattr(value, "shape", None)
+        if not isinstance(shape, tuple) or getattr(value, "dtype", None) is None or value.dtype.kind != "f":
+            raise PluginError(f"'{name}'{where}: params: '{path}' is {type(value).__name__}, not a float array; "
+                              f"a parameter is an array the layer's forward reads (e.g. self.weights).")
+        param_args.append(styles.Arg(str(path), tuple(int(d) for d in shape), "real", styles.PARAM))
+    signature = styles.Signature((*arguments, *param_args), outs, dict(kwargs or {}), bool(stochastic))
+    return styles.Stateful(signature, prototype, forward.__name__, backward.__name__,
+                           {str(k): str(v) for k, v in (params or {}).items()}, output_attr, grad_attr)

@@ -6,8 +6,10 @@ each row has ``check``, ``component``, ``convention``, ``verdict``, ``max_abs_er
 abs_err / tolerance), ``worst_index``, ``analytic``, ``numeric`` and ``noise`` at the
 worst entry, ``diagnosis``, ``method``, ``seed``, ``trial``, ``shape``, ``trials``,
 ``origin``, ``reproduce``, ``notes``, and for FAIL rows ``input``, ``target``,
-``heatmap`` and ``worst_entries`` (null or empty otherwise). Non-finite numbers are
-written as strings ("inf", "nan").
+``heatmap`` and ``worst_entries`` (null or empty otherwise). Rows of layers also name
+the argument, ``wrt`` (``"w"``; empty for activations and losses), and the worst entry,
+``worst_entry`` (``"dout[1,2]/dw[0,3]"``); their ``worst_index`` is the output's index
+followed by the argument's. Non-finite numbers are written as strings ("inf", "nan").
 """
 
 from __future__ import annotations

@@ -77,13 +77,16 @@ def _num(value: float | None) -> str:
 
 
 def _component(row: CheckResult) -> str:
+    text = f"{row.component} wrt {row.wrt}" if row.wrt else row.component
     if row.convention and row.convention != row.component:
-        return f"{row.component} ({row.convention})"
-    return row.component
+        return f"{text} ({row.convention})"
+    return text
 
 
 def _index(row: CheckResult) -> str:
     idx = row.worst_index
+    if row.worst_entry:
+        return row.worst_entry
     if idx is None:
         return "-"
     if len(idx) == 4:

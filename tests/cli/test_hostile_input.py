@@ -77,8 +77,9 @@ def test_integer_options_and_shape_take_ascii_digits_only(tmp_path: Path) -> Non
     cases = {("--seed", "٤"): "expected a whole number written in ASCII digits 0-9, e.g. 3; got '٤'",
              ("--trials", "4_0"): "expected a whole number written in ASCII digits 0-9, e.g. 3; got '4_0'",
              ("--jobs", "３"): "expected a whole number written in ASCII digits 0-9, e.g. 3; got '３'",
-             ("--shape", "٤,١٠"): "--shape expects two positive integers B,K (batch rows, features) written in "
-                                 "ASCII digits 0-9, e.g. --shape 4,10; got '٤,١٠'"}
+             ("--shape", "٤,١٠"): "--shape expects positive integers separated by commas, B,K (batch rows, "
+                                 "features) for activations and losses or any rank for layers (2,3,8,8), "
+                                 "written in ASCII digits 0-9, e.g. --shape 4,10; got '٤,١٠'"}
     procs = {args: start(tmp_path, "run", "softmax", *args) for args in cases}
     for args, proc in procs.items():
         code, _, err = finish(proc)

@@ -151,12 +151,12 @@ ERRORS = [
         defaults:
           shape: 4
         checks: [softmax]
-        """, 3, "defaults.shape", r"shape expects two positive integers B,K .*e\.g\. shape: \[4, 10\]; got int 4"),
+        """, 3, "defaults.shape", r"shape expects positive integers .*e\.g\. shape: \[4, 10\]; got int 4"),
     ("shape_zero", """\
         version: 1
         checks:
           - {spec: softmax, shape: [0, 3]}
-        """, 3, "checks[0].shape", r"two positive integers"),
+        """, 3, "checks[0].shape", r"positive integers separated by commas"),
     ("shape_arabic_indic_digits", """\
         version: 1
         checks:

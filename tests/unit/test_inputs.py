@@ -63,15 +63,16 @@ def test_parse_matrix_names_the_option() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("4,10", (4, 10)), ("3, 5", (3, 5)), ("5", (1, 5)), ((2, 7), (2, 7)), ([1, 1], (1, 1))],
+    [("4,10", (4, 10)), ("3, 5", (3, 5)), ("5", (5,)), ((2, 7), (2, 7)), ([1, 1], (1, 1)), ("1,2,3", (1, 2, 3)),
+     ("2,3,8,8", (2, 3, 8, 8))],
 )
-def test_parse_shape_good(text: str | tuple[int, ...] | list[int], expected: tuple[int, int]) -> None:
+def test_parse_shape_good(text: str | tuple[int, ...] | list[int], expected: tuple[int, ...]) -> None:
     assert inputs.parse_shape(text) == expected
 
 
-@pytest.mark.parametrize("text", ["0,3", "3,0", "-1,4", "abc", "", "1,2,3", "2.5,3", "4,10,", "a,b", (0, 2), []])
+@pytest.mark.parametrize("text", ["0,3", "3,0", "-1,4", "abc", "", "2.5,3", "4,10,", "a,b", (0, 2), []])
 def test_parse_shape_malformed(text: str | tuple[int, ...] | list[int]) -> None:
-    with pytest.raises(UsageError, match=r"--shape expects two positive integers B,K .*e\.g\. --shape 4,10; got"):
+    with pytest.raises(UsageError, match=r"--shape expects positive integers .*B,K .*e\.g\. --shape 4,10; got"):
         inputs.parse_shape(text)
 
 

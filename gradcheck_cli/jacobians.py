@@ -1,0 +1,421 @@
+"""Check a model's derivative with respect to each of its arguments: one row per argument.
+
+The stages, per trial: sample a point (one array per argument, constants after), call
+the forward once through the harness (:class:`Harness`: dtype, replayed random state,
+in-place and determinism checks, user exceptions as messages), build the analytic
+Jacobian of every output with respect to each argument from the user's backward (one
+upstream basis vector per output entry), estimate the same Jacobian numerically
+(:func:`gradcheck_cli.numdiff.estimate` on the flattened argument), compare. Rows are
+built from the worst trial of each argument: PASS, KINK (the forward has a kink there and
+the analytic value lies between its one-sided slopes), FAIL with a diagnosis
+(:func:`gradcheck_cli.diagnose.diagnose_argument`), or ERROR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gradcheck_cli import floating, inputs, numdiff
+from gradcheck_cli.compare import Comparison, Tolerance, compare
+from gradcheck_cli.diagnose import ArgumentEvidence, diagnose_argument, entry_name
+from gradcheck_cli.models import Model, Point
+from gradcheck_cli.registry.styles import LayerError
+from gradcheck_cli.results import CheckResult, Verdict
+
+Array = NDArray[np.float64]
+# Above this many Jacobian entries per argument (summed over outputs) a check would hold
+# too much: refuse with a message naming smaller shapes.
+MAX_ENTRIES = 4_000_000
+MAX_OUTPUTS = 20_000
+
+
+class Refused(Exception):
+    """The model cannot be checked at this point; the message says why (an ERROR row)."""
+
+
+@dataclass
+class Harness:
+    """Every call into user code: inputs in the checked dtype, numpy's random state replayed
+    for stochastic code, floating-point warnings recorded, exceptions turned into messages."""
+
+    model: Model
+    dtype: np.dtype[Any]
+    state: Any = None
+    warnings: list[str] = field(default_factory=list)
+
+    def cast(self, value: Any) -> Any:
+        arr = np.asarray(value)
+        if self.dtype != np.float64 and arr.dtype.kind == "f":
+            return arr.astype(self.dtype)
+        return arr.copy() if isinstance(value, np.ndarray) else value
+
+    def point(self, point: Point) -> Point:
+        return {k: self.cast(v) for k, v in point.items()}
+
+    def __call__(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.state is not None:
+            np.random.set_state(self.state)
+        try:
+            with floating.recording(self.warnings):
+                return fn(*args)
+        except (LayerError, Refused) as exc:
+            raise Refused(str(exc)) from exc
+        except Exception as exc:  # user code: any exception becomes a report
+            raise Refused(f"{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _numbers(value: Any, what: str) -> Array:
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # a ragged list, an object numpy refuses
+        raise Refused(f"{what} returned {type(value).__name__}, not an array: {exc}") from exc
+    if arr.dtype.kind not in "fiub":
+        raise Refused(f"{what} returned an array of dtype {arr.dtype}, expected numbers")
+    return arr.astype(np.float64)
+
+
+@dataclass
+class _Worst:
+    """The worst trial so far of one argument."""
+
+    ratio: float = -1.0
+    trial: int = 0
+    comparison: Comparison | None = None
+    analytic: Array | None = None
+    numeric: numdiff.Estimate | None = None
+    evaluator: numdiff.Evaluator | None = None
+    x: Array | None = None
+    others: dict[str, Array] = field(default_factory=dict)
+    out_shapes: tuple[tuple[int, ...], ...] = ()
+
+
+@dataclass
+class _ArgState:
+    name: str
+    shape: tuple[int, ...]
+    worst: _Worst = field(default_factory=_Worst)
+    wrong_shape: str = ""
+    error: str = ""
+    changed_upstream: str = ""
+
+
+class Check:
+    """Judge one model over the trials of a run; ``rows()`` gives one row per argument."""
+
+    def __init__(self, check: str, model: Model, seed: int, trials: int, method: str, dtype: str,
+                 tolerance: Tolerance, reproduce: str = "", edges: bool = False) -> None:
+        self.check, self.model = check, model
+        self.seed, self.n_trials, self.method, self.dtype = seed, trials, method, dtype
+        self.tolerance, self.reproduce, self.edges = tolerance, reproduce, edges
+        self.args = {a.name: _ArgState(a.name, a.shape) for a in model.args}
+        self.error = ""
+        self.notes: list[str] = list(model.notes)
+
+    # --- sampling ------------------------------------------------------------------------
+
+    def sample(self, t: int, harness: Harness) -> Point:
+        """The point of trial ``t``: each argument from its domain, then the constants."""
+        rng = np.random.default_rng([self.seed, t, 7])
+        point: Point = {}
+        for a in self.model.args:
+            x = inputs.sample_domain(a.domain, a.shape, rng, self.model.kinks)  # type: ignore[arg-type]
+            point[a.name] = x.astype(self.dtype).astype(np.float64) if self.dtype != "float64" else x
+        if self.model.constants is not None:
+            point.update(harness("forward", self.model.constants, harness.point(point), rng))
+        return point
+
+    # --- one trial -----------------------------------------------------------------------
+
+    def step(self, t: int) -> None:
+        if self.error:
+            return
+        harness = Harness(self.model, np.dtype(self.dtype))
+        saved = np.random.get_state()
+        try:
+            if self.model.stochastic:
+                np.random.seed([self.seed, t])
+                harness.state = np.random.get_state()
+            self._trial(t, harness)
+        except Refused as exc:
+            self.error = str(exc)
+        finally:
+            np.random.set_state(saved)
+
+    def _trial(self, t: int, harness: Harness) -> None:
+        point = self.sample(t, harness)
+        out_shapes, analytic = self._analytic(point, harness)
+        for a in self.model.args:
+            state = self.args[a.name]
+            if state.error or state.wrong_shape or a.name not in analytic:
+                continue
+            try:
+                est, evaluator, x = self._numeric(point, a.name, a.domain, harness, out_shapes)
+            except numdiff.EvaluationError as exc:
+                self.error = f"forward {exc}"
+                return
+            comp = compare(analytic[a.name], est.value, est.error, self.tolerance)
+            if comp.max_ratio > state.worst.ratio:
+                keep = not comp.passed
+                state.worst = _Worst(comp.max_ratio, t, comp, analytic[a.name] if keep else None,
+                                     est if keep else None, evaluator if keep else None, x if keep else None,
+                                     {}, out_shapes)
+                if keep:
+                    state.worst.others = self._numeric_others(point, a.name, harness, out_shapes)
+
+    def _outputs(self, raw: tuple[Any, ...], what: str) -> list[Array]:
+        outs = [_numbers(o, f"{what} ({name})") for o, name in zip(raw, self.model.outputs, strict=True)]
+        for o, name in zip(outs, self.model.outputs, strict=True):
+            if not np.all(np.isfinite(o)):
+                idx = tuple(int(i) for i in np.argwhere(~np.isfinite(o))[0])
+                raise Refused(f"forward returned {o[idx]} at {name}{list(idx)}; the check needs finite outputs "
+                              f"(inputs are drawn from each argument's domain: declare domain: positive or "
+                              f"unit in args if the function needs it)")
+        return outs
+
+    def _analytic(self, point: Point, harness: Harness) -> tuple[tuple[tuple[int, ...], ...], dict[str, Array]]:
+        """Outputs' shapes and, per argument, the analytic Jacobian (M, N) from the backward."""
+        given = harness.point(point)
+        raw, back = harness("forward", self.model.pullback, given)
+        for name in given:
+            if name in point and not floating.same_values(np.asarray(given[name]),
+                                                          np.asarray(point[name]).astype(harness.dtype)):
+                raise Refused(f"forward changes its argument {name} in place; callers' arrays would be corrupted. "
+                              f"Work on a copy ({name} = {name}.copy())")
+        outs = self._outputs(tuple(raw), "forward")
+        again = self._outputs(tuple(harness("forward", self.model.forward, harness.point(point))), "forward")
+        if not all(floating.same_values(a, b) for a, b in zip(outs, again, strict=True)):
+            hint = ("it is marked stochastic, so it may draw only from numpy's global random state (np.random.*), "
+                    "which gradcheck replays" if self.model.stochastic else
+                    "if it draws random numbers (dropout), mark it stochastic: true")
+            raise Refused(f"forward is not deterministic: two calls at the same point gave different outputs; {hint}")
+        shapes = tuple(o.shape for o in outs)
+        sizes = [o.size for o in outs]
+        m = sum(sizes)
+        if m > MAX_OUTPUTS:
+            raise Refused(f"the outputs have {m:,} entries; the check builds the Jacobian from one backward call "
+                          f"per output entry (at most {MAX_OUTPUTS:,}); use smaller shapes (--shape NAME=...)")
+        jac: dict[str, Array] = {}
+        for a in self.model.args:
+            size = int(np.prod(self.args[a.name].shape, dtype=np.int64))
+            if m * size > MAX_ENTRIES:
+                raise Refused(f"the Jacobian with respect to {a.name} has {m * size:,} entries (more than "
+                              f"{MAX_ENTRIES:,}); use smaller shapes (--shape {a.name}=...)")
+            jac[a.name] = np.zeros((m, size))
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        for row in range(m):
+            which = int(np.searchsorted(offsets, row, side="right") - 1)
+            douts = []
+            for i, o in enumerate(outs):
+                d = np.zeros(o.shape, dtype=harness.dtype)
+                if i == which:
+                    d.ravel()[row - offsets[i]] = 1.0
+                douts.append(d)
+            sent = [d.copy() for d in douts]
+            grads = harness("backward", self._call_back, back, tuple(douts))
+            self._upstream_kept(sent, douts)
+            for a in self.model.args:
+                state = self.args[a.name]
+                if state.wrong_shape or a.name not in jac:
+                    continue
+                g = _numbers(grads[a.name], f"backward (d{a.name})") if grads[a.name] is not None else None
+                if g is None or g.shape != state.shape:
+                    got = "None" if g is None else f"shape {g.shape}"
+                    state.wrong_shape = (f"d{a.name} has {got}, but {a.name} has shape {state.shape}: the gradient "
+                                         f"of an argument has the argument's shape")
+                    del jac[a.name]
+                    continue
+                jac[a.name][row] = g.ravel()
+        return shapes, jac
+
+    @staticmethod
+    def _call_back(back: Callable[[tuple[Any, ...]], dict[str, Any]], douts: tuple[Any, ...]) -> dict[str, Any]:
+        return back(douts)
+
+    def _upstream_kept(self, sent: list[Array], douts: list[Array]) -> None:
+        for name, before, after in zip(self.model.outputs, sent, douts, strict=True):
+            if not floating.same_values(before, after):
+                for a in self.args.values():
+                    a.changed_upstream = a.changed_upstream or (
+                        f"backward changes its upstream gradient d{name} in place (the caller's array: e.g. "
+                        f"'d{name} += ...'), so the caller's gradient is corrupted after the call. Work on a copy "
+                        f"(d{name} = d{name} + ...)")
+                return
+
+    def _numeric(self, point: Point, name: str, domain: str, harness: Harness,
+                 out_shapes: tuple[tuple[int, ...], ...]) -> tuple[numdiff.Estimate, numdiff.Evaluator, Array]:
+        """The numerical Jacobian of every output with respect to argument ``name``, (M, N)."""
+        shape = self.args[name].shape
+        x = np.asarray(point[name], dtype=np.float64).reshape(1, -1)
+        f = self._flat_forward(point, name, shape, harness)
+        scale = inputs.step_scale(x, domain)
+        evaluator = numdiff.Evaluator(f, x, scale, self.dtype)
+        est = numdiff.estimate(f, x, scale, self.method, evaluator, self.dtype)
+        return est, evaluator, x
+
+    def _flat_forward(self, point: Point, name: str, shape: tuple[int, ...],
+                      harness: Harness) -> Callable[[Any], Array]:
+        model = self.model
+        rest = {k: v for k, v in point.items() if k != name}
+
+        def one(v: Any) -> Array:
+            moved = dict(rest)
+            moved[name] = np.asarray(v).reshape(shape)
+            outs = harness("forward", model.forward, harness.point(moved))
+            return np.concatenate([_numbers(o, "forward").ravel() for o in outs])
+
+        def f(v: Any) -> Array:
+            v = np.asarray(v)
+            if v.ndim == 3:  # a stack of points from the evaluator: one call each
+                return np.stack([one(p) for p in v])
+            try:
+                return one(v)
+            except Refused as exc:
+                raise numdiff.EvaluationError(str(exc)) from exc
+
+        return f
+
+    def _numeric_others(self, point: Point, name: str, harness: Harness,
+                        out_shapes: tuple[tuple[int, ...], ...]) -> dict[str, Array]:
+        """Numerical Jacobians of the other arguments of the same shape: a diagnosis of
+        gradients swapped between arguments needs them."""
+        out: dict[str, Array] = {}
+        for a in self.model.args:
+            if a.name != name and self.args[a.name].shape == self.args[name].shape:
+                try:
+                    out[a.name] = self._numeric(point, a.name, a.domain, harness, out_shapes)[0].value
+                except (numdiff.EvaluationError, Refused):
+                    continue
+        return out
+
+    # --- rows ----------------------------------------------------------------------------
+
+    def rows(self) -> list[CheckResult]:
+        return [self._row(state) for state in self.args.values()]
+
+    def _base(self, state: _ArgState) -> CheckResult:
+        return CheckResult(check=self.check, component=self.model.component, verdict=Verdict.PASS,
+                           convention=self.model.convention, shape=state.shape, trials=self.n_trials,
+                           method=self.method, seed=self.seed, origin=self.model.origin, reproduce=self.reproduce,
+                           wrt=state.name, notes=tuple(self.notes))
+
+    def _row(self, state: _ArgState) -> CheckResult:
+        base = self._base(state)
+        if self.error:
+            return replace(base, verdict=Verdict.ERROR, diagnosis=self.error)
+        if state.wrong_shape:
+            return replace(base, verdict=Verdict.FAIL, diagnosis=state.wrong_shape)
+        worst = state.worst
+        comp = worst.comparison
+        if comp is None:
+            return replace(base, verdict=Verdict.ERROR, diagnosis="no trial reached this argument")
+        figures: dict[str, Any] = dict(
+            max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err, tolerance=comp.worst.tolerance,
+            ratio=comp.max_ratio, analytic=comp.worst.analytic, numeric=comp.worst.numeric,
+            noise=comp.worst.error, trial=worst.trial,
+            worst_index=_worst_index(comp.worst.index, worst.out_shapes, state.shape),
+            worst_entry=_labeller(self.model.outputs, worst.out_shapes, state.name, state.shape)(comp.worst.index))
+        if comp.passed:
+            if state.changed_upstream:
+                return replace(base, verdict=Verdict.FAIL, diagnosis=state.changed_upstream, **figures)
+            return replace(base, **figures)
+        assert worst.analytic is not None and worst.numeric is not None and worst.x is not None
+        label = _labeller(self.model.outputs, worst.out_shapes, state.name, state.shape)
+        kink = self._kink(worst, comp, label)
+        if kink:
+            return replace(base, verdict=Verdict.KINK, diagnosis=kink, **figures)
+        evidence = ArgumentEvidence(worst.analytic, worst.numeric.value, worst.numeric.error, self.tolerance, comp,
+                                    state.name, state.shape, label, worst.others, self.model.outputs)
+        diagnosis = diagnose_argument(evidence)
+        if state.changed_upstream:
+            diagnosis = f"{diagnosis}; also, {state.changed_upstream}"
+        entries = tuple(f"{label(e.index)}: analytic {e.analytic:.6g} vs numeric {e.numeric:.6g}" for e in comp.bad)
+        return replace(base, verdict=Verdict.FAIL, diagnosis=diagnosis, worst_entries=entries, **figures)
+
+    def _kink(self, worst: _Worst, comp: Comparison, label: Callable[[tuple[int, int]], str]) -> str | None:
+        """A kink explains the failure when every failing column's one-sided slopes differ and
+        the analytic entry lies between them (the derivative there is a subgradient)."""
+        assert worst.evaluator is not None and worst.numeric is not None and worst.x is not None
+        assert worst.analytic is not None
+        mask = comp.bad_mask
+        if mask is None:
+            return None
+        cols = np.flatnonzero(mask.any(axis=0))
+        h = worst.numeric.step.ravel()
+        try:
+            left, right = numdiff.one_sided(worst.evaluator, worst.x, h.reshape(worst.x.shape))
+        except numdiff.EvaluationError:
+            return None
+        a = worst.analytic
+        tol = self.tolerance.entries(worst.numeric.value, worst.numeric.error, a)
+        for j in cols:
+            rows = np.flatnonzero(mask[:, j])
+            lo = np.minimum(left[rows, j], right[rows, j]) - tol[rows, j]
+            hi = np.maximum(left[rows, j], right[rows, j]) + tol[rows, j]
+            jump = np.abs(left[rows, j] - right[rows, j]) > tol[rows, j]
+            if not (np.all(jump) and np.all((a[rows, j] >= lo) & (a[rows, j] <= hi))):
+                return None
+        e = comp.worst
+        row, col = e.index
+        return (f"{label(e.index)}: the forward has a kink at this point (one-sided slopes {left[row, col]:.6g} and "
+                f"{right[row, col]:.6g}); the analytic value {e.analytic:.6g} lies between them, a valid subgradient")
+
+
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+
+
+def _locate(row: int, out_shapes: tuple[tuple[int, ...], ...]) -> tuple[int, tuple[int, ...]]:
+    start = 0
+    for k, s in enumerate(out_shapes):
+        size = int(np.prod(s, dtype=np.int64))
+        if row < start + size:
+            return k, _unravel(row - start, s)
+        start += size
+    return len(out_shapes) - 1, ()
+
+
+def _worst_index(index: tuple[int, int], out_shapes: tuple[tuple[int, ...], ...],
+                 arg_shape: tuple[int, ...]) -> tuple[int, ...]:
+    _, out_idx = _locate(index[0], out_shapes)
+    return (*out_idx, *_unravel(index[1], arg_shape))
+
+
+def _labeller(outputs: tuple[str, ...], out_shapes: tuple[tuple[int, ...], ...], name: str,
+              shape: tuple[int, ...]) -> Callable[[tuple[int, int]], str]:
+    def label(index: tuple[int, int]) -> str:
+        k, out_idx = _locate(index[0], out_shapes)
+        return entry_name(outputs[k], out_idx, name, _unravel(index[1], shape))
+
+    return label
+
+
+def check_model(check: str, model: Model, seed: int, trials: int, method: str, dtype: str, tolerance: Tolerance,
+                reproduce: str = "") -> list[CheckResult]:
+    """Every argument's row of one model, over ``trials`` trials."""
+    judge = Check(check, model, seed, trials, method, dtype, tolerance, reproduce)
+    with floating.own_errstate():
+        for t in range(trials):
+            judge.step(t)
+    return judge.rows()
+
+
+
+def output_shape(model: Model, seed: int, dtype: str) -> tuple[int, ...]:
+    """The shape of the model's first output at the point of trial 0."""
+    judge = Check("", model, seed, 1, "central", dtype, Tolerance())
+    harness = Harness(model, np.dtype(dtype))
+    saved = np.random.get_state()
+    try:
+        if model.stochastic:
+            np.random.seed([seed, 0])
+            harness.state = np.random.get_state()
+        point = judge.sample(0, harness)
+        outs = harness("forward", model.forward, harness.point(point))
+        return tuple(_numbers(outs[0], "forward").shape)
+    finally:
+        np.random.set_state(saved)

@@ -1,0 +1,152 @@
+"""Entries as functions of named arrays: the model the per-argument checks work on.
+
+A :class:`Model` is what :mod:`gradcheck_cli.jacobians` checks: named differentiable
+arguments of any shape (:class:`~gradcheck_cli.registry.styles.Arg`), constants such as
+targets, named outputs, ``forward(point)`` and ``pullback(point)``. Layers are models as
+registered; a loss is one of its prediction (the target a constant); ``LAYER+LOSS`` chains
+a layer into a loss, the upstream gradient of the layer being the loss's gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gradcheck_cli import inputs
+from gradcheck_cli.registry import FunctionSpec
+from gradcheck_cli.registry.styles import INPUT, Arg, LayerError, by_argument
+
+Array = NDArray[np.float64]
+Point = dict[str, Any]
+Back = Callable[[tuple[Any, ...]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Model:
+    """A checked function of named arrays.
+
+    ``pullback(point)`` returns the outputs at ``point`` and ``back(douts)``, which gives
+    the user's gradients by argument name (values unchecked: shapes are judged later).
+    ``constants(point, outputs, rng)`` adds what is not differentiated (a loss's target).
+    """
+
+    name: str
+    component: str
+    convention: str
+    args: tuple[Arg, ...]
+    outputs: tuple[str, ...]
+    forward: Callable[[Point], tuple[Any, ...]]
+    pullback: Callable[[Point], tuple[tuple[Any, ...], Back]]
+    stochastic: bool = False
+    constants: Callable[[Point, np.random.Generator], Point] | None = None
+    kinks: tuple[float, ...] = ()
+    origin: str = "builtin"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def shapes_for(args: tuple[Arg, ...], shape: tuple[int, ...] | None,
+               arg_shapes: Mapping[str, tuple[int, ...]]) -> tuple[Arg, ...]:
+    """The arguments at the shapes of this run: ``--shape NAME=...`` per argument, a bare
+    ``--shape`` for the first input, each entry's own default otherwise."""
+    out = []
+    first = next((a.name for a in args if a.role == INPUT), None)
+    for a in args:
+        new = arg_shapes.get(a.name, shape if (a.name == first and shape is not None) else a.shape)
+        out.append(Arg(a.name, tuple(new), a.domain, a.role))
+    return tuple(out)
+
+
+def layer_model(spec: FunctionSpec, shape: tuple[int, ...] | None,
+                arg_shapes: Mapping[str, tuple[int, ...]]) -> Model:
+    """A registered layer as a model."""
+    style = spec.layer
+    assert style is not None
+    sig = style.signature
+    names = sig.names
+
+    def pullback(point: Point) -> tuple[tuple[Any, ...], Back]:
+        outs, back = style.pullback(point)
+
+        def by_name(douts: tuple[Any, ...]) -> dict[str, Any]:
+            raw = back(douts)
+            # The stateful style answers by name already (inputs from the return, parameters
+            # from attributes); the others return what the user's backward returned.
+            return raw if isinstance(raw, dict) and set(raw) == set(names) and style.name.endswith("(stateful)") \
+                else by_argument(raw, names, "backward" if "backward" in style.name else "vjp")
+
+        return outs, by_name
+
+    return Model(spec.name, "jacobian", style.name, shapes_for(sig.args, shape, arg_shapes), sig.outputs,
+                 style.forward, pullback, sig.stochastic, origin=spec.origin, notes=spec.notes)
+
+
+def _target_for(loss: FunctionSpec, pred: Array, rng: np.random.Generator) -> Array:
+    """A target of the loss's kind, of the prediction's shape (classes along the last axis)."""
+    flat = pred.reshape(-1, pred.shape[-1]) if pred.ndim >= 1 else pred.reshape(1, 1)
+    target = inputs.sample_target(loss.target or "real", (flat.shape[0], flat.shape[1]), rng)
+    return target.reshape(pred.shape)
+
+
+def _loss_value(loss: FunctionSpec, pred: Any, target: Any) -> Any:
+    return loss.forward(pred, target)
+
+
+def _loss_gradient(loss: FunctionSpec, pred: Any, target: Any) -> Any:
+    return loss.derivatives["gradient"](pred, target)
+
+
+def loss_model(spec: FunctionSpec, shape: tuple[int, ...] | None,
+               arg_shapes: Mapping[str, tuple[int, ...]]) -> Model:
+    """A loss as a function of its prediction; the target is a constant of each point."""
+    pred_shape = arg_shapes.get("pred", shape if shape is not None else (4, 10))
+    args = (Arg("pred", tuple(pred_shape), spec.domain),)
+
+    def constants(point: Point, rng: np.random.Generator) -> Point:
+        return {"target": _target_for(spec, np.asarray(point["pred"]), rng)}
+
+    def forward(point: Point) -> tuple[Any, ...]:
+        return (_loss_value(spec, point["pred"], point["target"]),)
+
+    def pullback(point: Point) -> tuple[tuple[Any, ...], Back]:
+        outs = forward(point)
+
+        def back(douts: tuple[Any, ...]) -> dict[str, Any]:
+            g = _loss_gradient(spec, point["pred"], point["target"])
+            return {"pred": np.asarray(g) * np.asarray(douts[0])}
+
+        return outs, back
+
+    return Model(spec.name, "gradient", "gradient", args, ("loss",), forward, pullback, constants=constants,
+                 kinks=spec.kinks, origin=spec.origin)
+
+
+def chain_model(first: Model, loss: FunctionSpec) -> Model:
+    """``loss(first(point), target)``: its gradient by the chain rule through ``first``'s backward."""
+    if len(first.outputs) != 1:
+        raise LayerError(f"{first.name} has {len(first.outputs)} outputs ({', '.join(first.outputs)}); a loss "
+                         f"takes one prediction, so {first.name}+{loss.name} cannot be formed")
+
+    def constants(point: Point, rng: np.random.Generator) -> Point:
+        pred = np.asarray(first.forward(point)[0], dtype=np.float64)
+        return {"target": _target_for(loss, pred, rng)}
+
+    def forward(point: Point) -> tuple[Any, ...]:
+        return (_loss_value(loss, first.forward(point)[0], point["target"]),)
+
+    def pullback(point: Point) -> tuple[tuple[Any, ...], Back]:
+        outs, back = first.pullback(point)
+        pred = outs[0]
+        value = _loss_value(loss, pred, point["target"])
+        g = np.asarray(_loss_gradient(loss, pred, point["target"]))
+
+        def chained(douts: tuple[Any, ...]) -> dict[str, Any]:
+            return back((g * np.asarray(douts[0]).astype(g.dtype),))
+
+        return (value,), chained
+
+    return Model(f"{first.name}+{loss.name}", "chain", first.convention, first.args, ("loss",), forward, pullback,
+                 first.stochastic, constants, origin=first.origin)

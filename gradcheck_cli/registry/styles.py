@@ -1,0 +1,332 @@
+"""How layer code is written, and how gradcheck calls it as written.
+
+A layer entry is a function of named array arguments of any rank (:class:`Arg`) with one
+or more named outputs. Libraries hand its derivative over in one of a few styles, each a
+small class here that binds the user's code once and offers the same two calls:
+
+- ``forward(point) -> outputs``: the forward pass at ``point`` (argument name -> array);
+- ``pullback(point) -> back``: runs the forward once and returns ``back(douts)``, the
+  user's raw answer to upstream gradients ``douts`` (one per output): a tuple, a dict
+  or an array, checked and named by :func:`by_argument`.
+
+Styles: ``cache`` (CS231n: ``forward(*args, **kwargs) -> (*outputs, cache)`` and
+``backward(*douts, cache)``), ``vjp`` (``vjp(*args, *douts, **kwargs)``) and ``stateful``
+(a class: ``forward(*inputs)`` stores or returns the output, ``backward(*douts)`` stores
+the gradients of its inputs and of its parameters in attributes or dictionaries).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradcheck_cli.errors import PluginError
+
+INPUT, PARAM = "input", "param"
+STYLES = ("cache", "vjp", "stateful")
+
+
+class LayerError(Exception):
+    """The layer's code misbehaved in a way that is not a wrong number; the message is user-facing."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One array argument: its name, default shape, the domain its values come from, its role."""
+
+    name: str
+    shape: tuple[int, ...]
+    domain: str = "real"
+    role: str = INPUT
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The arguments (inputs in call order, then parameters), outputs and constants of an entry."""
+
+    args: tuple[Arg, ...]
+    outputs: tuple[str, ...] = ("out",)
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    stochastic: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.args)
+
+    def arg(self, name: str) -> Arg:
+        return next(a for a in self.args if a.name == name)
+
+
+# --- paths into objects: "weights", "params[W]", "cache.w" ---------------------------------
+
+_STEP = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[([^\]]+)\]")
+
+
+def parse_path(text: str) -> tuple[tuple[str, str], ...]:
+    """``"params[W]"`` -> ``(("attr", "params"), ("key", "W"))``; ValueError when malformed."""
+    steps: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        m = _STEP.match(text, pos)
+        if m is None or (pos == 0 and text.startswith(".")):
+            raise ValueError(f"'{text}' is not an attribute path (write weights, params[W] or layer.weights)")
+        steps.append(("attr", m.group(1)) if m.group(1) else ("key", m.group(2).strip("'\"")))
+        pos = m.end()
+    if not steps or steps[0][0] != "attr":
+        raise ValueError(f"'{text}' is not an attribute path (write weights, params[W] or layer.weights)")
+    return tuple(steps)
+
+
+def _step(obj: Any, step: tuple[str, str], text: str) -> Any:
+    kind, key = step
+    if kind == "attr":
+        if not hasattr(obj, key):
+            have = sorted(k for k in vars(obj) if not k.startswith("__")) if hasattr(obj, "__dict__") else []
+            raise LayerError(f"the layer has no attribute '{key}' (from '{text}'); it has: {', '.join(have)}")
+        return getattr(obj, key)
+    try:
+        return obj[key]
+    except (KeyError, IndexError, TypeError):
+        have = sorted(map(str, obj)) if isinstance(obj, Mapping) else []
+        raise LayerError(f"'{text}': no key '{key}' (keys: {', '.join(have)})") from None
+
+
+def read_path(obj: Any, text: str) -> Any:
+    """The value at attribute path ``text`` of ``obj``."""
+    for step in parse_path(text):
+        obj = _step(obj, step, text)
+    return obj
+
+
+def write_path(obj: Any, text: str, value: Any) -> None:
+    """Set the value at attribute path ``text`` of ``obj``."""
+    steps = parse_path(text)
+    for step in steps[:-1]:
+        obj = _step(obj, step, text)
+    kind, key = steps[-1]
+    if kind == "attr":
+        setattr(obj, key, value)
+    else:
+        obj[key] = value
+
+
+# --- the styles ----------------------------------------------------------------------------
+
+
+def _outputs_of(result: Any, n_out: int, extra: int, who: str) -> tuple[Any, ...]:
+    """Split a forward's return into its ``n_out`` outputs (plus ``extra`` trailing values: the cache)."""
+    want = n_out + extra
+    if want == 1:
+        return (result,)
+    if not isinstance(result, tuple | list) or len(result) != want:
+        what = f"a {type(result).__name__} of {len(result)}" if isinstance(result, tuple | list) else \
+            type(result).__name__
+        shape = "(" + ", ".join([*(["out"] if n_out == 1 else [f"out{i + 1}" for i in range(n_out)]),
+                                 *(["cache"] * extra)]) + ")"
+        raise LayerError(f"{who} returned {what}; expected {shape}: {n_out} output(s)"
+                         f"{' and the cache' if extra else ''}. Name the outputs with 'outputs:' if there "
+                         f"are several")
+    return tuple(result)
+
+
+class Style:
+    """A bound layer: ``forward(point)`` and ``pullback(point)``; subclasses per style."""
+
+    name = ""
+
+    def __init__(self, signature: Signature) -> None:
+        self.signature = signature
+
+    def _kwargs(self) -> dict[str, Any]:
+        # Constants are deep-copied per call: code such as CS231n's batchnorm writes running
+        # means into its bn_param, which must not leak from one call into the next.
+        return copy.deepcopy(dict(self.signature.kwargs))
+
+    def _inputs(self, point: Mapping[str, Any]) -> list[Any]:
+        return [point[a.name] for a in self.signature.args if a.role == INPUT]
+
+    def forward(self, point: Mapping[str, Any]) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def pullback(self, point: Mapping[str, Any]) -> tuple[tuple[Any, ...], Callable[[tuple[Any, ...]], Any]]:
+        """The outputs at ``point`` and ``back(douts)``, the user's raw gradients."""
+        raise NotImplementedError
+
+
+class Cache(Style):
+    """``forward(*args, **kwargs) -> (*outputs, cache)``; ``backward(*douts, cache)``."""
+
+    name = "backward (cache)"
+
+    def __init__(self, signature: Signature, forward: Callable[..., Any], backward: Callable[..., Any]) -> None:
+        super().__init__(signature)
+        self.user_forward, self.user_backward = forward, backward
+
+    def _run(self, point: Mapping[str, Any]) -> tuple[tuple[Any, ...], Any]:
+        result = self.user_forward(*self._inputs(point), **self._kwargs())
+        parts = _outputs_of(result, len(self.signature.outputs), 1, "forward")
+        return parts[:-1], parts[-1]
+
+    def forward(self, point: Mapping[str, Any]) -> tuple[Any, ...]:
+        return self._run(point)[0]
+
+    def pullback(self, point: Mapping[str, Any]) -> tuple[tuple[Any, ...], Callable[[tuple[Any, ...]], Any]]:
+        outs, cache = self._run(point)
+        try:
+            pristine = copy.deepcopy(cache)
+        except Exception:  # a cache that cannot be copied is handed over as it is
+            pristine = None
+
+        def back(douts: tuple[Any, ...]) -> Any:
+            held = cache if pristine is None else copy.deepcopy(pristine)
+            return self.user_backward(*douts, held)
+
+        return outs, back
+
+
+class Vjp(Style):
+    """``forward(*args, **kwargs)``; ``vjp(*args, *douts, **kwargs)``."""
+
+    name = "vjp"
+
+    def __init__(self, signature: Signature, forward: Callable[..., Any], vjp: Callable[..., Any]) -> None:
+        super().__init__(signature)
+        self.user_forward, self.user_vjp = forward, vjp
+
+    def forward(self, point: Mapping[str, Any]) -> tuple[Any, ...]:
+        result = self.user_forward(*self._inputs(point), **self._kwargs())
+        return _outputs_of(result, len(self.signature.outputs), 0, "forward")
+
+    def pullback(self, point: Mapping[str, Any]) -> tuple[tuple[Any, ...], Callable[[tuple[Any, ...]], Any]]:
+        outs = self.forward(point)
+        args = self._inputs(point)
+
+        def back(douts: tuple[Any, ...]) -> Any:
+            return self.user_vjp(*copy.deepcopy(args), *douts, **self._kwargs())
+
+        return outs, back
+
+
+class Stateful(Style):
+    """A class instance: parameters live on it, results are returned or stored in attributes.
+
+    The instance is built once (at registration) and deep-copied for every forward, so a
+    constructor that draws random weights is not re-run per call, and state kept between
+    calls never leaks from one evaluation into the next.
+    """
+
+    name = "backward (stateful)"
+
+    def __init__(self, signature: Signature, prototype: Any, forward: str, backward: str,
+                 params: Mapping[str, str], output_attr: str | None, grad_attr: str | None) -> None:
+        super().__init__(signature)
+        self.prototype = prototype
+        self.forward_name, self.backward_name = forward, backward
+        self.params = dict(params)
+        self.output_attr, self.grad_attr = output_attr, grad_attr
+
+    def _run(self, point: Mapping[str, Any]) -> tuple[Any, tuple[Any, ...]]:
+        layer = copy.deepcopy(self.prototype)
+        for path in self.params:
+            write_path(layer, path, point[path])
+        result = getattr(layer, self.forward_name)(*self._inputs(point), **self._kwargs())
+        if self.output_attr is not None:
+            result = read_path(layer, self.output_attr)
+        elif result is None:
+            raise LayerError("forward returned None; if the layer stores its output in an attribute, "
+                             "name it with output_attr (e.g. output_attr: output)")
+        return layer, _outputs_of(result, len(self.signature.outputs), 0, "forward")
+
+    def forward(self, point: Mapping[str, Any]) -> tuple[Any, ...]:
+        return self._run(point)[1]
+
+    def pullback(self, point: Mapping[str, Any]) -> tuple[tuple[Any, ...], Callable[[tuple[Any, ...]], Any]]:
+        layer, outs = self._run(point)
+        try:
+            pristine = copy.deepcopy(layer)
+        except Exception:  # pragma: no cover - the prototype was copied, so its state copies too
+            pristine = None
+        inputs = [a.name for a in self.signature.args if a.role == INPUT]
+
+        def back(douts: tuple[Any, ...]) -> Any:
+            held = layer if pristine is None else copy.deepcopy(pristine)
+            result = getattr(held, self.backward_name)(*douts)
+            if self.grad_attr is not None:
+                result = read_path(held, self.grad_attr)
+            grads: dict[str, Any] = {}
+            if inputs:
+                if result is None:
+                    raise LayerError("backward returned None; if the layer stores the gradient of its input in "
+                                     "an attribute, name it with grad_attr (e.g. grad_attr: dinputs)")
+                grads.update(by_argument(result, tuple(inputs), "backward"))
+            for path, grad_path in self.params.items():
+                grads[path] = read_path(held, grad_path)
+            return grads
+
+        return outs, back
+
+
+def by_argument(raw: Any, names: tuple[str, ...], who: str) -> dict[str, Any]:
+    """The user's gradients as ``{argument: value}``: a dict by name, a tuple in argument order,
+    or one array for a single argument. Values are not checked here (see the engine)."""
+    if isinstance(raw, Mapping):
+        missing = [n for n in names if n not in raw]
+        if missing:
+            raise LayerError(f"{who} returned a dict without {', '.join(repr(m) for m in missing)}; expected one "
+                             f"gradient per argument, keyed by name: {', '.join(names)}")
+        return {n: raw[n] for n in names}
+    if isinstance(raw, tuple | list) and not (len(names) == 1 and _numeric_list(raw)):
+        if len(raw) != len(names):
+            raise LayerError(f"{who} returned {len(raw)} value(s); expected {len(names)}, one gradient per "
+                             f"argument in order ({', '.join('d' + n for n in names)})")
+        return dict(zip(names, raw, strict=True))
+    if len(names) != 1:
+        raise LayerError(f"{who} returned one {type(raw).__name__}; expected {len(names)} gradients, a tuple in "
+                         f"argument order ({', '.join('d' + n for n in names)}) or a dict by name")
+    return {names[0]: raw}
+
+
+def _numeric_list(raw: Sequence[Any]) -> bool:
+    """A plain list of numbers (one array written as a list), not a tuple of gradients."""
+    return isinstance(raw, list) and all(isinstance(v, int | float) for v in raw)
+
+
+def owner_of(method: Any) -> Any:
+    """The instance a bound method belongs to, or None."""
+    owner = getattr(method, "__self__", None)
+    return None if owner is None or isinstance(owner, type) else owner
+
+
+def class_of(function: Any) -> type | None:
+    """The class an unbound method (``Layer_Dense.forward``) was defined in, from its qualname."""
+    import sys
+
+    qual = getattr(function, "__qualname__", "")
+    if "." not in qual or "<locals>" in qual:
+        return None
+    obj: Any = sys.modules.get(getattr(function, "__module__", ""), None)
+    for part in qual.split(".")[:-1]:
+        obj = getattr(obj, part, None)
+    return obj if isinstance(obj, type) else None
+
+
+def build_prototype(name: str, origin: str, forward: Any, init: Mapping[str, Any] | None) -> Any:
+    """The one instance a stateful layer is checked on: the owner of bound methods, or the
+    class of unbound ones built with ``init``."""
+    owner = owner_of(forward)
+    if owner is not None:
+        return owner
+    cls = class_of(forward)
+    if cls is None:
+        raise PluginError(f"'{name}' (registered by {origin}): forward= must be a method of a layer class "
+                          f"(Layer.forward, with init= for its constructor) or of an instance (layer.forward); "
+                          f"got {forward!r}.")
+    try:
+        return cls(**dict(init or {}))
+    except Exception as exc:
+        raise PluginError(f"'{name}' (registered by {origin}): building {cls.__name__}(**init) with init="
+                          f"{dict(init or {})!r} raised {type(exc).__name__}: {exc}. Set init to the "
+                          f"constructor's keyword arguments.") from exc
