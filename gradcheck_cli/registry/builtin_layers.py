@@ -24,6 +24,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
+from gradcheck_cli.registry import mark_module_threadsafe, register_layer
+
 Array = NDArray[np.float64]
 Cache = tuple[Any, ...]
 
@@ -296,3 +298,95 @@ def dropout_backward_no_rescale(dout: Array, cache: Cache) -> Array:
     """dx = dout on the kept units: the forward's 1/p scale is forgotten."""
     mask, _ = cache
     return dout * (mask != 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Registration
+
+DENSE_ARGS = {"x": (4, 5), "w": (5, 3), "b": (3,)}  # w not square, so a transposed dw has the wrong shape
+CONV_ARGS = {"x": (2, 3, 6, 6), "w": (4, 3, 3, 3), "b": (4,)}
+CONV_KWARGS = {"conv_param": {"stride": 2, "pad": 1}}
+POOL_KWARGS = {"pool_param": {"pool_height": 2, "pool_width": 2, "stride": 2}}
+BN_ARGS = {"x": (6, 4), "gamma": (4,), "beta": (4,)}
+BN_KWARGS = {"bn_param": {"mode": "train", "eps": 1e-5}}
+LN_ARGS = {"x": (4, 6), "gamma": (6,), "beta": (6,)}
+LN_KWARGS = {"ln_param": {"eps": 1e-5}}
+DROPOUT_KWARGS = {"dropout_param": {"p": 0.5, "mode": "train"}}
+
+DENSE_FIX = "dw = x^T dout (x read as (N, D)): the shape of w, (D, M)"
+CONV_FIX = ("scatter dout * w back onto each window of the padded x (col2im), then crop: "
+            "dx = dx_pad[:, :, pad:H+pad, pad:W+pad]")
+BN_FIX = "dx = inv_std / N * (N dxhat - sum_n dxhat - xhat * sum_n(dxhat xhat)), dxhat = gamma dout"
+
+register_layer("dense", affine_forward, backward=affine_backward, args=DENSE_ARGS,
+               formula="out = x w + b; dx = dout w^T, dw = x^T dout, db = sum_n dout")
+register_layer("dense@transposed_dw", affine_forward, backward=affine_backward_transposed_dw, args=DENSE_ARGS,
+               formula="dw = dout^T x",
+               mistake="dw = dout^T x is the transpose of the gradient: shape (M, D) for w's (D, M) "
+                       "(with a square w the shape fits and the values are transposed)",
+               fix=DENSE_FIX)
+
+register_layer("conv2d", conv_forward, backward=conv_backward, args=CONV_ARGS, kwargs=CONV_KWARGS,
+               formula="out[n,f,h,w] = sum_c,i,j w[f,c,i,j] xpad[n,c,s h+i,s w+j] + b[f]; "
+                       "dw = sum dout * windows; db = sum_n,h,w dout; dx = col2im(dout w) cropped by pad")
+register_layer("conv2d@no_crop", conv_forward, backward=conv_backward_no_crop, args=CONV_ARGS, kwargs=CONV_KWARGS,
+               formula="dx = col2im(dout w) on the padded input",
+               mistake="dx is returned for the zero-padded input, (H + 2 pad, W + 2 pad): the pad border, "
+                       "which is not an input, is never cropped off",
+               fix=CONV_FIX)
+register_layer("conv2d@unrotated_kernel", conv_forward, backward=conv_backward_unrotated_kernel, args=CONV_ARGS,
+               kwargs=CONV_KWARGS, formula="dx = full_conv(dout, w)",
+               mistake="dx convolves dout with the kernel as it is; the forward is a cross-correlation, so its "
+                       "transpose as a convolution needs the kernel rotated by 180 degrees",
+               fix="dx = full_conv(dout, w[:, :, ::-1, ::-1]), or " + CONV_FIX)
+
+register_layer("maxpool2d", max_pool_forward, backward=max_pool_backward, args={"x": (2, 3, 6, 6)},
+               kwargs=POOL_KWARGS,
+               formula="out = max of each window; dx = dout at each window's maximum, 0 elsewhere")
+register_layer("maxpool2d@every_position", max_pool_forward, backward=max_pool_backward_every_position,
+               args={"x": (2, 3, 6, 6)}, kwargs=POOL_KWARGS, formula="dx[window] += dout",
+               mistake="each window's dout goes to every position of the window (average pooling's routing, "
+                       "without even its 1/k) instead of only to the maximum",
+               fix="dx[argmax of the window] += dout; 0 at every other position of the window")
+
+register_layer("batchnorm", batchnorm_forward, backward=batchnorm_backward, args=BN_ARGS, kwargs=BN_KWARGS,
+               formula="xhat = (x - mean_n x) / sqrt(var_n x + eps), out = gamma xhat + beta; " + BN_FIX
+                       + "; dgamma = sum_n dout xhat, dbeta = sum_n dout")
+register_layer("batchnorm@no_mean_path", batchnorm_forward, backward=batchnorm_backward_no_mean_path,
+               args=BN_ARGS, kwargs=BN_KWARGS, formula="dx = gamma dout / sqrt(var + eps)",
+               mistake="the batch mean and variance depend on x too: dx keeps only the direct path and drops "
+                       "the two through the mean and the variance",
+               fix=BN_FIX)
+register_layer("batchnorm@missing_1_over_n", batchnorm_forward, backward=batchnorm_backward_missing_1_over_n,
+               args=BN_ARGS, kwargs=BN_KWARGS,
+               formula="dx = inv_std * (N dxhat - sum_n dxhat - xhat * sum_n(dxhat xhat))",
+               mistake="the 1/N in front of dx is missing: every entry of dx is N times too large",
+               fix=BN_FIX)
+register_layer("batchnorm@dvar_sign", batchnorm_forward, backward=batchnorm_backward_dvar_sign,
+               args=BN_ARGS, kwargs=BN_KWARGS,
+               formula="dvar = +1/2 sum_n(dxhat (x - mean)) (var + eps)^(-3/2)",
+               mistake="d/dvar (var + eps)^(-1/2) is written +1/2 (var + eps)^(-3/2): the variance path's "
+                       "sign is flipped",
+               fix="dvar = -1/2 sum_n(dxhat (x - mean)) (var + eps)^(-3/2)")
+
+register_layer("layernorm", layernorm_forward, backward=layernorm_backward, args=LN_ARGS, kwargs=LN_KWARGS,
+               formula="xhat = (x - mean_d x) / sqrt(var_d x + eps) over the last axis, out = gamma xhat + beta; "
+                       "dx = inv_std / D * (D dxhat - sum_d dxhat - xhat * sum_d(dxhat xhat)); "
+                       "dgamma = sum_n dout xhat")
+register_layer("layernorm@batch_axis", layernorm_forward, backward=layernorm_backward_batch_axis,
+               args=LN_ARGS, kwargs=LN_KWARGS,
+               formula="dx = inv_std / N * (N dxhat - sum_n dxhat - xhat * sum_n(dxhat xhat))",
+               mistake="batchnorm's backward pasted unchanged: its sums and its 1/N run over the batch axis, "
+                       "while the forward's statistics are over the features (the last axis)",
+               fix="sum over axis=-1 with keepdims and divide by D, the axis the forward normalised")
+
+register_layer("dropout", dropout_forward, backward=dropout_backward, args={"x": (4, 10)}, kwargs=DROPOUT_KWARGS,
+               stochastic=True,
+               formula="mask = (rand < p) / p, p = keep probability; out = x mask; dx = dout mask")
+register_layer("dropout@no_rescale", dropout_forward, backward=dropout_backward_no_rescale, args={"x": (4, 10)},
+               kwargs=DROPOUT_KWARGS, stochastic=True, formula="dx = dout (rand < p)",
+               mistake="the forward scales the kept units by 1/p, the backward forgets it: dx is p times too small",
+               fix="dx = dout * mask, the forward's mask with its 1/p")
+
+# Everything in this module is pure numpy: its functions may run on several threads at once.
+mark_module_threadsafe(globals())
