@@ -30,12 +30,35 @@ Array = NDArray[np.float64]
 Cache = tuple[Any, ...]
 
 
+def _shapes(**arrays: Array) -> str:
+    return ", ".join(f"{name} {tuple(a.shape)}" for name, a in arrays.items())
+
+
+def _require(ok: bool, layer: str, expected: str, fits: dict[str, tuple[int, ...]], **arrays: Array) -> None:
+    """A readable error for arguments whose shapes do not fit together (gradcheck shows it as the forward's error).
+
+    ``fits`` proposes shapes that do fit, written as gradcheck's ``--shape NAME=...`` options.
+    """
+    if not ok:
+        options = " ".join(f"--shape {name}={','.join(map(str, shape))}" for name, shape in fits.items())
+        raise ValueError(f"{layer} expects {expected}; got {_shapes(**arrays)}. Give shapes that fit, "
+                         f"e.g. {options}")
+
+
+def _variance(centred: Array, axis: int, keepdims: bool = False) -> Array:
+    # mean(c * c), not np.var: np.var takes |c|^2, which breaks a complex-step derivative.
+    return np.mean(centred * centred, axis=axis, keepdims=keepdims)
+
+
 # ---------------------------------------------------------------------------------------
 # dense (affine): out = x w + b, x of shape (N, d1, ..., dk) read as (N, D)
 
 
 def affine_forward(x: Array, w: Array, b: Array) -> tuple[Array, Cache]:
     """``out = x.reshape(N, D) @ w + b``; ``w`` is ``(D, M)``, ``b`` is ``(M,)``."""
+    d, m = int(np.prod(x.shape[1:])), w.shape[-1]
+    _require(x.ndim >= 1 and w.ndim == 2 and b.shape == w.shape[1:] and d == w.shape[0], "dense",
+             "x (N, d1, ...) with d1*...*dk = D, w (D, M) and b (M,)", {"w": (d, m), "b": (m,)}, x=x, w=w, b=b)
     out = x.reshape(x.shape[0], -1) @ w + b
     return out, (x, w)
 
@@ -68,6 +91,16 @@ def _windows(xp: Array, height: int, width: int, stride: int) -> Array:
     return sliding_window_view(xp, (height, width), axis=(2, 3))[:, :, ::stride, ::stride]
 
 
+def _conv_fits(x: Array, w: Array, pad: int) -> dict[str, tuple[int, ...]]:
+    """Shapes that fit: a 4-D x for w's channels, or filters for x's channels that fit its padded size."""
+    if w.ndim != 4:
+        return {"w": (4, x.shape[1] if x.ndim == 4 else 3, 3, 3)}
+    if x.ndim != 4:
+        return {"x": (2, w.shape[1], 6, 6)}
+    kernel = (min(w.shape[2], x.shape[2] + 2 * pad), min(w.shape[3], x.shape[3] + 2 * pad))
+    return {"w": (w.shape[0], x.shape[1], *kernel), "b": w.shape[:1]}
+
+
 def conv_forward(x: Array, w: Array, b: Array, conv_param: Mapping[str, Any]) -> tuple[Array, Cache]:
     """Cross-correlation of the zero-padded x with each filter, plus its bias.
 
@@ -75,6 +108,10 @@ def conv_forward(x: Array, w: Array, b: Array, conv_param: Mapping[str, Any]) ->
     ignored, and so get a zero gradient).
     """
     stride, pad = _conv_geometry(conv_param)
+    _require(x.ndim == 4 and w.ndim == 4 and x.shape[1] == w.shape[1] and b.shape == w.shape[:1]
+             and x.shape[2] + 2 * pad >= w.shape[2] and x.shape[3] + 2 * pad >= w.shape[3], "conv2d",
+             f"x (N, C, H, W), w (F, C, HH, WW) with HH, WW <= H, W + 2 pad (pad {pad}) and b (F,)",
+             _conv_fits(x, w, pad), x=x, w=w, b=b)
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     cols = _windows(xp, w.shape[2], w.shape[3], stride)
     # tensordot over (C, HH, WW) is the im2col matrix product without copying the windows.
@@ -142,6 +179,9 @@ def _pool_geometry(pool_param: Mapping[str, Any]) -> tuple[int, int, int]:
 def max_pool_forward(x: Array, pool_param: Mapping[str, Any]) -> tuple[Array, Cache]:
     """The maximum of each (pool_height, pool_width) window, windows ``stride`` apart."""
     ph, pw, stride = _pool_geometry(pool_param)
+    _require(x.ndim == 4 and x.shape[2] >= ph and x.shape[3] >= pw, "maxpool2d",
+             f"x (N, C, H, W) with H >= pool_height {ph} and W >= pool_width {pw}", {"x": (2, 3, 2 * ph, 2 * pw)},
+             x=x)
     windows = _windows(x, ph, pw, stride)
     flat = windows.reshape(*windows.shape[:4], ph * pw)
     arg = np.argmax(flat, axis=-1)  # first maximum of each window, the one backward routes to
@@ -184,9 +224,14 @@ def batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: Mapping[str
     averages CS231n writes back would make the forward depend on how often it was called.
     """
     param = dict(bn_param)
+    _require(x.ndim == 2 and gamma.shape == beta.shape == x.shape[1:], "batchnorm",
+             "x (N, D), gamma (D,) and beta (D,)",
+             {"gamma": x.shape[-1:], "beta": x.shape[-1:]} if x.ndim == 2 else {"x": (6,) + gamma.shape},
+             x=x, gamma=gamma, beta=beta)
     eps = float(param.get("eps", 1e-5))
     if param.get("mode", "train") == "train":
-        mean, var = x.mean(axis=0), x.var(axis=0)
+        mean = x.mean(axis=0)
+        var = _variance(x - mean, axis=0)
     else:
         mean = np.asarray(param.get("running_mean", np.zeros(x.shape[1])), dtype=np.float64)
         var = np.asarray(param.get("running_var", np.ones(x.shape[1])), dtype=np.float64)
@@ -239,9 +284,12 @@ def batchnorm_backward_dvar_sign(dout: Array, cache: Cache) -> tuple[Array, Arra
 
 def layernorm_forward(x: Array, gamma: Array, beta: Array, ln_param: Mapping[str, Any]) -> tuple[Array, Cache]:
     """``out = gamma * (x - mean_d x) / sqrt(var_d x + eps) + beta``, statistics over the last axis."""
+    _require(x.ndim >= 1 and gamma.shape == beta.shape == x.shape[-1:], "layernorm",
+             "x (..., D), gamma (D,) and beta (D,)", {"gamma": x.shape[-1:], "beta": x.shape[-1:]},
+             x=x, gamma=gamma, beta=beta)
     eps = float(dict(ln_param).get("eps", 1e-5))
     mean = x.mean(axis=-1, keepdims=True)
-    inv_std = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + eps)
+    inv_std = 1.0 / np.sqrt(_variance(x - mean, axis=-1, keepdims=True) + eps)
     xhat = (x - mean) * inv_std
     return gamma * xhat + beta, (xhat, gamma, inv_std)
 

@@ -1,5 +1,5 @@
 """The built-in layers against a float64 central-difference Jacobian written here, and their
-wrong variants against the right gradients, mistake by mistake.
+wrong variants against the right gradients, mistake by mistake; then both through the engine.
 
 The reference is independent of gradcheck's engine: one forward per perturbed entry, the
 full Jacobian d out / d arg, then the analytic backward's VJP compared with dout^T J.
@@ -13,7 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gradcheck_cli.registry import Registry
 from gradcheck_cli.registry import builtin_layers as L
+from gradcheck_cli.results import Verdict
+from gradcheck_cli.runner import CheckOptions, run
 
 Array = np.ndarray
 STEP = 1e-6
@@ -231,3 +234,73 @@ def test_dropout_no_rescale_is_p_times_the_gradient(rng: np.random.Generator) ->
                               dropout_param={"p": 0.5, "mode": "train"})
     np.testing.assert_allclose(L.dropout_backward_no_rescale(dout, cache), 0.5 * dx)
     assert np.count_nonzero(dx) > 0
+
+
+# --- through the engine: registered, passing, and each variant flagged for its own argument ---
+
+LAYERS = ["dense", "conv2d", "maxpool2d", "batchnorm", "layernorm", "dropout"]
+ARGS = {"dense": {"x", "w", "b"}, "conv2d": {"x", "w", "b"}, "maxpool2d": {"x"},
+        "batchnorm": {"x", "gamma", "beta"}, "layernorm": {"x", "gamma", "beta"}, "dropout": {"x"}}
+# variant -> (the arguments whose rows fail, a fragment of the diagnosis)
+VARIANTS = {
+    "dense@transposed_dw": ({"w"}, "dw has shape (3, 5), but w has shape (5, 3)"),
+    "conv2d@no_crop": ({"x"}, "dx has shape (2, 3, 8, 8), but x has shape (2, 3, 6, 6)"),
+    "conv2d@unrotated_kernel": ({"x"}, "entries wrong"),
+    "maxpool2d@every_position": ({"x"}, "analytic 1 vs numeric 0"),
+    "batchnorm@no_mean_path": ({"x"}, "a path through a batch statistic"),
+    "batchnorm@missing_1_over_n": ({"x"}, "1/N is missing (N = 6)"),
+    "batchnorm@dvar_sign": ({"x"}, "entries wrong"),
+    "layernorm@batch_axis": ({"x"}, "entries wrong"),
+    "dropout@no_rescale": ({"x"}, "constant factor 1/2"),
+}
+
+
+def test_every_layer_and_variant_is_registered_with_its_texts(registry: Registry) -> None:
+    for name in LAYERS:
+        spec = registry.get(name)
+        assert spec.kind == "layer" and spec.formula and not spec.is_variant
+    for name in VARIANTS:
+        spec = registry.get(name)
+        assert spec.kind == "layer" and spec.formula and spec.mistake and spec.fix
+    assert {s.name for s in registry if s.kind == "layer" and s.is_variant} >= set(VARIANTS)
+
+
+@pytest.mark.parametrize("options", [CheckOptions(seed=seed, trials=1) for seed in range(3)]
+                         + [CheckOptions(seed=5, trials=1, dtype="float32"),
+                            CheckOptions(seed=6, trials=1, method="richardson")],
+                         ids=["seed0", "seed1", "seed2", "float32", "richardson"])
+def test_layers_pass_through_the_engine(registry: Registry, options: CheckOptions) -> None:
+    result = run(LAYERS, options, registry=registry)
+    assert [(r.check, r.wrt, r.verdict.value, r.diagnosis) for r in result.results if r.verdict is not Verdict.PASS] \
+        == []
+    assert {r.check for r in result.results} == set(LAYERS)
+    for name in LAYERS:
+        assert {r.wrt for r in result.results if r.check == name} == ARGS[name]
+    assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variants_fail_on_their_own_argument(registry: Registry, name: str) -> None:
+    failing, fragment = VARIANTS[name]
+    result = run([name], CheckOptions(seed=1, trials=1), registry=registry)
+    assert result.exit_code == 1
+    assert {r.wrt for r in result.results if r.verdict is Verdict.FAIL} == failing
+    assert {r.verdict for r in result.results if r.wrt not in failing} <= {Verdict.PASS}
+    assert any(fragment in r.diagnosis + " ".join(r.worst_entries) for r in result.results
+               if r.verdict is Verdict.FAIL), [r.diagnosis for r in result.results]
+
+
+def test_dense_chains_into_mse(registry: Registry) -> None:
+    result = run(["dense+mse"], CheckOptions(trials=1), registry=registry)
+    assert result.exit_code == 0
+    assert {r.component for r in result.results} >= {"jacobian", "gradient", "chain"}
+
+
+def test_shapes_that_do_not_fit_say_which_would(registry: Registry) -> None:
+    result = run(["batchnorm"], CheckOptions(trials=1, shape=(3, 5)), registry=registry)
+    assert result.exit_code == 3
+    assert "batchnorm expects x (N, D), gamma (D,) and beta (D,); got x (3, 5), gamma (4,)" \
+        in result.results[0].diagnosis
+    assert "--shape gamma=5 --shape beta=5" in result.results[0].diagnosis
+    result = run(["conv2d"], CheckOptions(trials=1, shape=(2, 2, 5, 5)), registry=registry)
+    assert "--shape w=4,2,3,3 --shape b=4" in result.results[0].diagnosis
