@@ -342,6 +342,8 @@ def ci(
     save_failures: SaveFailures = None, verbose: Verbose = False,
     shard: Annotated[Optional[str], typer.Option(  # noqa: UP045
         metavar="I/N", help="Run only shard I of N (checks I, I+N, ...): spread a suite over N CI jobs.")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        metavar="NAME", help="Run only the check of this name (its 'name:' key, or its spec). Repeatable.")] = None,
 ) -> None:
     """Run a configured suite: the CI gate. Exit 0 only when every check is as expected."""
     from gradcheck_cli.inputs import parse_timeout
@@ -352,7 +354,7 @@ def ci(
     with user_errors():
         part = parse_shard(shard) if shard is not None else None
         limit = parse_timeout(timeout) if timeout is not None else DEFAULT_TIMEOUT
-        load = Load("ci", timeout=limit, source=config, shard=part)
+        load = Load("ci", timeout=limit, source=config, shard=part, only=tuple(only or ()))
         code = _execute(load, jobs, Outputs(json, junit_xml, save_failures, verbose), start)
     raise typer.Exit(code)
 

@@ -20,15 +20,19 @@ from typing import Any
 import yaml
 
 from gradcheck_cli.errors import ConfigError, UsageError, suggest
+from gradcheck_cli.registry import table
 
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
 OPTION_KEYS = ("seed", "trials", "shape", "method", "dtype", "edges", "fast", "rtol", "atol", "timeout")
 CHECK_KEYS = ("spec", "name", "expect", "input", "target", *OPTION_KEYS)
 TOP_KEYS = ("version", "defaults", "plugins", "functions", "checks")
-CONVENTION_KEYS = ("derivative", "derivative_of_output", "jacobian", "vjp", "jvp", "backward",
-                   "gradient", "derivative2")
+# Convention keys come from the one table of conventions; each kind takes its own.
+CONVENTION_KEYS = table.keywords(order=None)
+KIND_CONVENTIONS = {kind: table.keywords(kind, order=None) for kind in ("activation", "loss", "layer")}
+LAYER_KEYS = ("args", "kwargs", "outputs", "params", "stochastic")
 FUNCTION_KEYS = ("kind", "forward", *CONVENTION_KEYS, "init", "target", "domain", "output_attr",
-                 "grad_attr", "formula", "kinks")
+                 "grad_attr", "formula", "kinks", "reduction", *LAYER_KEYS)
+TARGET_KINDS = ("real", "onehot", "probabilities", "binary", "positive", "labels")
 METHODS = ("central", "richardson", "complex")
 # Bounds on what a config may stand for, far above any real suite (hundreds of values, a
 # handful of levels) and far below what hurts: aliases let a 1 kB file name 9**9 values
@@ -61,6 +65,13 @@ class FunctionConfig:
     kinks: tuple[float, ...]
     where: str
     key_lines: Mapping[str, str] = field(default_factory=dict)
+    reduction: str | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
+    """Layers: argument name -> shape list, or {shape, domain}, in call order."""
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ("out",)
+    params: Mapping[str, str] = field(default_factory=dict)
+    stochastic: bool = False
 
     def at(self, key: str) -> str:
         """``file:line: functions.NAME.key`` for a message about ``key``."""
@@ -347,26 +358,33 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
     key = f"functions.{name}"
     raw = _keys(reader, raw, key, FUNCTION_KEYS, f"function '{name}'")
     if "kind" not in raw:
-        raise reader.fail(key, "missing 'kind': activation or loss")
-    kind = _str(reader, raw["kind"], f"{key}.kind", ("activation", "loss"))
-    if "forward" not in raw:
-        raise reader.fail(key, "missing 'forward': the function to check, as module:qualname or "
-                               "path/file.py:qualname")
+        raise reader.fail(key, "missing 'kind': activation, loss or layer")
+    kind = _str(reader, raw["kind"], f"{key}.kind", tuple(KIND_CONVENTIONS))
     conventions = {k: _str(reader, raw[k], f"{key}.{k}") for k in CONVENTION_KEYS if k in raw}
-    allowed = ("gradient",) if kind == "loss" else tuple(c for c in CONVENTION_KEYS if c != "gradient")
+    allowed = KIND_CONVENTIONS[kind]
     for k in conventions:
         if k not in allowed:
             raise reader.fail(f"{key}.{k}", f"'{k}' is not a convention for a {kind}; use one of "
                                              f"{', '.join(allowed)}.")
-    if not any(k in conventions for k in allowed if k != "derivative2"):
-        raise reader.fail(key, f"no derivative to check: add one of {', '.join(allowed)}")
+    if "forward" not in raw and not (kind == "loss" and "value_and_grad" in conventions):
+        raise reader.fail(key, "missing 'forward': the function to check, as module:qualname or "
+                               "path/file.py:qualname")
+    first_order = tuple(a for a in allowed if a != "derivative2")
+    if not any(k in conventions for k in first_order):
+        raise reader.fail(key, f"no derivative to check: add one of {', '.join(first_order)}")
+    article = "an" if kind == "activation" else "a"
     init = raw.get("init", {})
     if not isinstance(init, dict):
         raise reader.fail(f"{key}.init", f"expected a mapping of constructor keyword arguments; got "
                                          f"{_type_name(init)} {init!r}")
     if "target" in raw and kind != "loss":
-        raise reader.fail(f"{key}.target", "'target' is the kind of target a loss takes; an activation has none. "
-                                           "Remove it, or set 'kind: loss'.")
+        raise reader.fail(f"{key}.target", f"'target' is the kind of target a loss takes; {article} {kind} has "
+                                           f"none. Remove it, or set 'kind: loss'.")
+    for k in (*LAYER_KEYS, "reduction"):
+        if k in raw and kind != ("loss" if k == "reduction" else "layer"):
+            owner, fit = ("a loss returning one value per sample", "loss") if k == "reduction" else ("a layer", "layer")
+            raise reader.fail(f"{key}.{k}", f"'{k}' belongs to {owner}, not to {article} {kind}. Remove it, or set "
+                                            f"'kind: {fit}'.")
     for attr in ("output_attr", "grad_attr"):
         if attr in raw and "backward" not in conventions:
             raise reader.fail(f"{key}.{attr}", f"'{attr}' names where a stateful layer's backward convention "
@@ -378,11 +396,11 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
     kinks = raw.get("kinks", [])
     if not isinstance(kinks, list):
         raise reader.fail(f"{key}.kinks", f"expected a list of numbers; got {_type_name(kinks)}")
+    layer = _layer_keys(reader, key, raw) if kind == "layer" else {}
     return FunctionConfig(
-        name=name, kind=kind, forward=_str(reader, raw["forward"], f"{key}.forward"),
+        name=name, kind=kind, forward=_str(reader, raw["forward"], f"{key}.forward") if "forward" in raw else "",
         conventions=conventions, init=init,
-        target=_str(reader, raw["target"], f"{key}.target",
-                    ("real", "onehot", "probabilities", "binary", "positive")) if "target" in raw else None,
+        target=_str(reader, raw["target"], f"{key}.target", TARGET_KINDS) if "target" in raw else None,
         domain=_str(reader, raw.get("domain", "real"), f"{key}.domain", ("real", "positive", "unit")),
         output_attr=_str(reader, raw["output_attr"], f"{key}.output_attr") if "output_attr" in raw else None,
         grad_attr=_str(reader, raw["grad_attr"], f"{key}.grad_attr") if "grad_attr" in raw else None,
@@ -390,7 +408,56 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
         kinks=tuple(_kink(reader, v, f"{key}.kinks[{i}]") for i, v in enumerate(kinks)),
         where=f"{reader.path}:{reader.lines.get(key, 1)}",
         key_lines={k: f"{reader.path}:{reader.lines.get(f'{key}.{k}', 1)}" for k in raw},
+        reduction=_str(reader, raw["reduction"], f"{key}.reduction", ("mean", "sum")) if "reduction" in raw else None,
+        **layer,
     )
+
+
+def _layer_keys(reader: _Reader, key: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """``args``, ``kwargs``, ``outputs``, ``params`` and ``stochastic`` of a ``kind: layer`` entry."""
+    if "backward" in raw and "vjp" in raw:
+        raise reader.fail(f"{key}.vjp", "give one of 'backward' (cache style, or a class's backward method) and "
+                                         "'vjp' (vjp(*args, *douts) -> one gradient per argument), not both")
+    args = raw.get("args", {})
+    if not isinstance(args, dict) or (not args and "params" not in raw):
+        raise reader.fail(f"{key}.args", f"expected a mapping of the forward's array arguments, in call order, to "
+                                         f"their default shapes, e.g. {{x: [4, 5], w: [5, 3], b: [3]}}; got "
+                                         f"{_type_name(args)} {args!r}")
+    shaped: dict[str, Any] = {}
+    for arg, value in args.items():
+        sub = f"{key}.args.{arg}"
+        if not isinstance(arg, str) or not arg.isidentifier():
+            raise reader.fail(sub, f"'{arg}' is not an argument name (a Python identifier such as x or prev_h)")
+        if isinstance(value, dict):
+            _keys(reader, value, sub, ("shape", "domain"), f"argument '{arg}': {{shape: [...], domain: ...}}")
+            if "shape" not in value:
+                raise reader.fail(sub, "missing 'shape', e.g. {shape: [4, 5], domain: positive}")
+            shaped[arg] = {"shape": _shape(reader, value["shape"], f"{sub}.shape"),
+                           "domain": _str(reader, value.get("domain", "real"), f"{sub}.domain",
+                                          ("real", "positive", "unit"))}
+        else:
+            shaped[arg] = _shape(reader, value, sub)
+    kwargs = raw.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise reader.fail(f"{key}.kwargs", f"expected a mapping of keyword arguments passed to forward as they "
+                                           f"are, e.g. {{conv_param: {{stride: 1, pad: 1}}}}; got "
+                                           f"{_type_name(kwargs)} {kwargs!r}")
+    outputs = raw.get("outputs", ["out"])
+    if isinstance(outputs, str):
+        outputs = [outputs]
+    if (not isinstance(outputs, list) or not outputs or len(set(map(str, outputs))) != len(outputs)
+            or not all(isinstance(o, str) and o.isidentifier() for o in outputs)):
+        raise reader.fail(f"{key}.outputs", f"expected a list of distinct output names, e.g. [next_h, next_c]; "
+                                            f"got {_type_name(outputs)} {outputs!r}")
+    params = raw.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+        raise reader.fail(f"{key}.params", f"expected a mapping from each parameter to its gradient, as attribute "
+                                           f"paths of the layer, e.g. {{weights: dweights}} or {{'params[W]': "
+                                           f"'grads[W]'}}; got {_type_name(params)} {params!r}")
+    stochastic = raw.get("stochastic", False)
+    if not isinstance(stochastic, bool):
+        raise reader.fail(f"{key}.stochastic", f"expected true or false; got {_type_name(stochastic)} {stochastic!r}")
+    return {"args": shaped, "kwargs": kwargs, "outputs": tuple(outputs), "params": params, "stochastic": stochastic}
 
 
 def _kink(reader: _Reader, value: Any, key: str) -> float:

@@ -18,11 +18,11 @@ from numpy.typing import NDArray
 
 from gradcheck_cli import floating, parallel
 from gradcheck_cli.floating import same_values
-from gradcheck_cli.registry import FunctionSpec, is_threadsafe
+from gradcheck_cli.registry import FunctionSpec, is_threadsafe, table
 
 Array = NDArray[np.float64]
 
-ELEMENTWISE = ("derivative", "derivative_of_output")
+ELEMENTWISE = table.ELEMENTWISE
 # The dtype user code is called in (--dtype); set for the duration of a check by `in_dtype`.
 _DTYPE: list[Any] = [np.float64]
 # numpy warnings raised inside analytic derivatives since the caller last cleared it.

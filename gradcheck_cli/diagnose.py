@@ -303,6 +303,7 @@ class ArgumentEvidence:
     label: Callable[[tuple[int, int]], str]
     others: dict[str, Array]
     outputs: tuple[str, ...]
+    out_shapes: tuple[tuple[int, ...], ...] = ()
 
     def matches(self, candidate: Array, numeric: Array | None = None) -> bool:
         ref = self.numeric if numeric is None else numeric
@@ -378,9 +379,12 @@ def _arg_scale(ev: ArgumentEvidence) -> str | None:
     c = float(ev.analytic[best] / ev.numeric[best])
     if not np.isfinite(c) or c == 0 or abs(c - 1.0) < 1e-9 or not ev.matches(ev.analytic / c):
         return None
-    batch = ev.shape[0] if ev.shape else 1
+    # The usual suspects: a mean's 1/N over a batch or element count, of the argument or of an output
+    # (db of a dense layer sums over the batch of its output).
+    sizes = {int(np.prod(s, dtype=np.int64)) for s in (ev.shape, *ev.out_shapes)}
+    sizes |= {d for s in (ev.shape, *ev.out_shapes) for d in s}
     names = [(2.0, "2"), (0.5, "1/2")]
-    for size in sorted({batch, int(np.prod(ev.shape, dtype=np.int64)), *(s for s in ev.shape if s > 1)}):
+    for size in sorted(sizes):
         if size > 1:
             names += [(float(size), f"{size}: a mean's 1/N is missing (N = {size})"),
                       (1.0 / size, f"1/{size}: divides by N = {size} once too often")]

@@ -13,7 +13,7 @@ the analytic value lies between its one-sided slopes), FAIL with a diagnosis
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,9 +22,10 @@ from numpy.typing import NDArray
 
 from gradcheck_cli import floating, inputs, numdiff
 from gradcheck_cli.compare import Comparison, Tolerance, compare
+from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import ArgumentEvidence, diagnose_argument, entry_name
 from gradcheck_cli.models import Model, Point
-from gradcheck_cli.registry.styles import LayerError
+from gradcheck_cli.registry.styles import INPUT, LayerError
 from gradcheck_cli.results import CheckResult, Verdict
 
 Array = NDArray[np.float64]
@@ -32,6 +33,7 @@ Array = NDArray[np.float64]
 # too much: refuse with a message naming smaller shapes.
 MAX_ENTRIES = 4_000_000
 MAX_OUTPUTS = 20_000
+FAST_PROJECTIONS = 3
 
 
 class Refused(Exception):
@@ -63,7 +65,7 @@ class Harness:
         try:
             with floating.recording(self.warnings):
                 return fn(*args)
-        except (LayerError, Refused) as exc:
+        except (LayerError, Refused, ConventionError) as exc:
             raise Refused(str(exc)) from exc
         except Exception as exc:  # user code: any exception becomes a report
             raise Refused(f"{what} raised {type(exc).__name__}: {exc}") from exc
@@ -92,6 +94,8 @@ class _Worst:
     x: Array | None = None
     others: dict[str, Array] = field(default_factory=dict)
     out_shapes: tuple[tuple[int, ...], ...] = ()
+    projected: bool = False
+    point: Point | None = None
 
 
 @dataclass
@@ -108,13 +112,19 @@ class Check:
     """Judge one model over the trials of a run; ``rows()`` gives one row per argument."""
 
     def __init__(self, check: str, model: Model, seed: int, trials: int, method: str, dtype: str,
-                 tolerance: Tolerance, reproduce: str = "", edges: bool = False) -> None:
+                 tolerance: Tolerance, reproduce: str = "", fixed: Mapping[str, Any] | None = None,
+                 fast: bool = False, edges: bool = False) -> None:
         self.check, self.model = check, model
+        self.n_random = trials
+        trials += inputs.N_EDGES if edges else 0
+        self.fixed = dict(fixed or {})
         self.seed, self.n_trials, self.method, self.dtype = seed, trials, method, dtype
-        self.tolerance, self.reproduce, self.edges = tolerance, reproduce, edges
+        self.tolerance, self.reproduce = tolerance, reproduce
         self.args = {a.name: _ArgState(a.name, a.shape) for a in model.args}
         self.error = ""
         self.notes: list[str] = list(model.notes)
+        self.fast = fast
+        self.projected = False
 
     # --- sampling ------------------------------------------------------------------------
 
@@ -122,8 +132,17 @@ class Check:
         """The point of trial ``t``: each argument from its domain, then the constants."""
         rng = np.random.default_rng([self.seed, t, 7])
         point: Point = {}
+        edge = t - self.n_random
         for a in self.model.args:
-            x = inputs.sample_domain(a.domain, a.shape, rng, self.model.kinks)  # type: ignore[arg-type]
+            if a.name in self.fixed:  # given by the caller: checked where it is, in every trial
+                x = np.array(self.fixed[a.name], dtype=np.float64)
+            elif edge >= 0 and a.role == INPUT:  # --edges: the inputs take the values that break naive code
+                size = int(np.prod(a.shape, dtype=np.int64))
+                rows = a.shape[0] if len(a.shape) > 1 else 1
+                x = inputs.edge_input(a.domain, (rows, size // rows), edge, self.model.kinks, self.dtype)[1]
+                x = x.reshape(a.shape)
+            else:
+                x = inputs.sample_domain(a.domain, a.shape, rng, self.model.kinks)  # type: ignore[arg-type]
             point[a.name] = x.astype(self.dtype).astype(np.float64) if self.dtype != "float64" else x
         if self.model.constants is not None:
             point.update(harness("forward", self.model.constants, harness.point(point), rng))
@@ -148,7 +167,16 @@ class Check:
 
     def _trial(self, t: int, harness: Harness) -> None:
         point = self.sample(t, harness)
-        out_shapes, analytic = self._analytic(point, harness)
+        outs, back = self._reference(point, harness)
+        if self.fast or self._too_large(outs):
+            if not self.fast and not self.projected:
+                self.notes.append(f"the Jacobians hold {sum(o.size for o in outs):,} output entries, too many to "
+                                  f"build whole: checked by random projections u^T J d, as with --fast")
+            self.projected = True
+            self._projected_trial(t, point, outs, back, harness)
+            return
+        out_shapes = tuple(o.shape for o in outs)
+        analytic = self._dense(outs, back, harness)
         for a in self.model.args:
             state = self.args[a.name]
             if state.error or state.wrong_shape or a.name not in analytic:
@@ -166,6 +194,7 @@ class Check:
                                      {}, out_shapes)
                 if keep:
                     state.worst.others = self._numeric_others(point, a.name, harness, out_shapes)
+                    state.worst.point = point
 
     def _outputs(self, raw: tuple[Any, ...], what: str) -> list[Array]:
         outs = [_numbers(o, f"{what} ({name})") for o, name in zip(raw, self.model.outputs, strict=True)]
@@ -177,8 +206,9 @@ class Check:
                               f"unit in args if the function needs it)")
         return outs
 
-    def _analytic(self, point: Point, harness: Harness) -> tuple[tuple[tuple[int, ...], ...], dict[str, Array]]:
-        """Outputs' shapes and, per argument, the analytic Jacobian (M, N) from the backward."""
+    def _reference(self, point: Point, harness: Harness) -> tuple[list[Array], Callable[..., Any]]:
+        """The outputs at ``point`` and the user's backward there, after the in-place and
+        determinism checks of the forward."""
         given = harness.point(point)
         raw, back = harness("forward", self.model.pullback, given)
         for name in given:
@@ -193,44 +223,95 @@ class Check:
                     "which gradcheck replays" if self.model.stochastic else
                     "if it draws random numbers (dropout), mark it stochastic: true")
             raise Refused(f"forward is not deterministic: two calls at the same point gave different outputs; {hint}")
-        shapes = tuple(o.shape for o in outs)
+        return outs, back
+
+    def _too_large(self, outs: list[Array]) -> bool:
+        """Whether the dense Jacobians (one backward call per output entry) are beyond the limits."""
+        m = sum(o.size for o in outs)
+        return m > MAX_OUTPUTS or any(m * int(np.prod(a.shape, dtype=np.int64)) > MAX_ENTRIES
+                                      for a in self.args.values())
+
+    def _analytic(self, point: Point, harness: Harness) -> tuple[tuple[tuple[int, ...], ...], dict[str, Array]]:
+        """Outputs' shapes and, per argument, the analytic Jacobian (M, N) from the backward."""
+        outs, back = self._reference(point, harness)
+        if self._too_large(outs):
+            raise Refused(f"the outputs have {sum(o.size for o in outs):,} entries; whole Jacobians of this size "
+                          f"are not built here: use smaller shapes (--shape NAME=...)")
+        return tuple(o.shape for o in outs), self._dense(outs, back, harness)
+
+    def _douts(self, outs: list[Array], flat: Array, harness: Harness) -> list[Array]:
+        """One upstream gradient per output, from a flat vector over all outputs."""
+        douts, start = [], 0
+        for o in outs:
+            douts.append(flat[start:start + o.size].reshape(o.shape).astype(harness.dtype))
+            start += o.size
+        return douts
+
+    def _grads(self, back: Callable[..., Any], douts: list[Array], harness: Harness) -> dict[str, Array | None]:
+        """The user's gradients for ``douts``, as float arrays; wrong shapes are noted on the argument."""
+        sent = [d.copy() for d in douts]
+        grads = harness("backward", self._call_back, back, tuple(douts))
+        self._upstream_kept(sent, douts)
+        out: dict[str, Array | None] = {}
+        for a in self.model.args:
+            state = self.args[a.name]
+            g = _numbers(grads[a.name], f"backward (d{a.name})") if grads[a.name] is not None else None
+            if g is None or g.shape != state.shape:
+                got = "None" if g is None else f"shape {g.shape}"
+                state.wrong_shape = state.wrong_shape or (
+                    f"d{a.name} has {got}, but {a.name} has shape {state.shape}: the gradient of an argument has "
+                    f"the argument's shape")
+                g = None
+            out[a.name] = g
+        return out
+
+    def _dense(self, outs: list[Array], back: Callable[..., Any], harness: Harness) -> dict[str, Array]:
+        """Per argument, the analytic Jacobian (M, N): one backward call per output entry."""
         sizes = [o.size for o in outs]
         m = sum(sizes)
-        if m > MAX_OUTPUTS:
-            raise Refused(f"the outputs have {m:,} entries; the check builds the Jacobian from one backward call "
-                          f"per output entry (at most {MAX_OUTPUTS:,}); use smaller shapes (--shape NAME=...)")
-        jac: dict[str, Array] = {}
-        for a in self.model.args:
-            size = int(np.prod(self.args[a.name].shape, dtype=np.int64))
-            if m * size > MAX_ENTRIES:
-                raise Refused(f"the Jacobian with respect to {a.name} has {m * size:,} entries (more than "
-                              f"{MAX_ENTRIES:,}); use smaller shapes (--shape {a.name}=...)")
-            jac[a.name] = np.zeros((m, size))
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        jac = {a.name: np.zeros((m, int(np.prod(self.args[a.name].shape, dtype=np.int64)))) for a in self.model.args}
         for row in range(m):
-            which = int(np.searchsorted(offsets, row, side="right") - 1)
-            douts = []
-            for i, o in enumerate(outs):
-                d = np.zeros(o.shape, dtype=harness.dtype)
-                if i == which:
-                    d.ravel()[row - offsets[i]] = 1.0
-                douts.append(d)
-            sent = [d.copy() for d in douts]
-            grads = harness("backward", self._call_back, back, tuple(douts))
-            self._upstream_kept(sent, douts)
-            for a in self.model.args:
-                state = self.args[a.name]
-                if state.wrong_shape or a.name not in jac:
-                    continue
-                g = _numbers(grads[a.name], f"backward (d{a.name})") if grads[a.name] is not None else None
-                if g is None or g.shape != state.shape:
-                    got = "None" if g is None else f"shape {g.shape}"
-                    state.wrong_shape = (f"d{a.name} has {got}, but {a.name} has shape {state.shape}: the gradient "
-                                         f"of an argument has the argument's shape")
-                    del jac[a.name]
-                    continue
-                jac[a.name][row] = g.ravel()
-        return shapes, jac
+            basis = np.zeros(m)
+            basis[row] = 1.0
+            grads = self._grads(back, self._douts(outs, basis, harness), harness)
+            for name, g in grads.items():
+                if g is None:
+                    jac.pop(name, None)
+                elif name in jac:
+                    jac[name][row] = g.ravel()
+        return jac
+
+    def _projected_trial(self, t: int, point: Point, outs: list[Array], back: Callable[..., Any],
+                         harness: Harness) -> None:
+        """``--fast``: per argument, u_k^T J d from the backward (J^T u_k . d) against central
+        differences along d (:func:`gradcheck_cli.numdiff.projections`), never forming J."""
+        out_shapes = tuple(o.shape for o in outs)
+        for a in self.model.args:
+            state = self.args[a.name]
+            if state.wrong_shape:
+                continue
+            x = np.asarray(point[a.name], dtype=np.float64).reshape(1, -1)
+            f = self._flat_forward(point, a.name, state.shape, harness)
+            scale = inputs.step_scale(x, a.domain)
+            try:
+                evaluator = numdiff.Evaluator(f, x, scale, self.dtype, light=True)
+                u, d, values, errors = numdiff.projections(evaluator, x, scale, FAST_PROJECTIONS,
+                                                           self.seed * 1000 + t)
+            except numdiff.EvaluationError as exc:
+                self.error = f"forward {exc}"
+                return
+            analytic = np.empty(len(values))
+            for k in range(len(values)):
+                g = self._grads(back, self._douts(outs, u[k], harness), harness)[a.name]
+                if g is None:
+                    break
+                analytic[k] = float(np.dot(g.ravel(), d[k]))
+            if state.wrong_shape:
+                continue
+            comp = compare(analytic[None, :], values[None, :], errors[None, :], self.tolerance)
+            if comp.max_ratio > state.worst.ratio:
+                state.worst = _Worst(comp.max_ratio, t, comp, out_shapes=out_shapes, projected=True,
+                                     point=None if comp.passed else point)
 
     @staticmethod
     def _call_back(back: Callable[[tuple[Any, ...]], dict[str, Any]], douts: tuple[Any, ...]) -> dict[str, Any]:
@@ -313,6 +394,8 @@ class Check:
         comp = worst.comparison
         if comp is None:
             return replace(base, verdict=Verdict.ERROR, diagnosis="no trial reached this argument")
+        if worst.projected:
+            return self._projected_row(base, state, comp)
         figures: dict[str, Any] = dict(
             max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err, tolerance=comp.worst.tolerance,
             ratio=comp.max_ratio, analytic=comp.worst.analytic, numeric=comp.worst.numeric,
@@ -329,12 +412,30 @@ class Check:
         if kink:
             return replace(base, verdict=Verdict.KINK, diagnosis=kink, **figures)
         evidence = ArgumentEvidence(worst.analytic, worst.numeric.value, worst.numeric.error, self.tolerance, comp,
-                                    state.name, state.shape, label, worst.others, self.model.outputs)
+                                    state.name, state.shape, label, worst.others, self.model.outputs,
+                                    worst.out_shapes)
         diagnosis = diagnose_argument(evidence)
         if state.changed_upstream:
             diagnosis = f"{diagnosis}; also, {state.changed_upstream}"
         entries = tuple(f"{label(e.index)}: analytic {e.analytic:.6g} vs numeric {e.numeric:.6g}" for e in comp.bad)
-        return replace(base, verdict=Verdict.FAIL, diagnosis=diagnosis, worst_entries=entries, **figures)
+        return replace(base, verdict=Verdict.FAIL, diagnosis=diagnosis, worst_entries=entries,
+                       point=_saved(worst.point), **figures)
+
+    def _projected_row(self, base: CheckResult, state: _ArgState, comp: Comparison) -> CheckResult:
+        e = comp.worst
+        figures: dict[str, Any] = dict(
+            max_abs_error=comp.max_abs_err, max_rel_error=comp.max_rel_err, tolerance=e.tolerance,
+            ratio=comp.max_ratio, analytic=e.analytic, numeric=e.numeric, noise=e.error, trial=state.worst.trial,
+            worst_index=(e.index[1],), worst_entry=f"projection {e.index[1]} (u^T J d)",
+            notes=(*base.notes, "checked by random projections u^T J d (--fast), not entry by entry"))
+        if comp.passed:
+            if state.changed_upstream:
+                return replace(base, verdict=Verdict.FAIL, diagnosis=state.changed_upstream, **figures)
+            return replace(base, **figures)
+        return replace(base, verdict=Verdict.FAIL, **figures, point=_saved(state.worst.point), diagnosis=(
+            f"d{state.name}: random projection {e.index[1]}: u^T J d is {e.analytic:.6g} from the analytic gradient "
+            f"but {e.numeric:.6g} numerically; projections show that d{state.name} is wrong, not where: run without "
+            f"--fast at smaller shapes to see which entries are wrong"))
 
     def _kink(self, worst: _Worst, comp: Comparison, label: Callable[[tuple[int, int]], str]) -> str | None:
         """A kink explains the failure when every failing column's one-sided slopes differ and
@@ -363,6 +464,19 @@ class Check:
         row, col = e.index
         return (f"{label(e.index)}: the forward has a kink at this point (one-sided slopes {left[row, col]:.6g} and "
                 f"{right[row, col]:.6g}); the analytic value {e.analytic:.6g} lies between them, a valid subgradient")
+
+
+MAX_SAVED_VALUES = 100_000
+
+
+def _saved(point: Point | None) -> tuple[tuple[str, tuple[int, ...], tuple[float, ...]], ...] | None:
+    """The failing point as plain data for reports (None beyond MAX_SAVED_VALUES values)."""
+    if point is None:
+        return None
+    arrays = {name: np.asarray(value, dtype=np.float64) for name, value in point.items()}
+    if sum(a.size for a in arrays.values()) > MAX_SAVED_VALUES:
+        return None
+    return tuple((name, tuple(a.shape), tuple(float(v) for v in a.ravel())) for name, a in arrays.items())
 
 
 def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -395,11 +509,14 @@ def _labeller(outputs: tuple[str, ...], out_shapes: tuple[tuple[int, ...], ...],
 
 
 def check_model(check: str, model: Model, seed: int, trials: int, method: str, dtype: str, tolerance: Tolerance,
-                reproduce: str = "") -> list[CheckResult]:
-    """Every argument's row of one model, over ``trials`` trials."""
-    judge = Check(check, model, seed, trials, method, dtype, tolerance, reproduce)
+                reproduce: str = "", fixed: Mapping[str, Any] | None = None, fast: bool = False,
+                edges: bool = False) -> list[CheckResult]:
+    """Every argument's row of one model, over ``trials`` trials (then the edge probes of the inputs,
+    with ``edges``); ``fixed`` arguments keep their given values; ``fast`` checks random projections
+    instead of whole Jacobians."""
+    judge = Check(check, model, seed, trials, method, dtype, tolerance, reproduce, fixed, fast, edges)
     with floating.own_errstate():
-        for t in range(trials):
+        for t in range(judge.n_trials):
             judge.step(t)
     return judge.rows()
 
@@ -417,5 +534,33 @@ def output_shape(model: Model, seed: int, dtype: str) -> tuple[int, ...]:
         point = judge.sample(0, harness)
         outs = harness("forward", model.forward, harness.point(point))
         return tuple(_numbers(outs[0], "forward").shape)
+    finally:
+        np.random.set_state(saved)
+
+
+def explain_model(model: Model, seed: int, method: str, dtype: str
+                  ) -> tuple[Point, list[Array], dict[str, tuple[Array, Array]]]:
+    """The point of trial 0, the outputs there and, per argument, the analytic and numerical
+    Jacobians of the first output (what ``gradcheck explain`` prints)."""
+    judge = Check("", model, seed, 1, method, dtype, Tolerance())
+    harness = Harness(model, np.dtype(dtype))
+    saved = np.random.get_state()
+    try:
+        if model.stochastic:
+            np.random.seed([seed, 0])
+            harness.state = np.random.get_state()
+        point = judge.sample(0, harness)
+        outs = judge._outputs(tuple(harness("forward", model.forward, harness.point(point))), "forward")
+        shapes, analytic = judge._analytic(point, harness)
+        first = int(np.prod(shapes[0], dtype=np.int64))
+        parts: dict[str, tuple[Array, Array]] = {}
+        for a in model.args:
+            if a.name in analytic:
+                try:
+                    est = judge._numeric(point, a.name, a.domain, harness, shapes)[0]
+                except numdiff.EvaluationError as exc:
+                    raise Refused(f"forward {exc}") from exc
+                parts[a.name] = (analytic[a.name][:first], est.value[:first])
+        return point, outs, parts
     finally:
         np.random.set_state(saved)

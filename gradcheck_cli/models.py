@@ -84,8 +84,12 @@ def layer_model(spec: FunctionSpec, shape: tuple[int, ...] | None,
                  style.forward, pullback, sig.stochastic, origin=spec.origin, notes=spec.notes)
 
 
-def _target_for(loss: FunctionSpec, pred: Array, rng: np.random.Generator) -> Array:
-    """A target of the loss's kind, of the prediction's shape (classes along the last axis)."""
+def _target_for(loss: FunctionSpec, pred: Array, rng: np.random.Generator) -> NDArray[Any]:
+    """A target of the loss's kind, of the prediction's shape (classes along the last axis);
+    integer labels have the prediction's shape without its last axis."""
+    if loss.target == "labels":
+        classes = pred.shape[-1] if pred.ndim else 1
+        return rng.integers(0, classes, pred.shape[:-1])
     flat = pred.reshape(-1, pred.shape[-1]) if pred.ndim >= 1 else pred.reshape(1, 1)
     target = inputs.sample_target(loss.target or "real", (flat.shape[0], flat.shape[1]), rng)
     return target.reshape(pred.shape)
@@ -99,10 +103,33 @@ def _loss_gradient(loss: FunctionSpec, pred: Any, target: Any) -> Any:
     return loss.derivatives["gradient"](pred, target)
 
 
+def activation_model(spec: FunctionSpec, shape: tuple[int, ...]) -> Model:
+    """An activation as a model of one argument ``x``, its derivative as the vector-Jacobian
+    product its first convention gives."""
+    from gradcheck_cli import conventions
+
+    convention = spec.conventions[0]
+
+    def forward(point: Point) -> tuple[Any, ...]:
+        return (spec.forward(point["x"]),)
+
+    def pullback(point: Point) -> tuple[tuple[Any, ...], Back]:
+        x = np.asarray(point["x"])
+        y = spec.forward(x)
+
+        def back(douts: tuple[Any, ...]) -> dict[str, Any]:
+            return {"x": conventions.analytic_vjp(spec, convention, x, np.asarray(douts[0]), np.asarray(y))}
+
+        return (y,), back
+
+    return Model(spec.name, "jacobian", convention, (Arg("x", tuple(shape), spec.domain),), ("y",), forward,
+                 pullback, kinks=spec.kinks, origin=spec.origin, notes=spec.notes)
+
+
 def loss_model(spec: FunctionSpec, shape: tuple[int, ...] | None,
                arg_shapes: Mapping[str, tuple[int, ...]]) -> Model:
     """A loss as a function of its prediction; the target is a constant of each point."""
-    pred_shape = arg_shapes.get("pred", shape if shape is not None else (4, 10))
+    pred_shape = arg_shapes.get("pred", shape if shape is not None else (4, 10))  # activations' default
     args = (Arg("pred", tuple(pred_shape), spec.domain),)
 
     def constants(point: Point, rng: np.random.Generator) -> Point:

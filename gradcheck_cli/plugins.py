@@ -352,7 +352,7 @@ def _factory(cls: type, init: dict[str, Any]) -> Callable[[], Any]:
 
 def register_functions(functions: Sequence[Any], base: Path, registry: Registry) -> list[str]:
     """Register the ``functions:`` entries of a config (see :mod:`gradcheck_cli.config`)."""
-    from gradcheck_cli.registry import register_activation, register_loss
+    from gradcheck_cli.registry import register_activation, register_layer, register_loss
 
     names: list[str] = []
     for fn in functions:
@@ -360,7 +360,8 @@ def register_functions(functions: Sequence[Any], base: Path, registry: Registry)
         key = f"{fn.where}: functions.{fn.name}"
         announce(f"{key} ({fn.forward})")
         init_at = fn.at("init")
-        forward, factory = resolve_reference(fn.forward, base, fn.at("forward"), dict(fn.init), instances, init_at)
+        forward, factory = (resolve_reference(fn.forward, base, fn.at("forward"), dict(fn.init), instances, init_at)
+                            if fn.forward else (None, None))
         conventions = {}
         for keyword, ref in fn.conventions.items():
             announce(f"{fn.at(keyword)} ({ref})")  # so that a module that exits as it loads is the one named
@@ -372,8 +373,17 @@ def register_functions(functions: Sequence[Any], base: Path, registry: Registry)
                     register_activation(fn.name, forward, output_attr=fn.output_attr, grad_attr=fn.grad_attr,
                                         factory=factory if "backward" in conventions else None,
                                         **extra, **conventions)
+                elif fn.kind == "layer":
+                    assert forward is not None  # the config requires it for layers
+                    # Class.method references are bound to one instance built with init: the layer's
+                    # prototype, copied for every call (never rebuilt, so random weights stay put).
+                    register_layer(fn.name, forward, args=dict(fn.args), kwargs=dict(fn.kwargs),
+                                   outputs=fn.outputs, params=dict(fn.params), output_attr=fn.output_attr,
+                                   grad_attr=fn.grad_attr, stochastic=fn.stochastic, formula=fn.formula,
+                                   **conventions)
                 else:
-                    register_loss(fn.name, forward, target=fn.target or "real", **extra, **conventions)
+                    register_loss(fn.name, forward, target=fn.target or "real", reduction=fn.reduction,
+                                  grad_attr=fn.grad_attr, **extra, **conventions)
             except PluginError as exc:
                 raise PluginError(f"{key}: {exc.message}") from exc
         names.append(fn.name)

@@ -25,6 +25,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from gradcheck_cli.errors import UsageError
+from gradcheck_cli.registry import table
 
 if TYPE_CHECKING:
     from gradcheck_cli.runner import CheckOptions, Spec
@@ -50,7 +51,7 @@ PER_ENTRY = 12
 # import the numerical modules), in memory bounded by the chunk size plus the per-element term.
 STREAM_LIMIT = 40_000_000
 STREAM_CHUNKS_BYTES = 1_000_000_000
-_ELEMENTWISE = ("derivative", "derivative_of_output")
+_ELEMENTWISE = table.ELEMENTWISE
 
 
 def estimate_bytes(spec: Spec, options: CheckOptions) -> int:

@@ -68,6 +68,8 @@ class CheckResult:
     wrt: str = ""
     worst_entry: str = ""
     """The worst entry by name, ``dout[1,2]/dw[0,3]`` (rows of layers), or empty."""
+    point: tuple[tuple[str, tuple[int, ...], tuple[float, ...]], ...] | None = None
+    """FAIL rows of layers: every array of the failing point as (name, shape, flat values)."""
     """The argument this row differentiates with respect to (layers: ``x``, ``w``, ``b``), or empty."""
 
     @property
@@ -81,6 +83,8 @@ class CheckResult:
         data["worst_index"] = list(self.worst_index) if self.worst_index is not None else None
         data["notes"] = list(self.notes)
         data["worst_entries"] = list(self.worst_entries)
+        data["point"] = ({name: {"shape": list(shape), "values": list(values)} for name, shape, values in self.point}
+                         if self.point is not None else None)
         for key in ("input", "target", "heatmap"):
             value = getattr(self, key)
             data[key] = [list(r) for r in value] if value is not None else None

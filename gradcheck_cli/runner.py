@@ -54,6 +54,8 @@ class CheckOptions:
     fast: bool = False
     arg_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     """Shapes of named layer arguments (``--shape w=4,3,3,3``)."""
+    arg_values: tuple[tuple[str, Array], ...] = ()
+    """Values of named layer arguments, the same in every trial (PyTorch-style ``inputs=``)."""
 
     @property
     def tolerance(self) -> Tolerance:
@@ -63,6 +65,11 @@ class CheckOptions:
     def n_random(self) -> int:
         """Sample points before the edge probes: the explicit input, or ``trials`` draws."""
         return 1 if self.input is not None else max(1, self.trials)
+
+    def arguments_fixed(self, names: Sequence[str]) -> bool:
+        """Every argument in ``names`` has an explicit value: one point, no random draws."""
+        given = {name for name, _ in self.arg_values}
+        return all(name in given for name in names)
 
     @property
     def n_trials(self) -> int:
@@ -1155,32 +1162,41 @@ def check_spec(spec: Spec, options: CheckOptions, registry: Registry,
         return _check_spec(spec, options, registry, {} if activation_rows is None else activation_rows)
 
 
-def _layer_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
-    """A layer's rows, one per argument; with a loss, also the loss's gradient and the chain rows."""
+def _argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
+    """Rows from the per-argument checks (:mod:`gradcheck_cli.jacobians`): a layer's, one per
+    argument; with a loss, also the loss's gradient and the chain rows. Losses on integer
+    labels take this path too, their target having another shape than the prediction."""
     from gradcheck_cli import jacobians, models
 
-    assert spec.layer is not None
-    shapes = dict(options.arg_shapes)
+    values = dict(options.arg_values)
+    shapes = {**dict(options.arg_shapes), **{name: tuple(np.shape(v)) for name, v in values.items()}}
     reproduce = reproduce_command(spec.text, options, spec)
-    layer = models.layer_model(spec.layer, options.shape, shapes)
-    judged = [layer]
+    first: models.Model | None = None
+    if spec.layer is not None:
+        first = models.layer_model(spec.layer, options.shape, shapes)
+    elif spec.activation is not None:
+        first = models.activation_model(spec.activation, options.point_shape)
+    judged = [first] if first is not None else []
     if spec.loss is not None:
-        try:  # the loss is checked at the layer's output shape; a layer that cannot run has its ERROR rows
-            judged.append(models.loss_model(spec.loss, jacobians.output_shape(layer, options.seed, options.dtype), {}))
+        try:  # the loss is checked at the first stage's output shape; a stage that cannot run has its ERROR rows
+            shape = options.point_shape if first is None else jacobians.output_shape(first, options.seed, options.dtype)
+            judged.append(models.loss_model(spec.loss, shape, {}))
         except jacobians.Refused:
             pass
-        judged.append(models.chain_model(layer, spec.loss))
+        if first is not None:
+            judged.append(models.chain_model(first, spec.loss))
     rows: list[CheckResult] = []
     for model in judged:
-        rows += jacobians.check_model(spec.text, model, options.seed, options.n_random, options.method, options.dtype,
-                                      options.tolerance, reproduce)
+        trials = 1 if values and options.arguments_fixed([a.name for a in model.args]) else options.n_random
+        rows += jacobians.check_model(spec.text, model, options.seed, trials, options.method, options.dtype,
+                                      options.tolerance, reproduce, values, options.fast, options.edges)
     return rows
 
 
 def _check_spec(spec: Spec, options: CheckOptions, registry: Registry,
                 activation_rows: dict[str, list[CheckResult]]) -> list[CheckResult]:
-    if spec.layer is not None:
-        return _layer_rows(spec, options)
+    if spec.layer is not None or (spec.loss is not None and spec.loss.target == "labels"):
+        return _argument_rows(spec, options)
     points = _Points(spec, options)
     parts: list[_Part] = []
     rows: list[CheckResult] = []
@@ -1266,6 +1282,9 @@ class Explanation:
     upstream: Array | None = None
     analytic_vjp: Array | None = None
     numeric_vjp: Array | None = None
+    arguments: tuple[tuple[str, Array, Array, Array], ...] = ()
+    """Layers: per argument, its value and the analytic and numerical Jacobians of the output."""
+    output_name: str = "y"
 
 
 def explain(name: str, options: CheckOptions | None = None, registry: Registry | None = None,
@@ -1281,12 +1300,16 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
     options.validate()
     registry = registry or default_registry(tuple(plugins))
     spec = parse_spec(name, registry)
-    if spec.activation is not None and spec.loss is not None:
+    first = spec.activation or spec.layer
+    if first is not None and spec.loss is not None:
         raise UsageError(
-            f"explain takes one activation or loss, not a pair; got '{name}'. Explain each part "
-            f"('gradcheck explain {spec.activation.name}'), or run the pair with "
+            f"explain takes one activation, layer or loss, not a pair; got '{name}'. Explain each part "
+            f"('gradcheck explain {first.name}'), or run the pair with "
             f"'gradcheck run {name} --verbose'."
         )
+    if spec.layer is not None:
+        with floating.own_errstate():
+            return _explain_layer(spec, spec.layer, options)
     entry = spec.activation or spec.loss
     assert entry is not None
     options.validate(spec)
@@ -1301,6 +1324,29 @@ def explain(name: str, options: CheckOptions | None = None, registry: Registry |
         )
     with floating.own_errstate():  # whatever numpy error state a plugin set at import
         return _explain(spec, entry, options, registry)
+
+
+def _explain_layer(spec: Spec, entry: FunctionSpec, options: CheckOptions) -> Explanation:
+    """:func:`explain` for a layer: per argument, the Jacobians of its first output."""
+    from gradcheck_cli import jacobians, models
+
+    shape = None if options.shape == (2, 4) else options.shape  # explain's activation default: the layer's own
+    model = models.layer_model(entry, shape, dict(options.arg_shapes))
+    for a in model.args:
+        if int(np.prod(a.shape, dtype=np.int64)) > EXPLAIN_MAX_VALUES:
+            raise UsageError(
+                f"explain shows whole Jacobians, so it takes small arguments: at most {EXPLAIN_MAX_VALUES:,} values "
+                f"each; {a.name} has shape {'x'.join(map(str, a.shape))}. Give smaller shapes (--shape "
+                f"{a.name}=...), or check it with 'gradcheck run {entry.name} --verbose'.")
+    rows = RunResult(tuple(_argument_rows(spec, replace(options, shape=shape))))
+    try:
+        point, outputs, parts = jacobians.explain_model(model, options.seed, options.method, options.dtype)
+    except jacobians.Refused as why:
+        raise UsageError(f"'{entry.name}' cannot be explained: {why}") from None
+    first = model.args[0].name
+    arguments = tuple((name, np.asarray(point[name], dtype=np.float64), a, n) for name, (a, n) in parts.items())
+    return Explanation(entry.summary(), model.convention, np.asarray(point[first], dtype=np.float64), None,
+                       outputs[0], None, None, None, rows, arguments=arguments, output_name=model.outputs[0])
 
 
 def _explain(spec: Spec, entry: FunctionSpec, options: CheckOptions, registry: Registry) -> Explanation:

@@ -21,14 +21,14 @@ from numpy.typing import NDArray
 from gradcheck_cli import conventions, numdiff, parallel
 from gradcheck_cli.compare import Comparison, Entry, Tolerance, compare, recompare
 from gradcheck_cli.numdiff import Evaluator
-from gradcheck_cli.registry import FunctionSpec, is_threadsafe
+from gradcheck_cli.registry import FunctionSpec, is_threadsafe, table
 from gradcheck_cli.structure import ELEMENTWISE, GENERAL, ROWWISE, Pattern
 
 Array = NDArray[np.float64]
 
 STREAM_LIMIT = 40_000_000  # Jacobian entries (B*K_out x K blocks, or dense M x N)
 CHUNK_BYTES = 32_000_000  # one (M x columns) float64 array per chunk
-STREAMABLE = ("vjp", "backward", "jvp", "derivative", "derivative_of_output")
+STREAMABLE = table.STREAMABLE
 
 
 @dataclass

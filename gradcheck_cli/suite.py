@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import shlex
 import signal
 import time
 import traceback
@@ -22,7 +23,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from gradcheck_cli import parallel, processes, resources
-from gradcheck_cli.errors import clip
+from gradcheck_cli.errors import clip, suggest
 from gradcheck_cli.registry import Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 from gradcheck_cli.runner import CheckOptions, Spec, check_spec, reproduce_command
@@ -37,15 +38,17 @@ class Job:
     options: CheckOptions
     expect: str = "pass"
     timeout: float | None = None
+    reproduce: str = ""
+    """The command that repeats this check, when it is not a plain ``gradcheck run`` (a config's check)."""
 
 
 def error_row(job: Job, message: str) -> CheckResult:
     """An ERROR row for ``job`` carrying ``message``."""
-    entry = job.spec.activation or job.spec.loss
+    entry = job.spec.activation or job.spec.layer or job.spec.loss
     message = clip(message)
-    return CheckResult(check=job.name, component="jacobian" if job.spec.activation else "gradient",
+    return CheckResult(check=job.name, component="gradient" if entry is job.spec.loss else "jacobian",
                        convention=entry.conventions[0] if entry else "",
-                       reproduce=reproduce_command(job.spec.text, job.options, job.spec),
+                       reproduce=job.reproduce or reproduce_command(job.spec.text, job.options, job.spec),
                        verdict=Verdict.ERROR, shape=job.options.point_shape,
                        trials=job.options.n_trials, method=job.options.method, seed=job.options.seed,
                        origin=entry.origin if entry else "", diagnosis=message)
@@ -67,7 +70,8 @@ def expect(rows: list[CheckResult], job: Job) -> list[CheckResult]:
 
     Diagnoses and notes that quote user code are clipped (:func:`clip`) on the way out.
     """
-    rows = [replace(r, check=job.name, diagnosis=clip(r.diagnosis), notes=tuple(clip(n) for n in r.notes))
+    rows = [replace(r, check=job.name, diagnosis=clip(r.diagnosis), notes=tuple(clip(n) for n in r.notes),
+                    reproduce=job.reproduce or r.reproduce)
             for r in rows]
     if job.expect != "fail":
         return rows
@@ -361,7 +365,7 @@ def jobs_from_config(path: str, default_timeout: float | None) -> tuple[Registry
 
             options = CheckOptions(
                 seed=merged.get("seed", 0), trials=merged.get("trials", 3),
-                shape=merged.get("shape", (4, 10)), method=merged.get("method", "central"),
+                shape=merged.get("shape"), method=merged.get("method", "central"),
                 dtype=merged.get("dtype", "float64"), edges=merged.get("edges", False),
                 fast=merged.get("fast", False),
                 rtol=merged.get("rtol"), atol=merged.get("atol"),
@@ -372,7 +376,12 @@ def jobs_from_config(path: str, default_timeout: float | None) -> tuple[Registry
             spec = prepare_spec(check.spec, options, registry)
         except GradcheckError as exc:
             raise ConfigError(f"{config.where(key)}: {exc.message}") from exc
-        jobs.append(Job(check.name, spec, options, check.expect, merged.get("timeout", default_timeout)))
+        # A check of an entry the config maps (origin file.yaml:LINE) is repeated through the config;
+        # built-ins and plugins repeat with gradcheck run (the row's own command).
+        mapped = any(e is not None and e.origin.rsplit(":", 1)[-1].isdigit()
+                     for e in (spec.activation, spec.layer, spec.loss))
+        again = shlex.join(["gradcheck", "ci", str(path), "--only", check.name]) if mapped else ""
+        jobs.append(Job(check.name, spec, options, check.expect, merged.get("timeout", default_timeout), again))
     return registry, jobs
 
 
@@ -388,6 +397,20 @@ def parse_shard(text: str) -> tuple[int, int]:
         raise UsageError(f"--shard expects I/N in ASCII digits with 1 <= I <= N (e.g. --shard 2/4 for the second "
                          f"of four CI jobs); got {text!r}.")
     return index, count
+
+
+def select_only(jobs: list[Job], names: tuple[str, ...]) -> list[Job]:
+    """The checks named by ``--only`` (a check's ``name:``, or its spec when it has none)."""
+    from gradcheck_cli.errors import UsageError
+
+    if not names:
+        return jobs
+    known = [j.name for j in jobs]
+    for name in names:
+        if name not in known:
+            raise UsageError(f"--only '{name}' names no check of this config.{suggest(name, known)} Checks are named "
+                             f"by their 'name:' key, or by their spec when they have none.")
+    return [j for j in jobs if j.name in names]
 
 
 def select_shard(jobs: list[Job], part: tuple[int, int] | None) -> list[Job]:

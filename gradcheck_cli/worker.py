@@ -68,6 +68,7 @@ class Load:
     timeout: float | None = None
     source: str = ""
     shard: tuple[int, int] | None = None
+    only: tuple[str, ...] = ()
 
 
 class Interrupted(Exception):
@@ -94,11 +95,11 @@ class Interrupted(Exception):
 def build_jobs(load: Load) -> tuple[Registry, list[Job]]:
     """The registry and the checks ``load`` describes (runs plugin code: loader processes only)."""
     from gradcheck_cli.plugins import default_registry, load_plugin
-    from gradcheck_cli.suite import jobs_for, jobs_from_config, select_shard
+    from gradcheck_cli.suite import jobs_for, jobs_from_config, select_only, select_shard
 
     if load.command == "ci":
         registry, jobs = jobs_from_config(load.source, load.timeout)
-        return registry, select_shard(jobs, load.shard)
+        return registry, select_shard(select_only(jobs, load.only), load.shard)
     assert load.options is not None
     if load.command == "check":
         registry = default_registry()

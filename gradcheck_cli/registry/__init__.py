@@ -16,15 +16,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gradcheck_cli.errors import PluginError, UsageError, suggest
+from gradcheck_cli.registry import table
 
 if TYPE_CHECKING:
     from gradcheck_cli.registry.styles import Style
 
-ACTIVATION_CONVENTIONS = ("jacobian", "vjp", "jvp", "derivative", "derivative_of_output", "backward")
-LOSS_CONVENTIONS = ("gradient",)
-SECOND_ORDER = ("derivative2",)
+ACTIVATION_CONVENTIONS = table.keywords("activation")
+LOSS_CONVENTIONS = table.keywords("loss")
+SECOND_ORDER = table.keywords("activation", order=2)
 DOMAINS = ("real", "positive", "unit")
-TARGETS = ("real", "onehot", "probabilities", "binary", "positive")
+TARGETS = ("real", "onehot", "probabilities", "binary", "positive", "labels")
+REDUCTIONS = ("mean", "sum")
 KINDS = ("activation", "loss", "layer")
 
 # Matched with fullmatch: '$' would also match before a final newline, letting "abc\n" in.
@@ -93,8 +95,9 @@ class FunctionSpec:
 
     def summary(self) -> EntrySummary:
         """What ``list`` and ``explain`` show of this entry, as plain (picklable) data."""
+        args = tuple((a.name, a.shape) for a in self.layer.signature.args) if self.layer is not None else ()
         return EntrySummary(self.name, self.kind, self.conventions, tuple(self.second), self.formula,
-                            self.domain, self.target, self.origin, self.mistake, self.fix)
+                            self.domain, self.target, self.origin, self.mistake, self.fix, args)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ class EntrySummary:
     origin: str
     mistake: str | None
     fix: str | None
+    args: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """A layer's arguments and their default shapes."""
 
     @property
     def is_variant(self) -> bool:
@@ -397,14 +402,21 @@ def register_activation(name: str, forward: Callable[..., Any] | None = None, *,
 
 def register_loss(name: str, forward: Callable[..., Any] | None = None, *, target: str = "real",
                   formula: str = "", domain: str = "real", kinks: tuple[float, ...] = (),
-                  mistake: str | None = None, fix: str | None = None,
-                  **conventions: Callable[..., Any]) -> Any:
-    """Register a loss ``forward(pred, target) -> scalar`` with ``gradient(pred, target)``.
+                  mistake: str | None = None, fix: str | None = None, reduction: str | None = None,
+                  grad_attr: str | None = None, **conventions: Callable[..., Any]) -> Any:
+    """Register a loss ``forward(pred, target) -> scalar`` with its gradient.
 
-    ``target`` is the kind of target drawn for it: real, onehot, probabilities, binary or
-    positive; ``domain`` where predictions are drawn: real, positive or unit. Without
-    ``forward`` it returns a class decorator (methods ``forward``/``__call__`` and
-    ``gradient``).
+    The gradient comes as ``gradient(pred, target) -> like pred``, as
+    ``value_and_grad(pred, target) -> (loss, grad)`` (then ``forward`` may be omitted), or as
+    a stateful loss's ``backward(pred, target)`` method that returns the gradient or stores
+    it in ``grad_attr`` (``self.dinputs``). A loss returning one value per sample declares
+    ``reduction="mean"`` or ``"sum"``: the checked loss is that reduction of its vector, and
+    the gradient is the reduced loss's.
+
+    ``target`` is the kind of target drawn for it: real, onehot, probabilities, binary,
+    positive, or labels (integer classes, the prediction's shape without its last axis);
+    ``domain`` where predictions are drawn: real, positive or unit. Without ``forward`` and
+    conventions it returns a class decorator (methods ``forward``/``__call__`` and ``gradient``).
     """
     fields = dict(formula=formula, domain=domain, target=target, kinks=kinks,
                   mistake=mistake, fix=fix)
@@ -413,9 +425,100 @@ def register_loss(name: str, forward: Callable[..., Any] | None = None, *, targe
 
         return layers.class_decorator(lambda f, convs, **kw: _register("loss", name, f, convs, **kw),
                                       name, "loss", fields)
+    where = f"'{name}' (registered by {_target()[1]})"
+    if reduction is not None and reduction not in REDUCTIONS:
+        raise PluginError(f"{where}: reduction={reduction!r} is not one of {', '.join(REDUCTIONS)}: the loss "
+                          f"checked is the mean or the sum of the per-sample values forward returns.")
+    value_and_grad = conventions.pop("value_and_grad", None)
+    backward = conventions.pop("backward", None)
+    given = [k for k, v in (("gradient", conventions.get("gradient")), ("value_and_grad", value_and_grad),
+                            ("backward", backward)) if v is not None]
+    if len(given) > 1:
+        raise PluginError(f"{where}: give the gradient one way, not {' and '.join(given)}.")
+    if grad_attr is not None and backward is None:
+        raise PluginError(f"{where}: grad_attr names where a stateful loss's backward stores the gradient, but "
+                          f"there is no backward=. Remove grad_attr, or pass backward=Loss.backward.")
+    if value_and_grad is not None:
+        if not callable(value_and_grad):
+            raise PluginError(f"{where}: value_and_grad= must be callable; got {value_and_grad!r}.")
+        forward, conventions["gradient"] = _split_value_and_grad(value_and_grad, forward)
+    if backward is not None:
+        if not callable(backward):
+            raise PluginError(f"{where}: backward= must be callable; got {backward!r}.")
+        conventions["gradient"] = _loss_backward(where, backward, grad_attr)
     if forward is None:
-        raise PluginError(f"'{name}': register_loss needs forward= (the loss whose gradient is checked).")
+        raise PluginError(f"'{name}': register_loss needs forward= (the loss whose gradient is checked), or "
+                          f"value_and_grad= (a function returning the loss and its gradient).")
+    if reduction is not None and callable(forward):
+        forward = _reduced(forward, reduction)
     return _register("loss", name, forward, conventions, **fields)
+
+
+def _split_value_and_grad(value_and_grad: Callable[..., Any], forward: Callable[..., Any] | None
+                          ) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``(loss, grad) = f(pred, target)`` as a forward (unless one is given) and a gradient."""
+
+    def pair(pred: Any, target: Any) -> tuple[Any, Any]:
+        result = value_and_grad(pred, target)
+        if not isinstance(result, tuple | list) or len(result) != 2:
+            raise ValueError(f"value_and_grad returned {type(result).__name__}"
+                             f"{f' of {len(result)}' if isinstance(result, tuple | list) else ''}; expected "
+                             f"(loss, grad), two values")
+        return result[0], result[1]
+
+    def value(pred: Any, target: Any) -> Any:
+        return pair(pred, target)[0]
+
+    def gradient(pred: Any, target: Any) -> Any:
+        return pair(pred, target)[1]
+
+    value.__name__ = gradient.__name__ = getattr(value_and_grad, "__name__", "value_and_grad")
+    if is_threadsafe(value_and_grad):
+        threadsafe(value)
+        threadsafe(gradient)
+    return forward or value, gradient
+
+
+def _loss_backward(where: str, backward: Callable[..., Any], grad_attr: str | None) -> Callable[..., Any]:
+    """A stateful loss's ``backward(pred, target)`` as ``gradient(pred, target)``: each call on a
+    fresh copy of its instance, the result returned or read from ``grad_attr``."""
+    import copy
+
+    from gradcheck_cli.registry.styles import LayerError, owner_of, read_path
+
+    owner = owner_of(backward)
+    method = getattr(backward, "__name__", "backward")
+
+    def gradient(pred: Any, target: Any) -> Any:
+        held = copy.deepcopy(owner) if owner is not None else None
+        result = getattr(held, method)(pred, target) if held is not None else backward(pred, target)
+        if grad_attr is not None:
+            if held is None:
+                raise LayerError(f"grad_attr='{grad_attr}' needs backward to be a method of a loss instance")
+            return read_path(held, grad_attr)
+        if result is None:
+            raise LayerError("backward(pred, target) returned None; if the loss stores the gradient in an "
+                             "attribute, name it with grad_attr (e.g. grad_attr: dinputs)")
+        return result
+
+    gradient.__name__ = method
+    del where
+    return gradient
+
+
+def _reduced(forward: Callable[..., Any], reduction: str) -> Callable[..., Any]:
+    """The per-sample loss ``forward`` reduced to one number by its declared reduction."""
+
+    def loss(pred: Any, target: Any) -> Any:
+        import numpy as np
+
+        values = np.asarray(forward(pred, target))
+        return values.mean() if reduction == "mean" else values.sum()
+
+    loss.__name__ = getattr(forward, "__name__", "forward")
+    if is_threadsafe(forward):
+        threadsafe(loss)
+    return loss
 
 
 def register_fused(activation: str, loss: str, *, gradient: Callable[[Any, Any], Any],

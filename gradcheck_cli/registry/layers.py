@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from gradcheck_cli.errors import PluginError
+from gradcheck_cli.registry import table
 
-CONVENTION_METHODS = ("derivative", "derivative_of_output", "jacobian", "vjp", "jvp", "backward",
-                      "derivative2", "gradient")
+CONVENTION_METHODS = table.keywords(order=None)
 FORWARD_METHODS = ("forward", "__call__")
 
 

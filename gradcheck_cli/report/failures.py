@@ -2,6 +2,9 @@
 
     data = np.load("failures/000-softmax@diagonal-jacobian-derivative.npz")
     x, target = data["input"], data.get("target")
+
+A layer's file holds every array of the failing point under its argument's name
+(``data["x"], data["w"], data["b"]``, and ``data["target"]`` for a loss) and ``wrt``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def file_name(index: int, check: str, component: str, convention: str) -> str:
     The slug is ASCII, so characters are bytes; the hash of the full name keeps two long
     names that share their first bytes apart.
     """
-    stem = f"{index:03d}-{_slug(check)}-{component}-{convention}"
+    stem = f"{index:03d}-{_slug(check)}-{_slug(component)}-{_slug(convention)}"
     if len(stem) > MAX_STEM:
         digest = hashlib.sha1(stem.encode(), usedforsecurity=False).hexdigest()[:10]
         stem = f"{stem[:MAX_STEM - 11]}-{digest}"
@@ -49,7 +52,8 @@ def save(result: RunResult, folder: str) -> list[Path]:
     ReportError
         When the folder cannot be created or a file cannot be written.
     """
-    rows = [(i, row) for i, row in enumerate(result.results) if row.verdict is Verdict.FAIL and row.input is not None]
+    rows = [(i, row) for i, row in enumerate(result.results)
+            if row.verdict is Verdict.FAIL and (row.input is not None or row.point is not None)]
     if not rows:
         return []
     directory = Path(folder)
@@ -60,14 +64,21 @@ def save(result: RunResult, folder: str) -> list[Path]:
                           f"Give a writable folder path.") from exc
     written = []
     for index, row in rows:
-        path = directory / file_name(index, row.check, row.component, row.convention)
+        component = f"{row.component}-{row.wrt}" if row.wrt else row.component
+        path = directory / file_name(index, row.check, component, row.convention)
         arrays: dict[str, Any] = {
-            "input": np.asarray(row.input, dtype=np.float64), "check": np.asarray(row.check),
+            "check": np.asarray(row.check),
             "component": np.asarray(row.component), "seed": np.asarray(row.seed),
             "trial": np.asarray(row.trial), "diagnosis": np.asarray(row.diagnosis),
             "reproduce": np.asarray(row.reproduce)}
+        if row.input is not None:
+            arrays["input"] = np.asarray(row.input, dtype=np.float64)
         if row.target is not None:
             arrays["target"] = np.asarray(row.target, dtype=np.float64)
+        if row.point is not None:
+            arrays["wrt"] = np.asarray(row.wrt)
+            for name, shape, values in row.point:
+                arrays.setdefault(name, np.asarray(values).reshape(shape))
         write_atomic(path, functools.partial(np.savez, **arrays), "a --save-failures file")
         written.append(path)
     return written

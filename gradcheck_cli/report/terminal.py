@@ -172,11 +172,13 @@ def render_list(entries: Iterable[EntrySummary], fused: Iterable[tuple[str, str,
     table.add_column("name", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     table.add_column("convention", overflow="fold", max_width=22)
-    table.add_column("domain / target", no_wrap=True)
+    table.add_column("domain / target / args", overflow="fold", max_width=30)
     table.add_column("formula", overflow="fold", min_width=30)
     table.add_column("origin", overflow="fold", max_width=24)
     for spec in entries:
         where = spec.domain if spec.kind == "activation" else f"{spec.domain} / {spec.target}"
+        if spec.args:
+            where = ", ".join(f"{name} {'x'.join(map(str, shape)) or 'scalar'}" for name, shape in spec.args)
         conventions = ", ".join(spec.conventions + tuple(spec.second))
         table.add_row(Text(clean(spec.name), style="red" if spec.is_variant else ""), spec.kind, conventions, where,
                       spec.formula, spec.origin)
@@ -217,16 +219,26 @@ def render_explanation(exp: Any, out: Console) -> None:
     out.print(Text(clean(spec.name), style="bold") + Text(about))
     if spec.formula:
         out.print(f"formula: {spec.formula}")
-    _matrix("input x" if spec.kind == "activation" else "prediction p", exp.x, out)
+    if not exp.arguments:
+        _matrix("input x" if spec.kind == "activation" else "prediction p", exp.x, out)
     if exp.target is not None:
         _matrix("target t", exp.target, out)
-    _matrix("output y = f(x)" if spec.kind == "activation" else "loss L(p, t)", exp.output, out)
+    _matrix("output y = f(x)" if spec.kind == "activation" else "loss L(p, t)" if spec.kind == "loss"
+            else f"output {exp.output_name}", exp.output.reshape(exp.output.shape[0], -1) if exp.output.ndim > 1
+            else exp.output, out)
     what = "Jacobian dy_i/dx_j" if spec.kind == "activation" else "gradient dL/dp"
     if exp.analytic is not None and exp.numeric is not None:
         _matrix(f"analytic {what}", exp.analytic, out)
         _matrix(f"numerical {what} (central differences)" if exp.rows.results[0].method == "central"
                 else f"numerical {what}", exp.numeric, out)
         _matrix("difference analytic - numeric", exp.analytic - exp.numeric, out, "{: .1e}")
+    for name, value, analytic, numeric in exp.arguments:
+        out.print(Text(f"\nwith respect to {name}", style="bold"))
+        _matrix(f"{name}", value.reshape(value.shape[0], -1) if value.ndim > 1 else value, out)
+        _matrix(f"analytic Jacobian d{exp.output_name}/d{name} (rows: output entries, columns: {name} entries)",
+                analytic, out)
+        _matrix(f"numerical d{exp.output_name}/d{name}", numeric, out)
+        _matrix("difference analytic - numeric", analytic - numeric, out, "{: .1e}")
     if exp.upstream is not None and exp.analytic_vjp is not None and exp.numeric_vjp is not None:
         out.print(Text("\nbackward pass with an upstream gradient g (what a layer computes)", style="bold"))
         _matrix("g", exp.upstream, out)

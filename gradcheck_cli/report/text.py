@@ -40,12 +40,13 @@ def worst_text(row: CheckResult) -> str:
 
 def describe_row(row: CheckResult) -> str:
     """One paragraph about one row: verdict, what, why, where, how to reproduce."""
-    what = row.component if row.convention in ("", row.component) else f"{row.component} ({row.convention})"
+    what = f"{row.component} wrt {row.wrt}" if row.wrt else row.component
+    what = what if row.convention in ("", row.component) else f"{what} ({row.convention})"
     lines = [f"{row.verdict.value} {row.check} - {what} [{row.origin}]"]
     if row.diagnosis:
         lines.append(f"  {row.diagnosis}")
     if row.worst_index is not None and row.analytic is not None:
-        lines.append(f"  worst entry {list(row.worst_index)}: {worst_text(row)}")
+        lines.append(f"  worst entry {row.worst_entry or list(row.worst_index)}: {worst_text(row)}")
     for note in row.notes:
         lines.append(f"  note: {note}")
     if row.reproduce:

@@ -165,7 +165,7 @@ def test_failure_reproduce_line_reproduces(gradcheck: Runner) -> None:
         (["run", "softmax", "--rtol", "-1"], "--rtol must be a finite number >= 0"),
         (["run", "mse", "--input", "1,2", "--target", "1,2,3"], "--target must have the shape of --input"),
         (["run", "softmax", "--json", "no/such/dir/report.json"], "Cannot write the JSON report"),
-        (["explain", "softmax+mse"], "explain takes one activation or loss, not a pair"),
+        (["explain", "softmax+mse"], "explain takes one activation, layer or loss, not a pair"),
         (["explain", "cross_entropy", "--input", "2,4"], "outside cross_entropy's domain"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,

@@ -274,7 +274,7 @@ ERRORS = [
             forward: lib.py:f
             vjp: lib.py:g
         checks: [f]
-        """, 4, "functions.f.kind", r"'activaton' is not one of activation, loss\. Did you mean 'activation'\?"),
+        """, 4, "functions.f.kind", r"'activaton' is not one of activation, loss, layer\. Did you mean 'activation'\?"),
     ("function_without_kind", """\
         version: 1
         functions:
