@@ -25,6 +25,7 @@ from gradcheck_cli.registry import REGISTRY, FunctionSpec, FusedSpec, Registry, 
 
 BUILTIN_MODULES = (
     "gradcheck_cli.registry.activations",
+    "gradcheck_cli.registry.builtin_layers",
     "gradcheck_cli.registry.losses",
     "gradcheck_cli.registry.variants",
 )

@@ -115,8 +115,10 @@ def test_list_json(gradcheck: Runner) -> None:
     entries = {e["name"]: e for e in data["entries"]}
     for entry in entries.values():
         assert {"name", "kind", "convention", "formula", "origin"} <= set(entry)
-        assert entry["kind"] in ("activation", "loss")
+        assert entry["kind"] in ("activation", "loss", "layer")
     assert entries["softmax@diagonal"]["kind"] == "activation"
+    assert entries["conv2d"]["kind"] == "layer" and entries["conv2d"]["convention"] == "backward (cache)"
+    assert "missing" in entries["batchnorm@missing_1_over_n"]["mistake"]
     assert entries["softmax@diagonal"]["convention"] == "derivative"
     assert entries["mse"]["kind"] == "loss" and entries["mse"]["origin"] == "builtin"
     assert "S_i (delta_ij - S_j)" in entries["softmax"]["formula"]

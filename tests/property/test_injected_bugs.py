@@ -21,7 +21,7 @@ from gradcheck_cli.registry import FunctionSpec, Registry, register_activation, 
 from gradcheck_cli.results import Verdict
 from gradcheck_cli.runner import CheckOptions, run
 
-_BUILTIN = {spec.name: spec for spec in default_registry() if "@" not in spec.name}
+_BUILTIN = {spec.name: spec for spec in default_registry() if "@" not in spec.name and spec.kind != "layer"}
 BUILTINS = sorted(_BUILTIN)
 # Entries whose derivative can vanish on a whole small sample (relu at all-negative
 # inputs): scaling or negating zero changes nothing, so they sit out those two bug kinds.
