@@ -203,7 +203,7 @@ STYLES = """\
         forward: layers.py:dense
         vjp: layers.py:dense_vjp_dict
         args: {x: [4, 5], w: {shape: [5, 3], domain: positive}, b: [3]}
-      dense:
+      nn_dense:
         kind: layer
         forward: layers.py:Layer_Dense.forward
         backward: layers.py:Layer_Dense.backward
@@ -251,13 +251,13 @@ STYLES = """\
       - {spec: conv, name: conv stride 2}
       - lstm_step
       - dense_vjp
-      - dense
+      - nn_dense
       - dict_dense
       - dropout
       - batchnorm
       - softmax_loss
       - nnfs_cce
-      - dense+mse
+      - nn_dense+mse
     """
 
 
