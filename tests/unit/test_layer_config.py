@@ -219,7 +219,7 @@ STYLES = """\
         init: {n_in: 4, n_out: 3}
         args: {x: [5, 4]}
         params: {'params[W]': 'grads[W]', 'params[b]': 'grads[b]'}
-      dropout:
+      my_dropout:
         kind: layer
         forward: layers.py:Layer_Dropout.forward
         backward: layers.py:Layer_Dropout.backward
@@ -228,7 +228,7 @@ STYLES = """\
         output_attr: output
         grad_attr: dinputs
         stochastic: true
-      batchnorm:
+      my_batchnorm:
         kind: layer
         forward: layers.py:batchnorm_forward
         backward: layers.py:batchnorm_backward
@@ -253,8 +253,8 @@ STYLES = """\
       - dense_vjp
       - nn_dense
       - dict_dense
-      - dropout
-      - batchnorm
+      - my_dropout
+      - my_batchnorm
       - softmax_loss
       - nnfs_cce
       - nn_dense+mse
@@ -273,9 +273,9 @@ def test_every_style_maps_from_yaml_and_passes(tmp_path: Path, library: Path) ->
     assert wrt[("affine", "jacobian")] == ["x", "w", "b"]
     assert wrt[("conv stride 2", "jacobian")] == ["x", "w", "b"]
     assert wrt[("lstm_step", "jacobian")] == ["x", "prev_h", "prev_c", "Wx", "Wh", "b"]
-    assert wrt[("dense", "jacobian")] == ["inputs", "weights", "biases"]
+    assert wrt[("nn_dense", "jacobian")] == ["inputs", "weights", "biases"]
     assert wrt[("dict_dense", "jacobian")] == ["x", "params[W]", "params[b]"]
-    assert wrt[("dense+mse", "chain")] == ["inputs", "weights", "biases"]
+    assert wrt[("nn_dense+mse", "chain")] == ["inputs", "weights", "biases"]
     assert wrt[("nnfs_cce", "gradient")] == ["pred"]
 
 
