@@ -81,6 +81,14 @@ def _numbers(value: Any, what: str) -> Array:
     return arr.astype(np.float64)
 
 
+def _differenced(value: Any) -> Array:
+    """A forward's output as differencing takes it: float64, or complex as it came (complex step)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind == "c":
+        return arr.astype(np.complex128)
+    return _numbers(arr, "forward")
+
+
 @dataclass
 class _Worst:
     """The worst trial so far of one argument."""
@@ -191,11 +199,15 @@ class Check:
             if state.error or state.wrong_shape or a.name not in analytic:
                 continue
             try:
-                est, evaluator, x = self._numeric(point, a.name, a.domain, harness, out_shapes)
+                est, evaluator, x = self._numeric(point, a.name, a.domain, harness, out_shapes, quick=True)
+                comp = compare(analytic[a.name], est.value, est.error, self.tolerance)
+                if not comp.passed and self.method == "central":  # the quick pass is only a first look
+                    est, evaluator, x = self._numeric(point, a.name, a.domain, harness, out_shapes,
+                                                      evaluator=evaluator)
+                    comp = compare(analytic[a.name], est.value, est.error, self.tolerance)
             except numdiff.EvaluationError as exc:
                 self.error = f"forward {exc}"
                 return
-            comp = compare(analytic[a.name], est.value, est.error, self.tolerance)
             if comp.max_ratio > state.worst.ratio:
                 keep = not comp.passed
                 state.worst = _Worst(comp.max_ratio, t, comp, analytic[a.name] if keep else None,
@@ -205,12 +217,19 @@ class Check:
                     state.worst.others = self._numeric_others(point, a.name, harness, out_shapes)
                     state.worst.point = point
 
-    def _outputs(self, raw: tuple[Any, ...], what: str) -> list[Array]:
+    def _outputs(self, raw: tuple[Any, ...], what: str, warnings: list[str] | None = None) -> list[Array]:
         outs = [_numbers(o, f"{what} ({name})") for o, name in zip(raw, self.model.outputs, strict=True)]
         for o, name in zip(outs, self.model.outputs, strict=True):
             if not np.all(np.isfinite(o)):
                 idx = tuple(int(i) for i in np.argwhere(~np.isfinite(o))[0])
-                raise Refused(f"forward returned {o[idx]} at {name}{list(idx)}; the check needs finite outputs "
+                where = f"{name}{list(idx)}" if idx else f"the {name}"
+                warned = f" (numpy reported: {', '.join(warnings)})" if warnings else ""
+                if self.model.component == "chain":
+                    raise Refused(f"the loss of {self.model.name.split('+')[0]}'s output is {o[idx]}{warned}: the loss "
+                                  f"needs predictions from its own domain (probabilities, positive numbers), and the "
+                                  f"layer's outputs are not; check the two apart, or a loss that takes any real "
+                                  f"prediction (mse, or one on logits)")
+                raise Refused(f"forward returned {o[idx]} at {where}{warned}; the check needs finite outputs "
                               f"(inputs are drawn from each argument's domain: declare domain: positive or "
                               f"unit in args if the function needs it)")
         return outs
@@ -225,7 +244,7 @@ class Check:
                                                           np.asarray(point[name]).astype(harness.dtype)):
                 raise Refused(f"forward changes its argument {name} in place; callers' arrays would be corrupted. "
                               f"Work on a copy ({name} = {name}.copy())")
-        outs = self._outputs(tuple(raw), "forward")
+        outs = self._outputs(tuple(raw), "forward", harness.warnings)
         again = self._outputs(tuple(harness("forward", self.model.forward, harness.point(point))), "forward")
         if not all(floating.same_values(a, b) for a, b in zip(outs, again, strict=True)):
             hint = ("it is marked stochastic, so it may draw only from numpy's global random state (np.random.*), "
@@ -370,14 +389,22 @@ class Check:
                 return
 
     def _numeric(self, point: Point, name: str, domain: str, harness: Harness,
-                 out_shapes: tuple[tuple[int, ...], ...]) -> tuple[numdiff.Estimate, numdiff.Evaluator, Array]:
-        """The numerical Jacobian of every output with respect to argument ``name``, (M, N)."""
+                 out_shapes: tuple[tuple[int, ...], ...], quick: bool = False,
+                 evaluator: numdiff.Evaluator | None = None) -> tuple[numdiff.Estimate, numdiff.Evaluator, Array]:
+        """The numerical Jacobian of every output with respect to argument ``name``, (M, N).
+
+        ``quick`` (central differences): f(x +- h) alone with a rounding-only bound, a first
+        pass whose tolerance is if anything too tight; what fails it is estimated again in full.
+        """
         shape = self.args[name].shape
         x = np.asarray(point[name], dtype=np.float64).reshape(1, -1)
-        f = self._flat_forward(point, name, shape, harness)
         scale = inputs.step_scale(x, domain)
-        evaluator = numdiff.Evaluator(f, x, scale, self.dtype)
-        est = numdiff.estimate(f, x, scale, self.method, evaluator, self.dtype)
+        if evaluator is None:
+            evaluator = numdiff.Evaluator(self._flat_forward(point, name, shape, harness), x, scale, self.dtype)
+        est = numdiff.estimate(evaluator.user_f, x, scale, self.method, evaluator, self.dtype,
+                               quick=quick and self.method == "central")
+        if est.note and est.note not in self.notes:
+            self.notes.append(est.note)
         return est, evaluator, x
 
     def _flat_forward(self, point: Point, name: str, shape: tuple[int, ...],
@@ -389,7 +416,7 @@ class Check:
             moved = dict(rest)
             moved[name] = np.asarray(v).reshape(shape)
             outs = harness("forward", model.forward, harness.point(moved))
-            return np.concatenate([_numbers(o, "forward").ravel() for o in outs])
+            return np.concatenate([_differenced(o).ravel() for o in outs])
 
         def f(v: Any) -> Array:
             v = np.asarray(v)

@@ -103,12 +103,25 @@ def _target_for(loss: FunctionSpec, pred: Array, rng: np.random.Generator) -> ND
     return target.reshape(pred.shape)
 
 
+def _as_rows(loss: FunctionSpec, pred: Any, target: Any) -> tuple[Any, Any]:
+    """A prediction of rank > 2 as the (B, K) rows a loss on one-hot, real or probability targets
+    is written for (classes or features along the last axis): a conv layer's (N, C, H, W)
+    output into mse is (N*C*H, W). Losses on integer labels take their prediction as it is."""
+    pred = np.asarray(pred)
+    if loss.target == "labels" or pred.ndim <= 2:
+        return pred, target
+    return pred.reshape(-1, pred.shape[-1]), np.asarray(target).reshape(-1, pred.shape[-1])
+
+
 def _loss_value(loss: FunctionSpec, pred: Any, target: Any) -> Any:
-    return loss.forward(pred, target)
+    return loss.forward(*_as_rows(loss, pred, target))
 
 
 def _loss_gradient(loss: FunctionSpec, pred: Any, target: Any) -> Any:
-    return loss.derivatives["gradient"](pred, target)
+    grad = loss.derivatives["gradient"](*_as_rows(loss, pred, target))
+    shape = np.shape(pred)
+    # Rows back to the prediction's shape (a gradient of the wrong size is left for the check to name).
+    return np.reshape(grad, shape) if len(shape) > 2 and np.size(grad) == np.prod(shape) else grad
 
 
 def activation_model(spec: FunctionSpec, shape: tuple[int, ...]) -> Model:

@@ -113,7 +113,7 @@ class CheckOptions:
                 f"--target has shape {b}x{k} but the random inputs have --shape "
                 f"{self.point_shape[0]},{self.point_shape[1]}; give --shape {b},{k} (or an --input of that shape)."
             )
-        if spec is not None and spec.layer is None:
+        if spec is not None and not per_argument(spec):
             if self.shape is not None and len(self.shape) > 2:
                 raise UsageError(
                     f"'{spec.text}' is checked on (B, K) arrays (batch rows, features), but --shape "
@@ -134,6 +134,12 @@ class Spec:
     activation: FunctionSpec | None
     loss: FunctionSpec | None
     layer: FunctionSpec | None = None
+
+
+def per_argument(spec: Spec) -> bool:
+    """Whether ``spec`` is checked argument by argument (:mod:`gradcheck_cli.jacobians`): layers,
+    and losses on integer labels, whose target has another shape than the prediction."""
+    return spec.layer is not None or (spec.loss is not None and spec.loss.target == "labels")
 
 
 def parse_spec(text: str, registry: Registry) -> Spec:
@@ -1179,8 +1185,11 @@ def _argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
     judged = [first] if first is not None else []
     if spec.loss is not None:
         try:  # the loss is checked at the first stage's output shape; a stage that cannot run has its ERROR rows
-            shape = options.point_shape if first is None else jacobians.output_shape(first, options.seed, options.dtype)
-            judged.append(models.loss_model(spec.loss, shape, {}))
+            if first is None:  # the loss alone: its prediction at --shape (any rank) or --shape pred=...
+                judged.append(models.loss_model(spec.loss, options.shape or options.point_shape, shapes))
+            else:
+                judged.append(models.loss_model(spec.loss, jacobians.output_shape(first, options.seed, options.dtype),
+                                                {}))
         except jacobians.Refused:
             pass
         if first is not None:
@@ -1195,7 +1204,7 @@ def _argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
 
 def _check_spec(spec: Spec, options: CheckOptions, registry: Registry,
                 activation_rows: dict[str, list[CheckResult]]) -> list[CheckResult]:
-    if spec.layer is not None or (spec.loss is not None and spec.loss.target == "labels"):
+    if per_argument(spec):
         return _argument_rows(spec, options)
     points = _Points(spec, options)
     parts: list[_Part] = []
