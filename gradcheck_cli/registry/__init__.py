@@ -664,6 +664,7 @@ def register_layer(name: str, forward: Callable[..., Any], *, backward: Callable
         signature = styles.Signature(arguments, outs, dict(kwargs or {}), bool(stochastic))
         style = styles.Cache(signature, forward, backward) if backward is not None else \
             styles.Vjp(signature, forward, vjp)  # type: ignore[arg-type]
+    _fits_calls(name, where, style, forward, backward, vjp)
     if not any(a.differentiable for a in signature.args):
         raise PluginError(f"'{name}'{where}: no argument to differentiate: give args= (inputs and default shapes) "
                           f"or params= (for a stateful layer).")
@@ -708,3 +709,40 @@ def _stateful(name: str, where: str, origin: str, forward: Callable[..., Any], b
     signature = styles.Signature((*arguments, *param_args), outs, dict(kwargs or {}), bool(stochastic))
     return styles.Stateful(signature, prototype, forward.__name__, backward.__name__,
                            {str(k): str(v) for k, v in (params or {}).items()}, output_attr, grad_attr)
+
+
+def _fits_calls(name: str, where: str, style: Style, forward: Callable[..., Any],
+                backward: Callable[..., Any] | None, vjp: Callable[..., Any] | None) -> None:
+    """Refuse, at registration, ``args``/``kwargs``/``outputs`` that the user's functions cannot be
+    called with (a missing argument, a misspelt keyword), instead of an ERROR row per argument."""
+    import inspect
+
+    from gradcheck_cli.registry import styles
+
+    sig = style.signature
+    if isinstance(style, styles.Stateful):  # the methods as they are called: bound to the layer instance
+        forward = getattr(style.prototype, style.forward_name)
+        backward = getattr(style.prototype, style.backward_name)
+    inputs = [a.name for a in sig.args if a.role == styles.INPUT]
+    douts = [f"d{o}" for o in sig.outputs]
+    calls: list[tuple[str, Callable[..., Any], list[str], dict[str, Any]]] = [("forward", forward, inputs,
+                                                                              dict(sig.kwargs))]
+    if isinstance(style, styles.Vjp) and vjp is not None:
+        calls.append(("vjp", vjp, inputs + douts, dict(sig.kwargs)))
+    elif isinstance(style, styles.Cache) and backward is not None:
+        calls.append(("backward", backward, [*douts, "cache"], {}))
+    elif isinstance(style, styles.Stateful) and backward is not None:
+        calls.append(("backward", backward, douts, {}))
+    for what, fn, positional, keywords in calls:
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):  # a builtin or a C function: nothing to read
+            continue
+        try:
+            signature.bind(*positional, **keywords)
+        except TypeError as exc:
+            given = ", ".join([*positional, *(f"{k}=..." for k in keywords)])
+            raise PluginError(
+                f"'{name}'{where}: {what}{signature} cannot be called as {what}({given}): {exc}. 'args' lists the "
+                f"forward's array arguments in call order, 'kwargs' its constants (passed by keyword), 'outputs' "
+                f"its outputs (one upstream gradient each for the backward).") from None

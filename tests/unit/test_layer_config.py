@@ -324,3 +324,28 @@ def test_a_config_layer_fail_reproduces_with_ci_only(tmp_path: Path, library: Pa
     assert repro.returncode == 1, repro.stdout + repro.stderr
     assert failing(again) == failing(report)
     assert {r["check"] for r in json.loads(again.read_text())["results"]} == {"square affine"}
+
+
+@pytest.mark.parametrize(("mapping", "said"), [
+    ("args: {x: [4, 5], w: [5, 3]}", r"forward\(x, w, b\) cannot be called as forward\(x, w\): missing a required "
+                                     r"argument: 'b'"),
+    ("args: {x: [2, 3, 5, 5], w: [2, 3, 3, 3], b: [2]}\n    kwargs: {conv_parm: {stride: 1, pad: 0}}",
+     r"cannot be called as forward\(x, w, b, conv_parm=\.\.\.\): missing a required argument: 'conv_param'"),
+])
+def test_args_and_kwargs_the_forward_cannot_take_are_refused_as_the_config_loads(
+        tmp_path: Path, library: Path, mapping: str, said: str) -> None:
+    forward = "conv_forward_naive" if "conv" in mapping else "affine_forward"
+    backward = forward.replace("forward", "backward")
+    path = write(tmp_path, f"""\
+version: 1
+functions:
+  f:
+    kind: layer
+    forward: layers.py:{forward}
+    backward: layers.py:{backward}
+    {mapping}
+checks: [f]
+""")
+    with pytest.raises(GradcheckError, match=r"gradcheck.yaml:3: functions\.f: .*" + said) as info:
+        run_config(path)
+    assert int(info.value.exit_code) == 2

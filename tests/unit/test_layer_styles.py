@@ -92,8 +92,18 @@ def test_several_outputs_lstm_step(reg: Registry) -> None:
     assert all(r.worst_entry.startswith(("dnext_h[", "dnext_c[")) for r in rows), [r.worst_entry for r in rows]
 
 
-def test_a_one_output_layer_whose_forward_returns_three_values_is_told_to_name_its_outputs(reg: Registry) -> None:
-    rows = layer(reg, "lstm_unnamed", L.lstm_step_forward, backward=L.lstm_step_backward, args=LSTM)
+def test_a_two_output_layer_registered_with_one_output_is_refused_when_it_registers(reg: Registry) -> None:
+    # Its backward takes (dnext_h, dnext_c, cache): one upstream gradient per output, and only one was declared.
+    with pytest.raises(PluginError, match=r"backward\(dnext_h, dnext_c, cache\) cannot be called as "
+                                          r"backward\(dout, cache\).*'outputs' its outputs"), registering(reg, ORIGIN):
+        register_layer("lstm_unnamed", L.lstm_step_forward, backward=L.lstm_step_backward, args=LSTM)
+
+
+def test_a_forward_returning_more_values_than_outputs_and_cache_is_told_to_name_its_outputs(reg: Registry) -> None:
+    def backward(*parts: Any) -> Any:  # takes anything: only the forward's return can tell
+        return L.lstm_step_backward(*parts)
+
+    rows = layer(reg, "lstm_unnamed", L.lstm_step_forward, backward=backward, args=LSTM)
     assert {r.verdict for r in rows} == {Verdict.ERROR}
     assert "forward returned a tuple of 3; expected (out, cache)" in rows[0].diagnosis
     assert "outputs" in rows[0].diagnosis
