@@ -320,7 +320,7 @@ def diagnose_argument(ev: ArgumentEvidence) -> str:
     """One line naming what is wrong with the gradient of one argument, or its worst entries."""
     with np.errstate(all="ignore"):
         for check in (_arg_nonfinite, _arg_zero, _arg_sign, _arg_swapped, _arg_transposed, _arg_scale,
-                      _arg_dropped_path):
+                      _arg_dropped_path, _arg_extra_path):
             found = check(ev)
             if found:
                 return found
@@ -394,26 +394,49 @@ def _arg_scale(ev: ArgumentEvidence) -> str | None:
     return f"d{ev.wrt} is off by a constant factor: analytic = {_factor_text(c)} x numeric everywhere"
 
 
+def _samples(ev: ArgumentEvidence, rows: NDArray[np.intp], cols: NDArray[np.intp]) -> NDArray[np.bool_] | None:
+    """For Jacobian entries (rows, cols): whether each couples two different samples of the batch,
+    when the output and the argument share a leading batch axis (else None)."""
+    if len(ev.out_shapes) != 1 or not ev.out_shapes[0] or not ev.shape:
+        return None
+    b = ev.shape[0]
+    if b < 2 or ev.out_shapes[0][0] != b:
+        return None
+    per_out, per_in = ev.numeric.shape[0] // b, ev.numeric.shape[1] // b
+    cross: NDArray[np.bool_] = (rows // per_out) != (cols // per_in)
+    return cross
+
+
 def _arg_dropped_path(ev: ArgumentEvidence) -> str | None:
-    """The analytic Jacobian is zero where the numerical one is not, and only there wrong by
-    a pattern: a dependence the backward leaves out (a path through a batch statistic)."""
+    """The analytic Jacobian is zero where the numerical one is not, and nowhere the other way
+    round: a dependence the backward leaves out (a path through a batch statistic)."""
     missing = ev.significant(ev.numeric) & ~ev.significant(ev.analytic)
     extra = ev.significant(ev.analytic) & ~ev.significant(ev.numeric)
     if not missing.any() or extra.any():
         return None
     m, n = (int(v) for v in np.argwhere(missing)[0])
-    count = int(missing.sum())
-    # When the output and the argument share a leading (batch) axis, say whether every missing
-    # entry couples two different samples: then the dropped path runs through the batch.
-    rows, cols = np.nonzero(missing)
-    text = (f"d{ev.wrt} misses part of the dependence: the analytic Jacobian is zero at {count} entries where the "
-            f"numerical one is not (e.g. {ev.label((m, n))} = {ev.numeric[m, n]:.4g})")
-    if ev.shape and ev.numeric.shape[0] % ev.shape[0] == 0 and ev.numeric.shape[0] == ev.numeric.shape[1]:
-        b = ev.shape[0]
-        per_in = ev.numeric.shape[1] // b
-        per_out = ev.numeric.shape[0] // b
-        cross = (rows // per_out) != (cols // per_in)
-        if b > 1 and np.all(cross):
-            return (f"{text}; each of them couples two different samples of the batch: a path through a batch "
-                    f"statistic (a mean or variance over the batch) is dropped from the backward")
+    text = (f"d{ev.wrt} misses part of the dependence: the analytic Jacobian is zero at {int(missing.sum())} entries "
+            f"where the numerical one is not (e.g. {ev.label((m, n))} = {ev.numeric[m, n]:.4g})")
+    cross = _samples(ev, *np.nonzero(missing))
+    if cross is not None and np.all(cross):
+        return (f"{text}; each of them couples two different samples of the batch: a path through a batch "
+                f"statistic (a mean or variance over the batch) is dropped from the backward")
     return f"{text}: a path from {ev.wrt} to the output is dropped from the backward"
+
+
+def _arg_extra_path(ev: ArgumentEvidence) -> str | None:
+    """The analytic Jacobian is non-zero where the output does not depend on the argument at all:
+    the backward sends gradient where the forward has no path (every window position of a max
+    pool, statistics over the batch in a per-sample norm)."""
+    extra = ev.significant(ev.analytic) & ~ev.significant(ev.numeric)
+    if not extra.any():
+        return None
+    m, n = (int(v) for v in np.argwhere(extra)[0])
+    text = (f"d{ev.wrt} has {int(extra.sum())} entries where the output does not depend on {ev.wrt} at all (e.g. "
+            f"{ev.label((m, n))}: analytic {ev.analytic[m, n]:.4g}, numeric {ev.numeric[m, n]:.2g})")
+    cross = _samples(ev, *np.nonzero(extra))
+    if cross is not None and np.all(cross):
+        return (f"{text}; each of them couples two different samples of the batch, which the forward keeps apart: "
+                f"the backward reduces over the batch axis (axis=0, a batch mean or variance) where the forward "
+                f"works on each sample")
+    return f"{text}: the backward sends gradient along a path the forward does not have"

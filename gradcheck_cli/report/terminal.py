@@ -76,8 +76,12 @@ def _num(value: float | None) -> str:
     return f"{value:.2e}" if value != 0 else "0"
 
 
-def _component(row: CheckResult) -> str:
+def _component(row: CheckResult, brief: bool = False) -> str:
+    """``jacobian (vjp)``; a layer's row names its argument, ``jacobian wrt w``, and in the table
+    (``brief``) leaves its convention, the same on every row of the layer, to the details."""
     text = f"{row.component} wrt {row.wrt}" if row.wrt else row.component
+    if brief and row.wrt:
+        return text
     if row.convention and row.convention != row.component:
         return f"{text} ({row.convention})"
     return text
@@ -113,7 +117,7 @@ def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: 
         table.add_column("origin", overflow="fold", max_width=40)
     for row in result.results:
         shape = "x".join(str(s) for s in row.shape) if row.shape else "-"
-        cells: list[Any] = [row.check, _component(row), f"{shape} x {row.trials}", _num(row.max_abs_error),
+        cells: list[Any] = [row.check, _component(row, brief=True), f"{shape} x {row.trials}", _num(row.max_abs_error),
                             _num(row.max_rel_error), _num(row.tolerance),
                             Text(row.verdict.value, style=STYLES[row.verdict])]
         table.add_row(*cells, *([Text(clean(row.origin), style="dim")] if show_origin else []))
