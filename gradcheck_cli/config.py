@@ -335,6 +335,14 @@ def _options(reader: _Reader, raw: dict[str, Any], key: str) -> dict[str, Any]:
             out[k] = _int(reader, v, sub, 0)
         elif k == "trials":
             out[k] = _int(reader, v, sub, 1)
+        elif k == "shape" and isinstance(v, dict):  # a layer's arguments by name: {x: [6, 5], w: [5, 5]}
+            named = []
+            for name, value in v.items():
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise reader.fail(f"{sub}.{name}", f"'{name}' is not an argument name; write shape: {{x: [6, 5], "
+                                                       f"w: [5, 3]}} (a layer's arguments) or shape: [4, 10]")
+                named.append((name, _shape(reader, value, f"{sub}.{name}")))
+            out["arg_shapes"] = tuple(named)
         elif k == "shape":
             out[k] = _shape(reader, v, sub)
         elif k == "method":
@@ -420,7 +428,8 @@ def _layer_keys(reader: _Reader, key: str, raw: dict[str, Any]) -> dict[str, Any
                                          "'vjp' (vjp(*args, *douts) -> one gradient per argument), not both")
     args = raw.get("args", {})
     if not isinstance(args, dict) or (not args and "params" not in raw):
-        raise reader.fail(f"{key}.args", f"expected a mapping of the forward's array arguments, in call order, to "
+        where = f"{key}.args" if "args" in raw else key
+        raise reader.fail(where, f"expected a mapping of the forward's array arguments, in call order, to "
                                          f"their default shapes, e.g. {{x: [4, 5], w: [5, 3], b: [3]}}; got "
                                          f"{_type_name(args)} {args!r}")
     shaped: dict[str, Any] = {}
@@ -441,6 +450,8 @@ def _layer_keys(reader: _Reader, key: str, raw: dict[str, Any]) -> dict[str, Any
                                        "(indices drawn in [0, N)), and only they do")
             if "classes" in value:
                 shaped[arg]["classes"] = _int(reader, value["classes"], f"{sub}.classes", 1)
+        elif value == []:  # a scalar argument
+            shaped[arg] = ()
         else:
             shaped[arg] = _shape(reader, value, sub)
     kwargs = raw.get("kwargs", {})

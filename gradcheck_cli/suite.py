@@ -367,7 +367,7 @@ def jobs_from_config(path: str, default_timeout: float | None) -> tuple[Registry
                 seed=merged.get("seed", 0), trials=merged.get("trials", 3),
                 shape=merged.get("shape"), method=merged.get("method", "central"),
                 dtype=merged.get("dtype", "float64"), edges=merged.get("edges", False),
-                fast=merged.get("fast", False),
+                fast=merged.get("fast", False), arg_shapes=merged.get("arg_shapes", ()),
                 rtol=merged.get("rtol"), atol=merged.get("atol"),
                 input=inputs.parse_matrix(merged["input"], "input") if "input" in merged else None,
                 target=inputs.parse_matrix(merged["target"], "target") if "target" in merged else None,

@@ -349,3 +349,52 @@ checks: [f]
     with pytest.raises(GradcheckError, match=r"gradcheck.yaml:3: functions\.f: .*" + said) as info:
         run_config(path)
     assert int(info.value.exit_code) == 2
+
+
+def test_a_check_sets_shapes_of_named_arguments_and_an_argument_may_be_a_scalar(tmp_path: Path, library: Path) -> None:
+    path = write(tmp_path, """\
+        version: 1
+        functions:
+          affine:
+            kind: layer
+            forward: layers.py:affine_forward
+            backward: layers.py:affine_backward
+            args: {x: [4, 5], w: [5, 3], b: [3]}
+          scaled:
+            kind: layer
+            forward: layers.py:scale_forward
+            backward: layers.py:scale_backward
+            args: {x: [3, 2], alpha: []}
+        checks:
+          - {spec: affine, shape: {x: [6, 7], w: [7, 2], b: [2]}}
+          - scaled
+        """)
+    library.write_text(library.read_text() + textwrap.dedent("""
+
+        def scale_forward(x, alpha):
+            return alpha * x, (x, alpha)
+
+
+        def scale_backward(dout, cache):
+            x, alpha = cache
+            return dout * alpha, np.sum(dout * x)
+        """))
+    _, _, rows = run_config(path)
+    assert [(r.wrt, r.shape, r.verdict) for r in rows] == [
+        ("x", (6, 7), Verdict.PASS), ("w", (7, 2), Verdict.PASS), ("b", (2,), Verdict.PASS),
+        ("x", (3, 2), Verdict.PASS), ("alpha", (), Verdict.PASS)]
+
+
+def test_a_missing_args_names_the_function_line(tmp_path: Path, library: Path) -> None:
+    path = write(tmp_path, """\
+        version: 1
+        functions:
+          affine:
+            kind: layer
+            forward: layers.py:affine_forward
+            backward: layers.py:affine_backward
+        checks: [affine]
+        """)
+    with pytest.raises(ConfigError, match=r"gradcheck.yaml:3: functions\.affine: expected a mapping of the forward's "
+                                          r"array arguments"):
+        load_config(path)
