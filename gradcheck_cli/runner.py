@@ -1140,10 +1140,11 @@ def prepare_spec(text: str, options: CheckOptions, registry: Registry) -> Spec:
 def check_explicit_input(spec: Spec, options: CheckOptions) -> None:
     """An explicit --input outside the checked function's domain is a usage error."""
     if spec.layer is not None and (options.input is not None or options.target is not None):
+        names = [a.name for a in spec.layer.layer.signature.args] if spec.layer.layer else []
         raise UsageError(
-            f"--input and --target give one array, but the layer '{spec.layer.name}' takes several "
-            f"({', '.join(a.name for a in spec.layer.layer.signature.args) if spec.layer.layer else ''}); "
-            f"its points are drawn at random: choose them with --seed and --shape NAME=...")
+            f"--input and --target are for activations and losses; the layer '{spec.layer.name}' (arguments: "
+            f"{', '.join(names)}) is checked at random points: choose them with --seed and --shape NAME=..., or give "
+            f"the arrays themselves from Python (assert_gradients(..., inputs=...) or CheckOptions(arg_values=...)).")
     first = spec.activation or spec.loss
     if options.input is None or first is None:
         return
@@ -1199,7 +1200,22 @@ def _argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
         trials = 1 if values and options.arguments_fixed([a.name for a in model.differentiable]) else options.n_random
         rows += jacobians.check_model(spec.text, model, options.seed, trials, options.method, options.dtype,
                                       options.tolerance, reproduce, values, options.fast, options.edges)
+    if first is not None and (options.shape is not None or options.arg_shapes):
+        # A forward that fails after --shape changed some arguments: usually the others no longer fit.
+        hint = _shape_hint(first, options)
+        rows = [replace(r, diagnosis=f"{r.diagnosis}. {hint}") if r.verdict is Verdict.ERROR
+                and r.diagnosis.startswith(("forward raised", "the loss of")) else r for r in rows]
     return rows
+
+
+def _shape_hint(model: Any, options: CheckOptions) -> str:
+    """What --shape set and what it left at the entry's defaults."""
+    named = dict(options.arg_shapes)
+    shapes = ", ".join(f"{a.name} {'x'.join(map(str, a.shape)) or 'scalar'}" for a in model.differentiable)
+    kept = [a.name for a in model.differentiable if a.name not in named and a is not model.differentiable[0]]
+    rest = (f"; the others keep their default shapes: give them with --shape NAME=... (e.g. --shape {kept[0]}=...)"
+            if kept else "")
+    return f"The shapes were {shapes} (a bare --shape sets only the first argument{rest})"
 
 
 def _check_spec(spec: Spec, options: CheckOptions, registry: Registry,
