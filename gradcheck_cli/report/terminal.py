@@ -76,6 +76,12 @@ def _num(value: float | None) -> str:
     return f"{value:.2e}" if value != 0 else "0"
 
 
+def _short_origin(origin: str) -> str:
+    """An origin as the table shows it: the file's name (with its line), not its whole path;
+    the details, JSON and JUnit keep the full origin."""
+    return origin.replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def _component(row: CheckResult, brief: bool = False) -> str:
     """``jacobian (vjp)``; a layer's row names its argument, ``jacobian wrt w``, and in the table
     (``brief``) leaves its convention, the same on every row of the layer, to the details."""
@@ -120,7 +126,7 @@ def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: 
         cells: list[Any] = [row.check, _component(row, brief=True), f"{shape} x {row.trials}", _num(row.max_abs_error),
                             _num(row.max_rel_error), _num(row.tolerance),
                             Text(row.verdict.value, style=STYLES[row.verdict])]
-        table.add_row(*cells, *([Text(clean(row.origin), style="dim")] if show_origin else []))
+        table.add_row(*cells, *([Text(clean(_short_origin(row.origin)), style="dim")] if show_origin else []))
     out.print(table)
     for row in result.results:
         if row.verdict is Verdict.PASS and not verbose:
