@@ -451,7 +451,7 @@ class Check:
         return CheckResult(check=self.check, component=self.model.component, verdict=Verdict.PASS,
                            convention=self.model.convention, shape=state.shape, trials=self.n_trials,
                            method=self.method, seed=self.seed, origin=self.model.origin, reproduce=self.reproduce,
-                           wrt=state.name, notes=tuple(self.notes))
+                           wrt=state.name if self.model.named else "", notes=tuple(self.notes))
 
     def _row(self, state: _ArgState) -> CheckResult:
         base = self._base(state)

@@ -49,6 +49,9 @@ class Model:
     kinks: tuple[float, ...] = ()
     origin: str = "builtin"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    named: bool = True
+    """Rows name their argument (``wrt``): a layer's several arguments; an activation's or a
+    loss's single input is implied, as on the (B, K) path."""
 
     @property
     def differentiable(self) -> tuple[Arg, ...]:
@@ -124,12 +127,12 @@ def _loss_gradient(loss: FunctionSpec, pred: Any, target: Any) -> Any:
     return np.reshape(grad, shape) if len(shape) > 2 and np.size(grad) == np.prod(shape) else grad
 
 
-def activation_model(spec: FunctionSpec, shape: tuple[int, ...]) -> Model:
+def activation_model(spec: FunctionSpec, shape: tuple[int, ...], convention: str | None = None) -> Model:
     """An activation as a model of one argument ``x``, its derivative as the vector-Jacobian
-    product its first convention gives."""
+    product ``convention`` (default: its first) gives."""
     from gradcheck_cli import conventions
 
-    convention = spec.conventions[0]
+    convention = convention or spec.conventions[0]
 
     def forward(point: Point) -> tuple[Any, ...]:
         return (spec.forward(point["x"]),)
@@ -139,12 +142,21 @@ def activation_model(spec: FunctionSpec, shape: tuple[int, ...]) -> Model:
         y = spec.forward(x)
 
         def back(douts: tuple[Any, ...]) -> dict[str, Any]:
-            return {"x": conventions.analytic_vjp(spec, convention, x, np.asarray(douts[0]), np.asarray(y))}
+            g = np.asarray(douts[0])
+            if convention == "jacobian" and x.ndim > 2:
+                # J(x) -> (..., K, K) over any leading axes: J^T g row by row.
+                jac = np.asarray(spec.derivatives["jacobian"](x))
+                k = x.shape[-1]
+                if jac.shape != (*x.shape[:-1], k, k):
+                    raise LayerError(f"jacobian(x) returned shape {jac.shape}; for x of shape {x.shape} it gives "
+                                     f"J[..., i, j] = dy_i/dx_j of shape {(*x.shape[:-1], k, k)}")
+                return {"x": np.einsum("...ij,...i->...j", jac, g)}
+            return {"x": conventions.analytic_vjp(spec, convention, x, g, np.asarray(y))}
 
         return (y,), back
 
     return Model(spec.name, "jacobian", convention, (Arg("x", tuple(shape), spec.domain),), ("y",), forward,
-                 pullback, kinks=spec.kinks, origin=spec.origin, notes=spec.notes)
+                 pullback, kinks=spec.kinks, origin=spec.origin, notes=spec.notes, named=False)
 
 
 def loss_model(spec: FunctionSpec, shape: tuple[int, ...] | None,
@@ -168,7 +180,7 @@ def loss_model(spec: FunctionSpec, shape: tuple[int, ...] | None,
 
         return outs, back
 
-    return Model(spec.name, "gradient", "gradient", args, ("loss",), forward, pullback, constants=constants,
+    return Model(spec.name, "gradient", "gradient", args, ("L",), forward, pullback, constants=constants, named=False,
                  kinks=spec.kinks, origin=spec.origin)
 
 
@@ -196,5 +208,5 @@ def chain_model(first: Model, loss: FunctionSpec) -> Model:
 
         return (value,), chained
 
-    return Model(f"{first.name}+{loss.name}", "chain", first.convention, first.args, ("loss",), forward, pullback,
-                 first.stochastic, constants, origin=first.origin)
+    return Model(f"{first.name}+{loss.name}", "chain", first.convention, first.args, ("L",), forward, pullback,
+                 first.stochastic, constants, origin=first.origin, named=first.named)

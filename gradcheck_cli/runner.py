@@ -113,12 +113,7 @@ class CheckOptions:
                 f"--target has shape {b}x{k} but the random inputs have --shape "
                 f"{self.point_shape[0]},{self.point_shape[1]}; give --shape {b},{k} (or an --input of that shape)."
             )
-        if spec is not None and not per_argument(spec):
-            if self.shape is not None and len(self.shape) > 2:
-                raise UsageError(
-                    f"'{spec.text}' is checked on (B, K) arrays (batch rows, features), but --shape "
-                    f"{','.join(map(str, self.shape))} has rank {len(self.shape)}. Give --shape B,K; shapes of "
-                    f"any rank are for layers (gradcheck list shows them).")
+        if spec is not None and not per_argument(spec, self):
             if self.arg_shapes:
                 raise UsageError(
                     f"--shape {self.arg_shapes[0][0]}=... names an argument, but '{spec.text}' is an "
@@ -136,10 +131,14 @@ class Spec:
     layer: FunctionSpec | None = None
 
 
-def per_argument(spec: Spec) -> bool:
+def per_argument(spec: Spec, options: CheckOptions | None = None) -> bool:
     """Whether ``spec`` is checked argument by argument (:mod:`gradcheck_cli.jacobians`): layers,
-    and losses on integer labels, whose target has another shape than the prediction."""
-    return spec.layer is not None or (spec.loss is not None and spec.loss.target == "labels")
+    losses on integer labels (whose target has another shape than the prediction), and
+    activations and losses at a ``--shape`` of rank 3 or more (the batched (B, K) path's
+    structure probes and streaming are written for two axes)."""
+    if spec.layer is not None or (spec.loss is not None and spec.loss.target == "labels"):
+        return True
+    return options is not None and options.input is None and options.shape is not None and len(options.shape) > 2
 
 
 def parse_spec(text: str, registry: Registry) -> Spec:
@@ -1181,9 +1180,13 @@ def _argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
     first: models.Model | None = None
     if spec.layer is not None:
         first = models.layer_model(spec.layer, options.shape, shapes)
-    elif spec.activation is not None:
-        first = models.activation_model(spec.activation, options.point_shape)
-    judged = [first] if first is not None else []
+    judged: list[models.Model] = []
+    if spec.activation is not None:  # every convention of the activation is its own row, as on the (B, K) path
+        shape = options.shape if options.shape is not None and len(options.shape) > 2 else options.point_shape
+        judged = [models.activation_model(spec.activation, shape, c) for c in spec.activation.conventions]
+        first = judged[0]
+    elif first is not None:
+        judged = [first]
     if spec.loss is not None:
         try:  # the loss is checked at the first stage's output shape; a stage that cannot run has its ERROR rows
             if first is None:  # the loss alone: its prediction at --shape (any rank) or --shape pred=...
@@ -1220,7 +1223,7 @@ def _shape_hint(model: Any, options: CheckOptions) -> str:
 
 def _check_spec(spec: Spec, options: CheckOptions, registry: Registry,
                 activation_rows: dict[str, list[CheckResult]]) -> list[CheckResult]:
-    if per_argument(spec):
+    if per_argument(spec, options):
         return _argument_rows(spec, options)
     points = _Points(spec, options)
     parts: list[_Part] = []

@@ -276,7 +276,7 @@ def test_every_style_maps_from_yaml_and_passes(tmp_path: Path, library: Path) ->
     assert wrt[("nn_dense", "jacobian")] == ["inputs", "weights", "biases"]
     assert wrt[("dict_dense", "jacobian")] == ["x", "params[W]", "params[b]"]
     assert wrt[("nn_dense+mse", "chain")] == ["inputs", "weights", "biases"]
-    assert wrt[("nnfs_cce", "gradient")] == ["pred"]
+    assert wrt[("nnfs_cce", "gradient")] == [""]  # a loss has one input: like the (B, K) path, its row names none
 
 
 # --- a failing row reproduces with its own command ------------------------------------------------

@@ -324,7 +324,7 @@ def test_value_and_grad_on_integer_labels(reg: Registry) -> None:
     with registering(reg, ORIGIN):
         register_loss("softmax_loss", value_and_grad=L.softmax_loss, target="labels")
     rows = run(["softmax_loss"], OPTIONS, registry=reg).results
-    assert [(r.component, r.wrt, r.shape, r.verdict) for r in rows] == [("gradient", "pred", (4, 10), Verdict.PASS)]
+    assert [(r.component, r.wrt, r.shape, r.verdict) for r in rows] == [("gradient", "", (4, 10), Verdict.PASS)]
 
 
 def test_per_sample_loss_with_mean_reduction_and_a_stateful_backward(reg: Registry) -> None:
@@ -356,7 +356,7 @@ def test_labels_of_leading_shape_n_t_through_a_temporal_layer(reg: Registry) -> 
     assert all_pass(list(rows)), explain(list(rows))
     assert [(r.component, r.wrt, r.shape) for r in rows] == [
         ("jacobian", "x", (2, 3, 4)), ("jacobian", "w", (4, 5)), ("jacobian", "b", (5,)),
-        ("gradient", "pred", (2, 3, 5)),
+        ("gradient", "", (2, 3, 5)),
         ("chain", "x", (2, 3, 4)), ("chain", "w", (4, 5)), ("chain", "b", (5,))]
 
 
@@ -366,7 +366,7 @@ def test_layer_plus_loss_gives_layer_rows_a_gradient_row_and_chain_rows(reg: Reg
     rows = run(["my_dense+mse"], OPTIONS, registry=reg).results
     assert all_pass(list(rows)), explain(list(rows))
     assert [(r.component, r.wrt) for r in rows] == [
-        ("jacobian", "inputs"), ("jacobian", "weights"), ("jacobian", "biases"), ("gradient", "pred"),
+        ("jacobian", "inputs"), ("jacobian", "weights"), ("jacobian", "biases"), ("gradient", ""),
         ("chain", "inputs"), ("chain", "weights"), ("chain", "biases")]
     assert {r.check for r in rows} == {"my_dense+mse"}
 
