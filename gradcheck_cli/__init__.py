@@ -18,8 +18,9 @@ from gradcheck_cli.errors import ExitCode, GradcheckError
 from gradcheck_cli.registry import register_activation, register_fused, register_layer, register_loss, threadsafe
 
 if TYPE_CHECKING:
+    from gradcheck_cli.explanation import explain
     from gradcheck_cli.results import CheckResult, RunResult, Verdict
-    from gradcheck_cli.runner import CheckOptions, explain, run
+    from gradcheck_cli.runner import CheckOptions, run
     from gradcheck_cli.testing import assert_gradients
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"CheckOptions": "runner", "explain": "runner", "run": "runner",
+_LAZY = {"CheckOptions": "runner", "explain": "explanation", "run": "runner",
          "CheckResult": "results", "RunResult": "results", "Verdict": "results",
          "assert_gradients": "testing"}
 

@@ -4,7 +4,8 @@
 >>> result = run(["softmax+mse"])            # doctest: +SKIP
 >>> result.exit_code, result.summary()       # doctest: +SKIP
 
-The CLI is a thin layer over :func:`run` and :func:`explain`; both return plain data.
+The CLI is a thin layer over :func:`run` (and :func:`gradcheck_cli.explanation.explain`); both
+return plain data.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
 from gradcheck_cli.errors import UsageError, suggest
 from gradcheck_cli.numdiff import EvaluationError, Evaluator
-from gradcheck_cli.registry import EntrySummary, FunctionSpec, Registry
+from gradcheck_cli.registry import FunctionSpec, Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 
 Array = NDArray[np.float64]
@@ -162,7 +163,7 @@ def parse_spec(text: str, registry: Registry) -> Spec:
     return Spec(text, None, entry)
 
 
-class _Skip(Exception):
+class Skip(Exception):
     """A component cannot run; the message becomes an ERROR row."""
 
 
@@ -198,7 +199,7 @@ def _forward_values(evaluator: Evaluator, who: str, x: Array) -> Array:
             where = f" (input row {list(idx[:-1])}: {np.array2string(x[idx[:-1]], precision=4, threshold=8)})"
         why = (f"; numpy reported: {', '.join(evaluator.warnings)}" if evaluator.warnings
                else "; check it for overflow (e.g. exp of a large value)")
-        raise _Skip(f"{who} returned {y[idx] if y.ndim else y} at output {list(idx)}{where}{why}")
+        raise Skip(f"{who} returned {y[idx] if y.ndim else y} at output {list(idx)}{where}{why}")
     return y
 
 
@@ -206,7 +207,7 @@ def _scalar_loss(evaluator: Evaluator, who: str) -> None:
     """A loss is one number; per-sample losses (shape (B,)) must be reduced by the loss itself."""
     shape = evaluator.y0.shape
     if evaluator.y0.size != 1:
-        raise _Skip(f"{who} returned an array of shape {shape}, but a loss must return a scalar: the "
+        raise Skip(f"{who} returned an array of shape {shape}, but a loss must return a scalar: the "
                     f"derivative checked is that of one number, dL/dpred. Reduce it inside the loss "
                     f"(np.mean or np.sum over the samples) and give the gradient of that reduced loss")
 
@@ -222,10 +223,10 @@ def _numeric(f: Callable[[Array], Array], x: Array, domain: str, options: CheckO
         _forward_values(evaluator, who, x)
         est = numdiff.estimate(f, x, scale, method, evaluator, quick=quick)
     except EvaluationError as exc:
-        raise _Skip(f"{who} {exc}") from exc
+        raise Skip(f"{who} {exc}") from exc
     if not np.all(np.isfinite(est.value)):
         m, n = (int(v) for v in np.argwhere(~np.isfinite(est.value))[0])
-        raise _Skip(f"finite differences of {who} are not finite at entry ({m}, {n}): the "
+        raise Skip(f"finite differences of {who} are not finite at entry ({m}, {n}): the "
                     f"function is not finite within a step of the input")
     return evaluator, est
 
@@ -246,21 +247,21 @@ def _fast_trial(f: Callable[[Array], Array], x: Array, domain: str, options: Che
         _forward_values(evaluator, who, x)
         u, d, values, errors = numdiff.projections(evaluator, x, scale, FAST_PROJECTIONS, seed)
     except EvaluationError as exc:
-        raise _Skip(f"{who} {exc}") from exc
+        raise Skip(f"{who} {exc}") from exc
     est = numdiff.Estimate(values[None, :], errors[None, :], np.zeros(0), options.method,
                            f"--fast: {FAST_PROJECTIONS} seeded random projections u^T J d, not every entry")
     layout = Layout(1, 1, FAST_PROJECTIONS, scalar=True, projection=True)
     return _Trial(analytic(evaluator.y0, u, d)[None, :], est, layout, x=x, target=target)
 
 
-def _output_width(act: FunctionSpec, points: _Points, options: CheckOptions) -> int | None:
+def _output_width(act: FunctionSpec, points: Points, options: CheckOptions) -> int | None:
     """K_out of the activation's output rows, for deciding whether to stream (None if unusual)."""
     b, k = options.point_shape
     if b * k * k <= stream.STREAM_LIMIT:
         return k  # small either way; the exact width does not matter
     try:
-        y = _call_forward(act, points.input_only(0))
-    except _Skip:
+        y = call_forward(act, points.input_only(0))
+    except Skip:
         return None
     return int(y.shape[-1]) if y.ndim == 2 and y.shape[0] == b else None
 
@@ -268,7 +269,7 @@ def _output_width(act: FunctionSpec, points: _Points, options: CheckOptions) -> 
 class _StreamedJudge:
     """One row for a Jacobian too large to hold: compared column chunk by column chunk."""
 
-    def __init__(self, spec: Spec, act: FunctionSpec, convention: str, points: _Points, options: CheckOptions,
+    def __init__(self, spec: Spec, act: FunctionSpec, convention: str, points: Points, options: CheckOptions,
                  finish: Callable[[CheckResult], CheckResult] | None = None) -> None:
         self.base = CheckResult(check=spec.text, component="jacobian", verdict=Verdict.ERROR, convention=convention,
                                 shape=options.point_shape, trials=options.n_trials, method=options.method,
@@ -294,7 +295,7 @@ class _StreamedJudge:
                                              options.tolerance, structure_kind)
             ok, why = (stream.projection_agrees(act, self.convention, x, evaluator, scale, options.tolerance)
                        if result.comparison.passed else (True, ""))
-        except (_Skip, _EdgeSkip, ConventionError, EvaluationError, MemoryError) as exc:
+        except (Skip, _EdgeSkip, ConventionError, EvaluationError, MemoryError) as exc:
             self.stopped = replace(self.base, diagnosis=resources.out_of_memory(exc) or str(exc), trial=t)
             return
         y = evaluator.y0
@@ -367,9 +368,9 @@ def _numeric_structured(act: FunctionSpec, x: Array, options: CheckOptions, quic
         est = numdiff.estimate_structured(evaluator, x, scale, options.method, quick,
                                           prior[1].structure if prior else None)
     except EvaluationError as exc:
-        raise _Skip(f"{who} {exc}") from exc
+        raise Skip(f"{who} {exc}") from exc
     if not np.isfinite(np.sum(est.value)) and not np.all(np.isfinite(est.value)):  # one cheap pass first
-        raise _Skip(f"finite differences of {who} are not finite: the function is not finite within a "
+        raise Skip(f"finite differences of {who} are not finite: the function is not finite within a "
                     f"step of the input")
     return evaluator, est
 
@@ -448,7 +449,7 @@ def _composite_kink_hook(act: FunctionSpec, loss: FunctionSpec, evaluator: Evalu
     near = _near_kinks(act.kinks, z, h)
 
     def residuals(moved: Array) -> Array:
-        return _call_forward(act, moved) - target
+        return call_forward(act, moved) - target
 
     def reach(j: int, base: Array) -> str | None:
         b, c = np.unravel_index(j, z.shape)
@@ -481,7 +482,7 @@ def _composite_kink_hook(act: FunctionSpec, loss: FunctionSpec, evaluator: Evalu
                     why = reach(j, base)
                     if why:
                         reasons[j] = why
-            except _Skip:
+            except Skip:
                 pass  # the activation fails near z: no loss kink is shown to be reached
         return reasons
 
@@ -612,7 +613,7 @@ class _Judge:
         except _EdgeSkip as why:
             self.notes.append(str(why))
             return
-        except (_Skip, ConventionError, EvaluationError, MemoryError) as why:
+        except (Skip, ConventionError, EvaluationError, MemoryError) as why:
             self.stopped = replace(self.base, diagnosis=resources.out_of_memory(why) or str(why), trial=t)
             return
         self.notes += [n for n in trial.notes + [trial.estimate.note] if n and n not in self.notes]
@@ -809,7 +810,7 @@ def _heatmap(trial: _Trial, comp: Comparison, tolerance: Tolerance) -> tuple[tup
     return tuple(tuple(r) for r in pooled)
 
 
-class _Points:
+class Points:
     """Seeded sample points for one spec, identical for every component of it (the current
     trial's are kept, see :class:`_PerTrial`)."""
 
@@ -860,7 +861,7 @@ class _Points:
             x = opts.input.astype(np.float64)
             bad = inputs.outside_domain(x, first.domain)
             if bad is not None:
-                raise _Skip(f"--input value {x[bad]} at {list(bad)} is outside {first.name}'s domain "
+                raise Skip(f"--input value {x[bad]} at {list(bad)} is outside {first.name}'s domain "
                             f"({inputs.DOMAIN_TEXT[first.domain]}); give inputs inside it")
         elif act is not None:
             x = inputs.sample_domain(act.domain, opts.point_shape, rng, act.kinks)
@@ -871,14 +872,14 @@ class _Points:
             return x, None
         if act is not None:
             assert x is not None
-            pred = _call_forward(act, x)
+            pred = call_forward(act, x)
             bad = inputs.outside_domain(pred, loss.domain)
             if bad is not None and edge is not None:
                 raise _EdgeSkip(f"edge probe '{label}' skipped for the loss side: {act.name} gives "
                                 f"{pred[bad]:.3g} there, outside {loss.name}'s domain "
                                 f"({inputs.DOMAIN_TEXT[loss.domain]})")
             if bad is not None:
-                raise _Skip(f"{act.name} outputs {pred[bad]:.6g} at {list(bad)}, outside {loss.name}'s "
+                raise Skip(f"{act.name} outputs {pred[bad]:.6g} at {list(bad)}, outside {loss.name}'s "
                             f"prediction domain ({inputs.DOMAIN_TEXT[loss.domain]}); pair it with an "
                             f"activation whose outputs lie there")
             shape = (int(pred.shape[0]), int(pred.shape[-1]))
@@ -890,15 +891,15 @@ class _Points:
         return x, target
 
 
-def _call_forward(spec: FunctionSpec, x: Array) -> Array:
+def call_forward(spec: FunctionSpec, x: Array) -> Array:
     try:
         with np.errstate(all="ignore"):
             return np.asarray(spec.forward(x.copy()), dtype=np.float64)
     except Exception as exc:
-        raise _Skip(f"forward raised {type(exc).__name__}: {exc}") from exc
+        raise Skip(f"forward raised {type(exc).__name__}: {exc}") from exc
 
 
-def _streams(act: FunctionSpec, convention: str, points: _Points, options: CheckOptions, k_out: int | None,
+def _streams(act: FunctionSpec, convention: str, points: Points, options: CheckOptions, k_out: int | None,
              numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]]) -> bool:
     """Is this convention's Jacobian too large to hold, so that it must be streamed?
 
@@ -913,13 +914,13 @@ def _streams(act: FunctionSpec, convention: str, points: _Points, options: Check
         # its diagonal, in O(B*K) memory and time: only other structures need streaming.
         try:
             _, est = numeric.get(0, lambda: _numeric_structured(act, points.input_only(0), options, quick=True))
-        except _Skip:
+        except Skip:
             return False  # the in-memory path reports it
         return est.structure != structure.ELEMENTWISE
     return True
 
 
-def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions) -> _Part:
+def _activation_rows(spec: Spec, act: FunctionSpec, points: Points, options: CheckOptions) -> _Part:
     rows: list[_Component] = []
     # the current trial's quick numerical Jacobian, shared by every convention of the entry
     numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]] = _PerTrial()
@@ -994,7 +995,7 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: _Points, options: Ch
     return _Part(rows, [numeric, analytic_cache])
 
 
-def _second_row(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOptions,
+def _second_row(spec: Spec, act: FunctionSpec, points: Points, options: CheckOptions,
                 numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]]) -> _Judge:
     """The elementwise second derivative against second differences.
 
@@ -1016,14 +1017,14 @@ def _second_row(spec: Spec, act: FunctionSpec, points: _Points, options: CheckOp
             _forward_values(evaluator, f"{act.name} forward", x)
             est = numdiff.second_diagonal(evaluator, x, scale, kind)
         except EvaluationError as exc:
-            raise _Skip(f"{act.name} forward {exc}") from exc
+            raise Skip(f"{act.name} forward {exc}") from exc
         layout = Layout(x.shape[0], x.shape[-1], x.shape[-1], scalar=True, second=True)
         return _Trial(conventions.analytic_second(act, x), est, layout, x=x)
 
     return _Judge(spec, "second_derivative", "derivative2", act.origin, options, second)
 
 
-def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOptions) -> _Part:
+def _loss_row(spec: Spec, loss: FunctionSpec, points: Points, options: CheckOptions) -> _Part:
     act = spec.activation
 
     quick: _PerTrial[tuple[Evaluator, numdiff.Estimate]] = _PerTrial()
@@ -1031,7 +1032,7 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOpt
     def trial(t: int, failing: Index | None) -> _Trial:
         x, target = points(t)
         assert target is not None
-        pred = _call_forward(act, x) if act is not None else x
+        pred = call_forward(act, x) if act is not None else x
         target_in = target.astype(options.dtype)
         if options.fast:
             gradient = conventions.analytic_gradient(loss, pred, target).ravel()
@@ -1049,7 +1050,7 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: _Points, options: CheckOpt
     return _Part([_Judge(spec, "gradient", "gradient", loss.origin, options, trial)], [quick])
 
 
-def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Points,
+def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: Points,
                options: CheckOptions, registry: Registry, parts_ok: Callable[[], dict[str, bool]]) -> _Part:
     convention = _checked_conventions(act, options)[0]
     composite_cache: _PerTrial[tuple[Evaluator, numdiff.Estimate]] = _PerTrial()
@@ -1084,7 +1085,7 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: _Point
                            options.seed, target)
 
     def chain_gradient(z: Array, target: Array) -> Array:
-        y = _call_forward(act, z)
+        y = call_forward(act, z)
         g = conventions.analytic_gradient(loss, y, target).reshape(y.shape)
         return conventions.analytic_vjp(act, convention, z, g, y)
 
@@ -1168,7 +1169,7 @@ def check_spec(spec: Spec, options: CheckOptions, registry: Registry,
         return _check_spec(spec, options, registry, {} if activation_rows is None else activation_rows)
 
 
-def _argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
+def argument_rows(spec: Spec, options: CheckOptions) -> list[CheckResult]:
     """Rows from the per-argument checks (:mod:`gradcheck_cli.jacobians`): a layer's, one per
     argument; with a loss, also the loss's gradient and the chain rows. Losses on integer
     labels take this path too, their target having another shape than the prediction."""
@@ -1224,8 +1225,8 @@ def _shape_hint(model: Any, options: CheckOptions) -> str:
 def _check_spec(spec: Spec, options: CheckOptions, registry: Registry,
                 activation_rows: dict[str, list[CheckResult]]) -> list[CheckResult]:
     if per_argument(spec, options):
-        return _argument_rows(spec, options)
-    points = _Points(spec, options)
+        return argument_rows(spec, options)
+    points = Points(spec, options)
     parts: list[_Part] = []
     rows: list[CheckResult] = []
     act = spec.activation
@@ -1289,121 +1290,3 @@ def run(specs: Sequence[str], options: CheckOptions | None = None, registry: Reg
     for spec in parsed:
         rows += check_spec(spec, options, registry, activation_rows)
     return RunResult(tuple(rows))
-
-
-EXPLAIN_MAX_VALUES = 1_000
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Everything ``gradcheck explain`` shows for one name at one input."""
-
-    spec: EntrySummary
-    convention: str
-    x: Array
-    target: Array | None
-    output: Array
-    analytic: Array | None
-    numeric: Array | None
-    error: Array | None
-    rows: RunResult
-    upstream: Array | None = None
-    analytic_vjp: Array | None = None
-    numeric_vjp: Array | None = None
-    arguments: tuple[tuple[str, Array, Array, Array], ...] = ()
-    """Layers: per argument, its value and the analytic and numerical Jacobians of the output."""
-    output_name: str = "y"
-
-
-def explain(name: str, options: CheckOptions | None = None, registry: Registry | None = None,
-            plugins: Sequence[str] = ()) -> Explanation:
-    """Output, analytic and numerical derivative, and the verdict rows for ``name``.
-
-    Defaults to two random rows of 4 values (two, so that a derivative mixing rows of
-    the batch shows) when no ``input`` is given.
-    """
-    from gradcheck_cli.plugins import default_registry
-
-    options = options or CheckOptions(shape=(2, 4), trials=1)
-    options.validate()
-    registry = registry or default_registry(tuple(plugins))
-    spec = parse_spec(name, registry)
-    first = spec.activation or spec.layer
-    if first is not None and spec.loss is not None:
-        raise UsageError(
-            f"explain takes one activation, layer or loss, not a pair; got '{name}'. Explain each part "
-            f"('gradcheck explain {first.name}'), or run the pair with "
-            f"'gradcheck run {name} --verbose'."
-        )
-    if spec.layer is not None:
-        with floating.own_errstate():
-            return _explain_layer(spec, spec.layer, options)
-    entry = spec.activation or spec.loss
-    assert entry is not None
-    options.validate(spec)
-    b, k = options.point_shape
-    if b * k > EXPLAIN_MAX_VALUES:
-        # explain builds and prints the whole dense Jacobian: (B*K)^2 entries, in this process.
-        given = "--input" if options.input is not None else "--shape"
-        raise UsageError(
-            f"explain shows whole Jacobians, so it takes small inputs: at most {EXPLAIN_MAX_VALUES:,} values; "
-            f"the {given} has {b}x{k} = {b * k:,}. Give a smaller {given} (the default shape is 2,4), or check "
-            f"the large input with 'gradcheck run {name} --shape {b},{k} --verbose'."
-        )
-    with floating.own_errstate():  # whatever numpy error state a plugin set at import
-        return _explain(spec, entry, options, registry)
-
-
-def _explain_layer(spec: Spec, entry: FunctionSpec, options: CheckOptions) -> Explanation:
-    """:func:`explain` for a layer: per argument, the Jacobians of its first output."""
-    from gradcheck_cli import jacobians, models
-
-    shape = None if options.shape == (2, 4) else options.shape  # explain's activation default: the layer's own
-    model = models.layer_model(entry, shape, dict(options.arg_shapes))
-    for a in model.differentiable:
-        if int(np.prod(a.shape, dtype=np.int64)) > EXPLAIN_MAX_VALUES:
-            raise UsageError(
-                f"explain shows whole Jacobians, so it takes small arguments: at most {EXPLAIN_MAX_VALUES:,} values "
-                f"each; {a.name} has shape {'x'.join(map(str, a.shape))}. Give smaller shapes (--shape "
-                f"{a.name}=...), or check it with 'gradcheck run {entry.name} --verbose'.")
-    rows = RunResult(tuple(_argument_rows(spec, replace(options, shape=shape))))
-    try:
-        point, outputs, parts = jacobians.explain_model(model, options.seed, options.method, options.dtype)
-    except jacobians.Refused as why:
-        raise UsageError(f"'{entry.name}' cannot be explained: {why}") from None
-    first = model.args[0].name
-    arguments = tuple((name, np.asarray(point[name], dtype=np.float64), a, n) for name, (a, n) in parts.items())
-    return Explanation(entry.summary(), model.convention, np.asarray(point[first], dtype=np.float64), None,
-                       outputs[0], None, None, None, rows, arguments=arguments, output_name=model.outputs[0])
-
-
-def _explain(spec: Spec, entry: FunctionSpec, options: CheckOptions, registry: Registry) -> Explanation:
-    """:func:`explain` once its arguments are valid."""
-    rows = RunResult(tuple(check_spec(spec, options, registry)))
-    convention = entry.conventions[0]
-    try:
-        x, target = _Points(spec, options)(0)
-    except _Skip as why:
-        raise UsageError(str(why)) from None
-    analytic = numeric = error = upstream = analytic_vjp = numeric_vjp = None
-    try:
-        if spec.activation is not None:
-            output = _call_forward(entry, x)
-            est = numdiff.estimate(entry.forward, x, inputs.step_scale(x, entry.domain), options.method,
-                                   dtype=options.dtype)
-            # A backward pass as a layer would run it: upstream gradient g, result J^T g.
-            upstream = np.random.default_rng([options.seed, 99]).normal(size=output.shape)
-            numeric_vjp = (est.value.T @ upstream.ravel()).reshape(x.shape)
-            analytic_vjp = conventions.analytic_vjp(entry, convention, x, upstream, output)
-            analytic = conventions.analytic_jacobian(entry, convention, x, output)
-        else:
-            assert target is not None
-            output = np.asarray(entry.forward(x, target), dtype=np.float64)
-            est = numdiff.estimate(lambda p: entry.forward(p, target), x,
-                                   inputs.step_scale(x, entry.domain), options.method, dtype=options.dtype)
-            analytic = conventions.analytic_gradient(entry, x, target)
-        numeric, error = est.value, est.error
-    except (_Skip, ConventionError, EvaluationError):
-        output = np.full(x.shape, np.nan)
-    return Explanation(entry.summary(), convention, x, target, output, analytic, numeric, error, rows,
-                       upstream, analytic_vjp, numeric_vjp)

@@ -167,8 +167,8 @@ def _entries(load: Load) -> tuple[list[Any], list[tuple[str, str, str]]]:
 
 
 def _explain(load: Load, conn: Connection) -> Any:
+    from gradcheck_cli.explanation import explain
     from gradcheck_cli.plugins import default_registry
-    from gradcheck_cli.runner import explain
 
     registry = default_registry(load.plugins)
     conn.send(("step", f"explaining '{load.source}'"))
@@ -193,7 +193,7 @@ def supervise(load: Load, *, workers: int = 1, progress: Callable[[int, int, str
     """Run ``load`` in a loader process and follow it; return its result.
 
     ``run``/``check``/``ci`` give a :class:`RunResult`; ``list`` gives (entries, fused);
-    ``explain`` an :class:`~gradcheck_cli.runner.Explanation`. Load problems raise
+    ``explain`` an :class:`~gradcheck_cli.explanation.Explanation`. Load problems raise
     :class:`GradcheckError`; a signal raises :class:`Interrupted` once every process is gone.
     ``meanwhile`` is work of gradcheck's own, done while the loader loads.
     """

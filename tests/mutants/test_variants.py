@@ -133,7 +133,7 @@ def test_json_rows_carry_the_diagnosis(registry: Registry) -> None:
 
 @pytest.mark.parametrize("name", sorted(DIAGNOSES))
 def test_explain_with_defaults_shows_every_variant_flagged(registry: Registry, name: str) -> None:
-    from gradcheck_cli.runner import explain
+    from gradcheck_cli.explanation import explain
 
     exp = explain(name, registry=registry)
     assert exp.rows.exit_code == 1

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck_cli import conventions, inputs, numdiff
+from gradcheck_cli.explanation import explain
 from gradcheck_cli.registry import Registry
-from gradcheck_cli.runner import CheckOptions, explain, run
+from gradcheck_cli.runner import CheckOptions, run
 
 LOGITS = np.array([[2.0, 4.0, 2.0, 1.0]])
 PUBLISHED = [0.1025, 0.7573, 0.1025, 0.0377]

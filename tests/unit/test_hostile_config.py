@@ -18,12 +18,12 @@ import pytest
 from gradcheck_cli import CheckOptions
 from gradcheck_cli.config import load_config
 from gradcheck_cli.errors import ConfigError, PluginError, UsageError
+from gradcheck_cli.explanation import explain
 from gradcheck_cli.inputs import ascii_float, parse_matrix, parse_timeout
 from gradcheck_cli.plugins import load_plugin
 from gradcheck_cli.registry import Registry
 from gradcheck_cli.report import ReportError, check_paths, write_text
 from gradcheck_cli.runner import CheckOptions as RunnerOptions
-from gradcheck_cli.runner import explain
 
 
 def write(tmp_path: Path, text: str, name: str = "gradcheck.yaml") -> Path:

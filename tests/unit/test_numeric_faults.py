@@ -7,10 +7,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from gradcheck_cli.explanation import explain
 from gradcheck_cli.plugins import default_registry
 from gradcheck_cli.registry import Registry, register_activation, register_loss, registering
 from gradcheck_cli.results import Verdict
-from gradcheck_cli.runner import CheckOptions, explain, run
+from gradcheck_cli.runner import CheckOptions, run
 
 
 def _tanh_longdouble(x: np.ndarray) -> np.ndarray:

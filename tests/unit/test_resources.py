@@ -19,10 +19,11 @@ import pytest
 
 from gradcheck_cli import inputs
 from gradcheck_cli.errors import ConfigError, UsageError
+from gradcheck_cli.explanation import explain
 from gradcheck_cli.registry import Registry
 from gradcheck_cli.resources import ENV_LIMIT, available_memory, estimate_bytes, parse_size
 from gradcheck_cli.results import CheckResult
-from gradcheck_cli.runner import CheckOptions, explain, parse_spec, run
+from gradcheck_cli.runner import CheckOptions, parse_spec, run
 from gradcheck_cli.suite import jobs_from_config
 
 HUGE = (1, inputs.MAX_ELEMENTS)
