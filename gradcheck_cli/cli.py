@@ -265,8 +265,14 @@ def list_entries(plugin: Plugins = None, json: JsonPath = None, timeout: Timeout
         rows = [{"name": s.name, "kind": s.kind, "convention": s.conventions[0],
                  "conventions": list(s.conventions) + list(s.second), "formula": s.formula,
                  "origin": s.origin, "domain": s.domain, "target": s.target,
-                 "mistake": s.mistake, "fix": s.fix} for s in entries]
-        delivery.attempt(lambda: json_report.write({"schema": 1, "entries": rows}, json), standard_stream(json),
+                 "mistake": s.mistake, "fix": s.fix,
+                 **({"args": {name: list(shape) for name, shape in s.args}} if s.args else {})} for s in entries]
+        from gradcheck_cli.registry import table
+
+        conventions = [{"keyword": c.keyword, "kinds": list(c.kinds), "signature": c.signature, "meaning": c.meaning}
+                       for c in table.TABLE]
+        document = {"schema": 1, "entries": rows, "conventions": conventions}
+        delivery.attempt(lambda: json_report.write(document, json), standard_stream(json),
                          "the JSON list")
     if not outputs.stdout_taken:
         delivery.attempt(lambda: terminal.render_list(entries, fused, terminal.console()), sys.stdout, "the list")

@@ -201,6 +201,16 @@ def render_list(entries: Iterable[EntrySummary], fused: Iterable[tuple[str, str,
         pairs.add_row(pair, formula, origin)
     out.print()
     out.print(pairs)
+    from gradcheck_cli.registry.table import TABLE
+
+    keywords = Table(show_edge=False, header_style="bold", pad_edge=False, title="derivative conventions",
+                     title_justify="left")
+    for name in ("keyword", "kinds", "signature", "meaning"):
+        keywords.add_column(name, overflow="fold")
+    for c in TABLE:
+        keywords.add_row(c.keyword, ", ".join(c.kinds), c.signature, c.meaning)
+    out.print()
+    out.print(keywords)
     out.print("\nNames in red are deliberately wrong variants (NAME@VARIANT): run one to see a flag.")
 
 

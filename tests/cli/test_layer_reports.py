@@ -48,6 +48,11 @@ def test_list_shows_each_layer_with_its_arguments_and_default_shapes(procs: dict
     out = procs["list"].done.stdout
     line = next(text for text in out.splitlines() if text.startswith("conv2d "))
     assert "layer" in line and "x 2x3x6x6" in line and "w 4x3x3x3" in line and "b 4" in line
+    # The conventions table, from the one table registration and config keys read too.
+    from gradcheck_cli.registry.table import TABLE
+
+    listed = out[out.index("derivative conventions"):]
+    assert all(any(row.startswith(c.keyword + " ") for row in listed.splitlines()) for c in TABLE)
 
 
 def test_explain_prints_each_arguments_jacobians_and_names_the_transposed_gradient(procs: dict[str, Proc]) -> None:
