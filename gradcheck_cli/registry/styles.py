@@ -86,6 +86,11 @@ def parse_path(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(steps)
 
 
+def _key(obj: Any, key: str) -> Any:
+    """A ``[key]`` step: a list or tuple takes ``[0]`` as an index; a dict takes it as written."""
+    return int(key) if isinstance(obj, list | tuple) and key.lstrip("-").isdigit() else key
+
+
 def _step(obj: Any, step: tuple[str, str], text: str) -> Any:
     kind, key = step
     if kind == "attr":
@@ -94,7 +99,7 @@ def _step(obj: Any, step: tuple[str, str], text: str) -> Any:
             raise LayerError(f"the layer has no attribute '{key}' (from '{text}'); it has: {', '.join(have)}")
         return getattr(obj, key)
     try:
-        return obj[key]
+        return obj[_key(obj, key)]
     except (KeyError, IndexError, TypeError):
         have = sorted(map(str, obj)) if isinstance(obj, Mapping) else []
         raise LayerError(f"'{text}': no key '{key}' (keys: {', '.join(have)})") from None
@@ -116,7 +121,7 @@ def write_path(obj: Any, text: str, value: Any) -> None:
     if kind == "attr":
         setattr(obj, key, value)
     else:
-        obj[key] = value
+        obj[_key(obj, key)] = value
 
 
 # --- the styles ----------------------------------------------------------------------------

@@ -477,3 +477,23 @@ def test_too_many_outputs_for_whole_jacobians_are_checked_by_projections(reg: Re
     assert [r.verdict for r in rows] == [Verdict.PASS] and [r.verdict for r in wrong] == [Verdict.FAIL]
     assert "50,000 output entries" in rows[0].notes[0] and "random projections" in rows[0].notes[0]
     assert "random projection" in wrong[0].diagnosis and "without --fast" in wrong[0].diagnosis
+
+
+def test_parameters_in_lists_are_reached_by_index(reg: Registry) -> None:
+    class ListDense:  # Keras-like: self.weights = [W, b], self.grads = [dW, db], called as layer(x)
+        def __init__(self, n_in: int, n_out: int) -> None:
+            self.weights = [np.random.randn(n_in, n_out), np.zeros(n_out)]
+
+        def __call__(self, x: Any) -> Any:
+            self.x = x
+            return x @ self.weights[0] + self.weights[1]
+
+        def backward(self, grad: Any) -> Any:
+            self.grads = [self.x.T @ grad, grad.sum(axis=0)]
+            return grad @ self.weights[0].T
+
+    layer_instance = ListDense(4, 3)
+    rows = layer(reg, "list_dense", layer_instance.__call__, backward=layer_instance.backward, args={"x": (5, 4)},
+                 params={"weights[0]": "grads[0]", "weights[1]": "grads[1]"})
+    assert [(r.wrt, r.shape, r.verdict) for r in rows] == [
+        ("x", (5, 4), Verdict.PASS), ("weights[0]", (4, 3), Verdict.PASS), ("weights[1]", (3,), Verdict.PASS)]
