@@ -139,6 +139,7 @@ class Check:
         self.notes: list[str] = list(model.notes)
         self.fast = fast
         self.projected = False
+        self._given: tuple[Point, dict[str, Array]] = ({}, {})
 
     # --- sampling ------------------------------------------------------------------------
 
@@ -244,6 +245,7 @@ class Check:
                                                           np.asarray(point[name]).astype(harness.dtype)):
                 raise Refused(f"forward changes its argument {name} in place; callers' arrays would be corrupted. "
                               f"Work on a copy ({name} = {name}.copy())")
+        self._given = (given, {k: np.array(v, copy=True) for k, v in given.items() if isinstance(v, np.ndarray)})
         outs = self._outputs(tuple(raw), "forward", harness.warnings)
         again = self._outputs(tuple(harness("forward", self.model.forward, harness.point(point))), "forward")
         if not all(floating.same_values(a, b) for a, b in zip(outs, again, strict=True)):
@@ -280,6 +282,7 @@ class Check:
         sent = [d.copy() for d in douts]
         grads = harness("backward", self._call_back, back, tuple(douts))
         self._upstream_kept(sent, douts)
+        self._inputs_kept()
         out: dict[str, Array | None] = {}
         for a in self.model.differentiable:
             state = self.args[a.name]
@@ -377,6 +380,19 @@ class Check:
     @staticmethod
     def _call_back(back: Callable[[tuple[Any, ...]], dict[str, Any]], douts: tuple[Any, ...]) -> dict[str, Any]:
         return back(douts)
+
+    def _inputs_kept(self) -> None:
+        """The forward's own input arrays, after a backward: a backward that writes into what its
+        cache (or its layer) holds (``x -= x.mean(0)``) corrupts the caller's arrays."""
+        given, before = self._given
+        for name, copy_ in before.items():
+            if not floating.same_values(np.asarray(given[name]), copy_):
+                for a in self.args.values():
+                    a.changed_upstream = a.changed_upstream or (
+                        f"backward changes the forward's input {name} in place (through what the cache or the "
+                        f"layer keeps of it, e.g. '{name} -= ...'), so the caller's {name} is corrupted after the "
+                        f"call. Work on a copy ({name} = {name} - ...)")
+                return
 
     def _upstream_kept(self, sent: list[Array], douts: list[Array]) -> None:
         for name, before, after in zip(self.model.outputs, sent, douts, strict=True):

@@ -196,8 +196,13 @@ class Cache(Style):
         except Exception:  # a cache that cannot be copied is handed over as it is
             pristine = None
 
+        calls = [0]
+
         def back(douts: tuple[Any, ...]) -> Any:
-            held = cache if pristine is None else copy.deepcopy(pristine)
+            # The first call gets the cache itself, which holds the forward's own arrays: a backward
+            # that writes into them (x -= ...) shows on the caller's inputs. Later calls get copies.
+            held = cache if pristine is None or calls[0] == 0 else copy.deepcopy(pristine)
+            calls[0] += 1
             return self.user_backward(*douts, held)
 
         return outs, back
@@ -220,8 +225,13 @@ class Vjp(Style):
         outs = self.forward(point)
         args = self._inputs(point)
 
+        calls = [0]
+
         def back(douts: tuple[Any, ...]) -> Any:
-            return self.user_vjp(*copy.deepcopy(args), *douts, **self._kwargs())
+            # The first call gets the forward's own arrays (a vjp writing into x shows); later ones copies.
+            given = args if calls[0] == 0 else copy.deepcopy(args)
+            calls[0] += 1
+            return self.user_vjp(*given, *douts, **self._kwargs())
 
         return outs, back
 
@@ -267,8 +277,12 @@ class Stateful(Style):
             pristine = None
         inputs = [a.name for a in self.signature.args if a.role == INPUT and a.differentiable]
 
+        calls = [0]
+
         def back(douts: tuple[Any, ...]) -> Any:
-            held = layer if pristine is None else copy.deepcopy(pristine)
+            # The first call runs on the layer itself, which holds the forward's own arrays (self.inputs).
+            held = layer if pristine is None or calls[0] == 0 else copy.deepcopy(pristine)
+            calls[0] += 1
             result = getattr(held, self.backward_name)(*douts)
             if self.grad_attr is not None:
                 result = read_path(held, self.grad_attr)

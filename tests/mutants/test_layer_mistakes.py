@@ -149,3 +149,46 @@ def test_a_wrong_shape_fails_also_through_a_loss() -> None:
     failed = [(r.component, r.wrt) for r in rows if r.verdict is not Verdict.PASS]
     assert failed == [("jacobian", "x"), ("chain", "x")], [(r.component, r.wrt, r.diagnosis) for r in rows]
     assert all("dx has shape (1, 2, 0, 0)" in r.diagnosis for r in rows if r.verdict is Verdict.FAIL)
+
+
+def _centred_forward(x: Any, w: Any) -> tuple[Any, Any]:
+    xc = x - x.mean(axis=0)
+    return xc @ w, (x, w)
+
+
+def _centred_backward(dout: Any, cache: Any) -> tuple[Any, Any]:
+    x, w = cache
+    xc = x - x.mean(axis=0)
+    dxc = dout @ w.T
+    return dxc - dxc.mean(axis=0), xc.T @ dout
+
+
+def _centred_backward_writes_x(dout: Any, cache: Any) -> tuple[Any, Any]:
+    x, w = cache
+    x -= x.mean(axis=0)  # the caller's x, reached through the cache
+    dxc = dout @ w.T
+    return dxc - dxc.mean(axis=0), x.T @ dout
+
+
+def _centred_vjp_writes_x(x: Any, w: Any, dout: Any) -> tuple[Any, Any]:
+    x -= x.mean(axis=0)
+    dxc = dout @ w.T
+    return dxc - dxc.mean(axis=0), x.T @ dout
+
+
+@pytest.mark.parametrize("style", ["cache", "vjp"])
+def test_a_backward_writing_into_the_forwards_input_is_flagged(style: str) -> None:
+    # Its numbers are right (it centres x the way the forward does): only the write gives it away.
+    registry = Registry()
+    with registering(registry, "test"):
+        register_layer("centred", _centred_forward, backward=_centred_backward, args={"x": (4, 3), "w": (3, 2)})
+        if style == "cache":
+            register_layer("centred@writes", _centred_forward, backward=_centred_backward_writes_x,
+                           args={"x": (4, 3), "w": (3, 2)})
+        else:
+            register_layer("centred@writes", lambda x, w: _centred_forward(x, w)[0], vjp=_centred_vjp_writes_x,
+                           args={"x": (4, 3), "w": (3, 2)})
+    rows = run(["centred", "centred@writes"], OPTIONS, registry=registry).results
+    assert all(r.verdict is Verdict.PASS for r in rows if r.check == "centred")
+    wrong = [r for r in rows if r.check == "centred@writes"]
+    assert all(r.verdict is Verdict.FAIL and "changes the forward's input x in place" in r.diagnosis for r in wrong)
