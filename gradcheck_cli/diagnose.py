@@ -379,15 +379,19 @@ def _arg_scale(ev: ArgumentEvidence) -> str | None:
     c = float(ev.analytic[best] / ev.numeric[best])
     if not np.isfinite(c) or c == 0 or abs(c - 1.0) < 1e-9 or not ev.matches(ev.analytic / c):
         return None
-    # The usual suspects: a mean's 1/N over a batch or element count, of the argument or of an output
-    # (db of a dense layer sums over the batch of its output).
-    sizes = {int(np.prod(s, dtype=np.int64)) for s in (ev.shape, *ev.out_shapes)}
-    sizes |= {d for s in (ev.shape, *ev.out_shapes) for d in s}
+    # The usual suspects: a mean's 1/N over an axis or over every entry, of the argument or of an output
+    # (db of a dense layer sums over the batch of its output), the first fitting one named by what it counts.
+    out = ev.out_shapes[0] if len(ev.out_shapes) == 1 else ()
+    counted: list[tuple[int, str]] = [(d, f"the size of axis {k} of {ev.wrt}") for k, d in enumerate(ev.shape)][:1]
+    counted += [(d, f"the size of axis {k} of the output") for k, d in enumerate(out)]
+    counted += [(d, f"the size of axis {k} of {ev.wrt}") for k, d in enumerate(ev.shape)][1:]
+    counted += [(int(np.prod(out, dtype=np.int64)), "the output's entry count"),
+                (int(np.prod(ev.shape, dtype=np.int64)), f"{ev.wrt}'s entry count")]
     names = [(2.0, "2"), (0.5, "1/2")]
-    for size in sorted(sizes):
+    for size, meaning in counted:
         if size > 1:
-            names += [(float(size), f"{size}: a mean's 1/N is missing (N = {size})"),
-                      (1.0 / size, f"1/{size}: divides by N = {size} once too often")]
+            names += [(float(size), f"{size}: a mean's 1/N is missing (N = {size}, {meaning})"),
+                      (1.0 / size, f"1/{size}: divides by N = {size} ({meaning}) once too often")]
     for value, text in names:
         if abs(c / value - 1.0) < 1e-6:
             return f"d{ev.wrt} is off by a constant factor {text} (analytic = {_factor_text(c)} x numeric)"

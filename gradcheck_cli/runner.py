@@ -1138,7 +1138,15 @@ def prepare_spec(text: str, options: CheckOptions, registry: Registry) -> Spec:
 
 
 def check_explicit_input(spec: Spec, options: CheckOptions) -> None:
-    """An explicit --input outside the checked function's domain is a usage error."""
+    """An explicit --input outside the checked function's domain is a usage error; so is a
+    --shape NAME=... that names no argument of the checked layer."""
+    if options.arg_shapes and per_argument(spec, options):
+        known = (spec.layer.layer.signature.names if spec.layer is not None and spec.layer.layer is not None
+                 else ("pred",))
+        for name, _ in options.arg_shapes:
+            if name not in known:
+                raise UsageError(f"--shape {name}=... names no argument of '{spec.text}': its arguments are "
+                                 f"{', '.join(known)}.{suggest(name, known)} (In a config: shape: {{NAME: [...]}}.)")
     if spec.layer is not None and (options.input is not None or options.target is not None):
         names = [a.name for a in spec.layer.layer.signature.args] if spec.layer.layer else []
         raise UsageError(

@@ -44,7 +44,7 @@ BUGS: dict[str, dict[str, str | None]] = {
     "resblock_bug": {"x": None},
     "zrelu_inplace": {"x": "changes its upstream gradient dout in place"},
     "prelu_fn_bug": {"alpha": "does not depend on alpha at all"},
-    "svm_bug": {"": "missing (N = 5)"},
+    "svm_bug": {"": "missing (N = 5, the size of axis 0"},
     "seqce_bug": {"": "constant factor 3"},
     "sigce_bug": {"": "sign flipped"},
     "kdense_bug": {"bias": "dbias has shape (4,), but bias has shape (3,)"},
@@ -54,7 +54,7 @@ BUGS: dict[str, dict[str, str | None]] = {
     "kdrop_bug": {"x": "does not depend on x at all"},
     "kbn_eval_bug": {"x": "reduces over the batch axis"},
     "gdrop_bug": {"x": "does not depend on x at all"},
-    "ce_bug": {"": "missing (N = 5)"},
+    "ce_bug": {"": "missing (N = 5, the size of axis 0"},
 }
 
 

@@ -248,7 +248,7 @@ VARIANTS = {
     "conv2d@unrotated_kernel": ({"x"}, "entries wrong"),
     "maxpool2d@every_position": ({"x"}, "where the output does not depend on x at all"),
     "batchnorm@no_mean_path": ({"x"}, "a path through a batch statistic"),
-    "batchnorm@missing_1_over_n": ({"x"}, "1/N is missing (N = 6)"),
+    "batchnorm@missing_1_over_n": ({"x"}, "1/N is missing (N = 6, the size of axis 0 of x)"),
     "batchnorm@dvar_sign": ({"x"}, "entries wrong"),
     "layernorm@batch_axis": ({"x"}, "reduces over the batch axis"),
     "dropout@no_rescale": ({"x"}, "constant factor 1/2"),
