@@ -115,11 +115,13 @@ class _ArgState:
     error: str = ""
     changed_upstream: str = ""
     nonlinear: str = ""
+    squeezed: str = ""
 
     @property
     def misuse(self) -> str:
-        """What the backward does wrong besides its numbers: in-place upstream, nonlinearity."""
-        return "; ".join(m for m in (self.changed_upstream, self.nonlinear) if m)
+        """What the backward does wrong besides its numbers: in-place writes, nonlinearity, a shape
+        that differs from the argument's only by size-1 axes."""
+        return "; ".join(m for m in (self.squeezed, self.changed_upstream, self.nonlinear) if m)
 
 
 class Check:
@@ -287,11 +289,23 @@ class Check:
         for a in self.model.differentiable:
             state = self.args[a.name]
             g = _numbers(grads[a.name], f"backward (d{a.name})") if grads[a.name] is not None else None
-            if g is None or g.shape != state.shape:
-                got = "None" if g is None else f"shape {g.shape}"
+            if g is not None and g.shape != state.shape and g.size == _size(state.shape) and \
+                    tuple(d for d in g.shape if d != 1) == tuple(d for d in state.shape if d != 1):
+                # Only size-1 axes differ (np.sum(...) for an alpha of shape (1,)): still a wrong shape, but
+                # the values are compared too, so that a wrong value is named as well.
+                state.squeezed = state.squeezed or (
+                    f"d{a.name} has shape {g.shape}, but {a.name} has shape {state.shape}: the gradient of an "
+                    f"argument has the argument's shape (only size-1 axes differ: return "
+                    f"d{a.name}.reshape({a.name}.shape))")
+                g = g.reshape(state.shape)
+            if g is None:
                 state.wrong_shape = state.wrong_shape or (
-                    f"d{a.name} has {got}, but {a.name} has shape {state.shape}: the gradient of an argument has "
-                    f"the argument's shape")
+                    f"backward returned None for d{a.name}; it must return the gradient of {a.name}, an array of "
+                    f"{a.name}'s shape {state.shape}")
+            elif g.shape != state.shape:
+                state.wrong_shape = state.wrong_shape or (
+                    f"d{a.name} has shape {g.shape}, but {a.name} has shape {state.shape}: the gradient of an "
+                    f"argument has the argument's shape")
                 g = None
             out[a.name] = g
         return out
@@ -562,6 +576,10 @@ def _saved(point: Point | None) -> tuple[tuple[str, tuple[int, ...], tuple[float
     if sum(a.size for a in arrays.values()) > MAX_SAVED_VALUES:
         return None
     return tuple((name, tuple(a.shape), tuple(float(v) for v in a.ravel())) for name, a in arrays.items())
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
 
 
 def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:

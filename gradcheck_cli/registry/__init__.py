@@ -701,10 +701,13 @@ def _stateful(name: str, where: str, origin: str, forward: Callable[..., Any], b
             value = styles.read_path(prototype, str(path))
         except (ValueError, styles.LayerError) as exc:
             raise PluginError(f"'{name}'{where}: params: {exc}.") from exc
+        if isinstance(value, float):  # a Python float (self.alpha = 0.25): a scalar, written back as a float
+            param_args.append(styles.Arg(str(path), (), "real", styles.PARAM))
+            continue
         shape = getattr(value, "shape", None)
         if not isinstance(shape, tuple) or getattr(value, "dtype", None) is None or value.dtype.kind != "f":
-            raise PluginError(f"'{name}'{where}: params: '{path}' is {type(value).__name__}, not a float array; "
-                              f"a parameter is an array the layer's forward reads (e.g. self.weights).")
+            raise PluginError(f"'{name}'{where}: params: '{path}' is {type(value).__name__}, not a float array or a "
+                              f"float; a parameter is what the layer's forward reads (e.g. self.weights).")
         param_args.append(styles.Arg(str(path), tuple(int(d) for d in shape), "real", styles.PARAM))
     signature = styles.Signature((*arguments, *param_args), outs, dict(kwargs or {}), bool(stochastic))
     return styles.Stateful(signature, prototype, forward.__name__, backward.__name__,

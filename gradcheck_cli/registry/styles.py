@@ -253,11 +253,14 @@ class Stateful(Style):
         self.forward_name, self.backward_name = forward, backward
         self.params = dict(params)
         self.output_attr, self.grad_attr = output_attr, grad_attr
+        self.scalars = {path: isinstance(read_path(prototype, path), float) for path in self.params}
 
     def _run(self, point: Mapping[str, Any]) -> tuple[Any, tuple[Any, ...]]:
         layer = copy.deepcopy(self.prototype)
         for path in self.params:
-            write_path(layer, path, point[path])
+            value = point[path]
+            # A parameter that was a Python float stays one (code may test isinstance or format it).
+            write_path(layer, path, float(value) if self.scalars.get(path) else value)
         result = getattr(layer, self.forward_name)(*self._inputs(point), **self._kwargs())
         if self.output_attr is not None:
             result = read_path(layer, self.output_attr)

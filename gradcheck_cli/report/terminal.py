@@ -122,7 +122,7 @@ def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: 
     if show_origin:
         table.add_column("origin", overflow="fold", max_width=40)
     for row in result.results:
-        shape = "x".join(str(s) for s in row.shape) if row.shape else "-"
+        shape = "x".join(str(s) for s in row.shape) if row.shape else ("scalar" if row.wrt else "-")
         cells: list[Any] = [row.check, _component(row, brief=True), f"{shape} x {row.trials}", _num(row.max_abs_error),
                             _num(row.max_rel_error), _num(row.tolerance),
                             Text(row.verdict.value, style=STYLES[row.verdict])]

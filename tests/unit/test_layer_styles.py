@@ -497,3 +497,46 @@ def test_parameters_in_lists_are_reached_by_index(reg: Registry) -> None:
                  params={"weights[0]": "grads[0]", "weights[1]": "grads[1]"})
     assert [(r.wrt, r.shape, r.verdict) for r in rows] == [
         ("x", (5, 4), Verdict.PASS), ("weights[0]", (4, 3), Verdict.PASS), ("weights[1]", (3,), Verdict.PASS)]
+
+
+def test_a_gradient_off_only_by_size_1_axes_fails_and_still_has_its_values_judged(reg: Registry) -> None:
+    class PReLU:
+        def __init__(self, flip: bool = False) -> None:
+            self.alpha = np.full(1, 0.25)  # shape (1,), as torch's default
+            self.flip = flip
+
+        def forward(self, x: Any) -> Any:
+            self.x = x
+            return np.where(x > 0, x, self.alpha * x)
+
+        def backward(self, dout: Any) -> Any:
+            self.dalpha = (-1.0 if self.flip else 1.0) * np.sum(dout * np.minimum(self.x, 0.0))  # shape ()
+            return dout * np.where(self.x > 0, 1.0, self.alpha)
+
+    right, flipped = PReLU(), PReLU(flip=True)
+    rows = layer(reg, "prelu", right.forward, backward=right.backward, args={"x": (4, 5)}, params={"alpha": "dalpha"})
+    rows += layer(reg, "prelu@sign", flipped.forward, backward=flipped.backward, args={"x": (4, 5)},
+                  params={"alpha": "dalpha"})
+    alpha = [r for r in rows if r.wrt == "alpha"]
+    assert [r.verdict for r in alpha] == [Verdict.FAIL, Verdict.FAIL]
+    assert "only size-1 axes differ" in alpha[0].diagnosis and alpha[0].max_abs_error is not None
+    assert "sign flipped" in alpha[1].diagnosis and "only size-1 axes differ" in alpha[1].diagnosis
+
+
+def test_a_python_float_parameter_is_a_scalar_argument(reg: Registry) -> None:
+    class Scale:
+        def __init__(self) -> None:
+            self.alpha = 0.5
+
+        def forward(self, x: Any) -> Any:
+            assert isinstance(self.alpha, float)  # written back as the float it was
+            self.x = x
+            return self.alpha * x
+
+        def backward(self, dout: Any) -> Any:
+            self.dalpha = float(np.sum(dout * self.x))
+            return dout * self.alpha
+
+    s = Scale()
+    rows = layer(reg, "scale", s.forward, backward=s.backward, args={"x": (3, 2)}, params={"alpha": "dalpha"})
+    assert [(r.wrt, r.shape, r.verdict) for r in rows] == [("x", (3, 2), Verdict.PASS), ("alpha", (), Verdict.PASS)]
