@@ -60,7 +60,7 @@ class FunctionConfig:
     target: str | None
     domain: str
     output_attr: str | None
-    grad_attr: str | None
+    grad_attr: str | Mapping[str, str] | None
     formula: str
     kinks: tuple[float, ...]
     where: str
@@ -404,6 +404,9 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
     kinks = raw.get("kinks", [])
     if not isinstance(kinks, list):
         raise reader.fail(f"{key}.kinks", f"expected a list of numbers; got {_type_name(kinks)}")
+    if isinstance(raw.get("grad_attr"), dict) and kind != "layer":
+        raise reader.fail(f"{key}.grad_attr", f"one attribute per input is for a layer's forward of several inputs; "
+                                              f"{article} {kind} stores one gradient: name its attribute (dinputs)")
     layer = _layer_keys(reader, key, raw) if kind == "layer" else {}
     return FunctionConfig(
         name=name, kind=kind, forward=_str(reader, raw["forward"], f"{key}.forward") if "forward" in raw else "",
@@ -411,7 +414,7 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
         target=_str(reader, raw["target"], f"{key}.target", TARGET_KINDS) if "target" in raw else None,
         domain=_str(reader, raw.get("domain", "real"), f"{key}.domain", ("real", "positive", "unit")),
         output_attr=_str(reader, raw["output_attr"], f"{key}.output_attr") if "output_attr" in raw else None,
-        grad_attr=_str(reader, raw["grad_attr"], f"{key}.grad_attr") if "grad_attr" in raw else None,
+        grad_attr=_grad_attr(reader, raw["grad_attr"], f"{key}.grad_attr") if "grad_attr" in raw else None,
         formula=str(raw.get("formula", "")),
         kinks=tuple(_kink(reader, v, f"{key}.kinks[{i}]") for i, v in enumerate(kinks)),
         where=f"{reader.path}:{reader.lines.get(key, 1)}",
@@ -419,6 +422,16 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
         reduction=_str(reader, raw["reduction"], f"{key}.reduction", ("mean", "sum")) if "reduction" in raw else None,
         **layer,
     )
+
+
+def _grad_attr(reader: _Reader, value: Any, key: str) -> str | dict[str, str]:
+    """``grad_attr``: one attribute (``dinputs``), or per input of a layer's forward (``{x1: dx1, x2: dx2}``)."""
+    if isinstance(value, dict):
+        if not value or not all(isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in value.items()):
+            raise reader.fail(key, f"expected the attribute the gradient is stored in (dinputs), or one per input "
+                                   f"of the forward, {{x1: dx1, x2: dx2}}; got {value!r}")
+        return dict(value)
+    return _str(reader, value, key)
 
 
 def _layer_keys(reader: _Reader, key: str, raw: dict[str, Any]) -> dict[str, Any]:

@@ -595,8 +595,9 @@ def register_layer(name: str, forward: Callable[..., Any], *, backward: Callable
                    vjp: Callable[..., Any] | None = None, args: Mapping[str, Any] | None = None,
                    kwargs: Mapping[str, Any] | None = None, outputs: tuple[str, ...] | list[str] = ("out",),
                    params: Mapping[str, str] | None = None, init: Mapping[str, Any] | None = None,
-                   output_attr: str | None = None, grad_attr: str | None = None, stochastic: bool = False,
-                   formula: str = "", mistake: str | None = None, fix: str | None = None) -> FunctionSpec:
+                   output_attr: str | None = None, grad_attr: str | Mapping[str, str] | None = None,
+                   stochastic: bool = False, formula: str = "", mistake: str | None = None,
+                   fix: str | None = None) -> FunctionSpec:
     """Register a layer: named array arguments of any shape, parameters, one or more outputs.
 
     Three styles, each checked as written (see :mod:`gradcheck_cli.registry.styles`):
@@ -608,7 +609,8 @@ def register_layer(name: str, forward: Callable[..., Any], *, backward: Callable
       unbound with ``init=`` for its constructor). The layer is built once and copied for
       every call; ``params`` maps parameter paths to their gradients' paths
       (``{"weights": "dweights"}`` or ``{"params[W]": "grads[W]"}``), ``output_attr`` and
-      ``grad_attr`` name attributes where forward/backward store their results.
+      ``grad_attr`` name attributes where forward/backward store their results
+      (``grad_attr={"x1": "dx1", "x2": "dx2"}`` for a forward of several inputs).
 
     ``args`` maps each input, in call order, to its default shape (or ``{"shape": [...],
     "domain": "positive"}``); ``kwargs`` are constants passed by keyword to forward (copied
@@ -677,7 +679,7 @@ def register_layer(name: str, forward: Callable[..., Any], *, backward: Callable
 def _stateful(name: str, where: str, origin: str, forward: Callable[..., Any], backward: Callable[..., Any],
               arguments: tuple[Any, ...], outs: tuple[str, ...], kwargs: Mapping[str, Any] | None,
               params: Mapping[str, str] | None, init: Mapping[str, Any] | None, output_attr: str | None,
-              grad_attr: str | None, stochastic: bool) -> Style:
+              grad_attr: str | Mapping[str, str] | None, stochastic: bool) -> Style:
     """A stateful layer's style: its prototype instance, and its parameters as arguments."""
     import copy
 
@@ -693,6 +695,12 @@ def _stateful(name: str, where: str, origin: str, forward: Callable[..., Any], b
         raise PluginError(f"'{name}'{where}: the layer instance cannot be deep-copied ({type(exc).__name__}: "
                           f"{exc}); gradcheck runs every call on a fresh copy of it, so that no state "
                           f"leaks between calls. Make it copyable.") from exc
+    if isinstance(grad_attr, Mapping):
+        inputs = {a.name for a in arguments}
+        if set(grad_attr) != inputs or not all(isinstance(v, str) for v in grad_attr.values()):
+            raise PluginError(f"'{name}'{where}: grad_attr maps each input to the attribute its gradient is stored "
+                              f"in, e.g. {{x1: dx1, x2: dx2}}; the inputs are {', '.join(sorted(inputs))}, got "
+                              f"{dict(grad_attr)!r}.")
     param_args = []
     for path, grad_path in (params or {}).items():
         try:

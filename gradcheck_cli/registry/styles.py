@@ -247,7 +247,8 @@ class Stateful(Style):
     name = "backward (stateful)"
 
     def __init__(self, signature: Signature, prototype: Any, forward: str, backward: str,
-                 params: Mapping[str, str], output_attr: str | None, grad_attr: str | None) -> None:
+                 params: Mapping[str, str], output_attr: str | None,
+                 grad_attr: str | Mapping[str, str] | None) -> None:
         super().__init__(signature)
         self.prototype = prototype
         self.forward_name, self.backward_name = forward, backward
@@ -287,7 +288,9 @@ class Stateful(Style):
             held = layer if pristine is None or calls[0] == 0 else copy.deepcopy(pristine)
             calls[0] += 1
             result = getattr(held, self.backward_name)(*douts)
-            if self.grad_attr is not None:
+            if isinstance(self.grad_attr, Mapping):  # several inputs, each gradient in its own attribute
+                result = {name: read_path(held, path) for name, path in self.grad_attr.items()}
+            elif self.grad_attr is not None:
                 result = read_path(held, self.grad_attr)
             grads: dict[str, Any] = {}
             if inputs:

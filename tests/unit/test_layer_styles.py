@@ -540,3 +540,21 @@ def test_a_python_float_parameter_is_a_scalar_argument(reg: Registry) -> None:
     s = Scale()
     rows = layer(reg, "scale", s.forward, backward=s.backward, args={"x": (3, 2)}, params={"alpha": "dalpha"})
     assert [(r.wrt, r.shape, r.verdict) for r in rows] == [("x", (3, 2), Verdict.PASS), ("alpha", (), Verdict.PASS)]
+
+
+def test_a_forward_of_several_inputs_stores_each_gradient_in_its_own_attribute(reg: Registry) -> None:
+    class Multiply:
+        def forward(self, a: Any, b: Any) -> Any:
+            self.a, self.b = a, b
+            return a * b
+
+        def backward(self, dout: Any) -> None:
+            self.da, self.db = dout * self.b, dout * self.a
+
+    m = Multiply()
+    rows = layer(reg, "mul", m.forward, backward=m.backward, args={"a": (3, 2), "b": (3, 2)},
+                 grad_attr={"a": "da", "b": "db"})
+    assert [(r.wrt, r.verdict) for r in rows] == [("a", Verdict.PASS), ("b", Verdict.PASS)]
+    with pytest.raises(PluginError, match=r"grad_attr maps each input to the attribute .* the inputs are a, b"), \
+            registering(reg, ORIGIN):
+        register_layer("mul2", m.forward, backward=m.backward, args={"a": (3, 2), "b": (3, 2)}, grad_attr={"a": "da"})
