@@ -31,7 +31,7 @@ CONVENTION_KEYS = table.keywords(order=None)
 KIND_CONVENTIONS = {kind: table.keywords(kind, order=None) for kind in ("activation", "loss", "layer")}
 LAYER_KEYS = ("args", "kwargs", "outputs", "params", "stochastic")
 FUNCTION_KEYS = ("kind", "forward", *CONVENTION_KEYS, "init", "target", "domain", "output_attr",
-                 "grad_attr", "formula", "kinks", "reduction", *LAYER_KEYS)
+                 "grad_attr", "formula", "kinks", "reduction", "target_first", *LAYER_KEYS)
 TARGET_KINDS = ("real", "onehot", "probabilities", "binary", "positive", "labels")
 METHODS = ("central", "richardson", "complex")
 # Bounds on what a config may stand for, far above any real suite (hundreds of values, a
@@ -66,6 +66,7 @@ class FunctionConfig:
     where: str
     key_lines: Mapping[str, str] = field(default_factory=dict)
     reduction: str | None = None
+    target_first: bool = False
     args: Mapping[str, Any] = field(default_factory=dict)
     """Layers: argument name -> shape list, or {shape, domain}, in call order."""
     kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -388,9 +389,10 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
     if "target" in raw and kind != "loss":
         raise reader.fail(f"{key}.target", f"'target' is the kind of target a loss takes; {article} {kind} has "
                                            f"none. Remove it, or set 'kind: loss'.")
-    for k in (*LAYER_KEYS, "reduction"):
-        if k in raw and kind != ("loss" if k == "reduction" else "layer"):
-            owner, fit = ("a loss returning one value per sample", "loss") if k == "reduction" else ("a layer", "layer")
+    for k in (*LAYER_KEYS, "reduction", "target_first"):
+        for_loss = k in ("reduction", "target_first")
+        if k in raw and kind != ("loss" if for_loss else "layer"):
+            owner, fit = ("a loss", "loss") if for_loss else ("a layer", "layer")
             raise reader.fail(f"{key}.{k}", f"'{k}' belongs to {owner}, not to {article} {kind}. Remove it, or set "
                                             f"'kind: {fit}'.")
     for attr in ("output_attr", "grad_attr"):
@@ -420,8 +422,15 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
         where=f"{reader.path}:{reader.lines.get(key, 1)}",
         key_lines={k: f"{reader.path}:{reader.lines.get(f'{key}.{k}', 1)}" for k in raw},
         reduction=_str(reader, raw["reduction"], f"{key}.reduction", ("mean", "sum")) if "reduction" in raw else None,
+        target_first=_bool(reader, raw.get("target_first", False), f"{key}.target_first"),
         **layer,
     )
+
+
+def _bool(reader: _Reader, value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise reader.fail(key, f"expected true or false; got {_type_name(value)} {value!r}")
+    return value
 
 
 def _grad_attr(reader: _Reader, value: Any, key: str) -> str | dict[str, str]:

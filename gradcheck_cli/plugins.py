@@ -383,7 +383,8 @@ def register_functions(functions: Sequence[Any], base: Path, registry: Registry)
                                    **conventions)
                 else:
                     register_loss(fn.name, forward, target=fn.target or "real", reduction=fn.reduction,
-                                  grad_attr=fn.grad_attr, output_attr=fn.output_attr, **extra, **conventions)
+                                  grad_attr=fn.grad_attr, output_attr=fn.output_attr, target_first=fn.target_first,
+                                  **extra, **conventions)
             except PluginError as exc:
                 raise PluginError(f"{key}: {exc.message}") from exc
         names.append(fn.name)

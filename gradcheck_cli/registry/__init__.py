@@ -403,7 +403,7 @@ def register_activation(name: str, forward: Callable[..., Any] | None = None, *,
 def register_loss(name: str, forward: Callable[..., Any] | None = None, *, target: str = "real",
                   formula: str = "", domain: str = "real", kinks: tuple[float, ...] = (),
                   mistake: str | None = None, fix: str | None = None, reduction: str | None = None,
-                  grad_attr: str | None = None, output_attr: str | None = None,
+                  grad_attr: str | None = None, output_attr: str | None = None, target_first: bool = False,
                   **conventions: Callable[..., Any]) -> Any:
     """Register a loss ``forward(pred, target) -> scalar`` with its gradient.
 
@@ -415,6 +415,8 @@ def register_loss(name: str, forward: Callable[..., Any] | None = None, *, targe
     attribute with ``output_attr``: forward then backward run on one copy of the instance. A
     loss returning one value per sample declares ``reduction="mean"`` or ``"sum"``: the
     checked loss is that reduction of its vector, and the gradient is the reduced loss's.
+    ``target_first=True`` is for code that takes the target first, ``(labels, logits)`` or
+    ``(y_true, y_pred)`` as TensorFlow and Keras do.
 
     ``target`` is the kind of target drawn for it: real, onehot, probabilities, binary,
     positive, or labels (integer classes, the prediction's shape without its last axis);
@@ -434,6 +436,11 @@ def register_loss(name: str, forward: Callable[..., Any] | None = None, *, targe
                           f"checked is the mean or the sum of the per-sample values forward returns.")
     value_and_grad = conventions.pop("value_and_grad", None)
     backward = conventions.pop("backward", None)
+    if target_first:  # the user's code takes (target, pred): every call below is made as (pred, target)
+        forward = _target_first(forward) if callable(forward) else forward
+        value_and_grad = _target_first(value_and_grad) if callable(value_and_grad) else value_and_grad
+        if callable(conventions.get("gradient")):
+            conventions["gradient"] = _target_first(conventions["gradient"])
     given = [k for k, v in (("gradient", conventions.get("gradient")), ("value_and_grad", value_and_grad),
                             ("backward", backward)) if v is not None]
     if len(given) > 1:
@@ -451,7 +458,7 @@ def register_loss(name: str, forward: Callable[..., Any] | None = None, *, targe
     if backward is not None:
         if not callable(backward):
             raise PluginError(f"{where}: backward= must be callable; got {backward!r}.")
-        conventions["gradient"] = _loss_backward(backward, grad_attr, forward, output_attr)
+        conventions["gradient"] = _loss_backward(backward, grad_attr, forward, output_attr, target_first)
     if forward is None:
         raise PluginError(f"'{name}': register_loss needs forward= (the loss whose gradient is checked), or "
                           f"value_and_grad= (a function returning the loss and its gradient).")
@@ -485,8 +492,20 @@ def _split_value_and_grad(value_and_grad: Callable[..., Any], forward: Callable[
     return forward or value, gradient
 
 
+def _target_first(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(target, pred)`` called as ``(pred, target)``."""
+
+    def swapped(pred: Any, target: Any) -> Any:
+        return fn(target, pred)
+
+    swapped.__name__ = getattr(fn, "__name__", "loss")
+    if is_threadsafe(fn):
+        threadsafe(swapped)
+    return swapped
+
+
 def _loss_backward(backward: Callable[..., Any], grad_attr: str | None, forward: Callable[..., Any] | None,
-                   output_attr: str | None) -> Callable[..., Any]:
+                   output_attr: str | None, target_first: bool = False) -> Callable[..., Any]:
     """A stateful loss's ``backward(pred, target)`` as ``gradient(pred, target)``: each call on a
     fresh copy of its instance, the result returned or read from ``grad_attr``. With
     ``output_attr``, forward runs first on the copy and backward is handed what it stored."""
@@ -503,9 +522,11 @@ def _loss_backward(backward: Callable[..., Any], grad_attr: str | None, forward:
             if held is None or forward is None:
                 raise LayerError(f"output_attr='{output_attr}' needs forward and backward to be methods of one loss "
                                  f"instance")
-            getattr(held, getattr(forward, "__name__", "forward"))(pred, target)
+            forward(pred, target) if held is None else getattr(held, getattr(forward, "__name__", "forward"))(
+                *((target, pred) if target_first else (pred, target)))
             pred = read_path(held, output_attr)
-        result = getattr(held, method)(pred, target) if held is not None else backward(pred, target)
+        ordered = (target, pred) if target_first else (pred, target)
+        result = getattr(held, method)(*ordered) if held is not None else backward(*ordered)
         if grad_attr is not None:
             if held is None:
                 raise LayerError(f"grad_attr='{grad_attr}' needs backward to be a method of a loss instance")

@@ -558,3 +558,17 @@ def test_a_forward_of_several_inputs_stores_each_gradient_in_its_own_attribute(r
     with pytest.raises(PluginError, match=r"grad_attr maps each input to the attribute .* the inputs are a, b"), \
             registering(reg, ORIGIN):
         register_layer("mul2", m.forward, backward=m.backward, args={"a": (3, 2), "b": (3, 2)}, grad_attr={"a": "da"})
+
+
+def test_a_loss_taking_the_target_first_is_mapped_with_target_first(reg: Registry) -> None:
+    def bce_with_logits(labels: Any, logits: Any) -> Any:  # TensorFlow's order
+        return np.mean(np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits))))
+
+    def bce_with_logits_grad(labels: Any, logits: Any) -> Any:
+        return (1.0 / (1.0 + np.exp(-logits)) - labels) / logits.size
+
+    with registering(reg, ORIGIN):
+        register_loss("tf_bce", bce_with_logits, gradient=bce_with_logits_grad, target="binary", target_first=True)
+        register_loss("tf_bce@unswapped", bce_with_logits, gradient=bce_with_logits_grad, target="binary")
+    rows = run(["tf_bce", "tf_bce@unswapped"], OPTIONS, registry=reg).results
+    assert [r.verdict for r in rows] == [Verdict.PASS, Verdict.FAIL]
