@@ -120,7 +120,7 @@ ERRORS = [
         args: {x: [4, 5]}
         reduction: mean
     checks: [f]
-    """, 8, "functions.f.reduction", r"'reduction' belongs to a loss returning one value per sample, not to a layer"),
+    """, 8, "functions.f.reduction", r"'reduction' belongs to a loss, not to a layer"),
     ("args_on_a_loss", """\
     version: 1
     functions:
