@@ -691,8 +691,12 @@ def register_layer(name: str, forward: Callable[..., Any], *, backward: Callable
     if not any(a.differentiable for a in signature.args):
         raise PluginError(f"'{name}'{where}: no argument to differentiate: give args= (inputs and default shapes) "
                           f"or params= (for a stateful layer).")
+    unlisted = unlisted_parameters(style)
+    notes = (f"the layer holds float arrays that params does not list ({', '.join(unlisted)}): if they are "
+             f"parameters, their gradients are not checked; add them to params (NAME: its gradient's attribute)",
+             ) if unlisted else ()
     spec = FunctionSpec(name=name, kind="layer", forward=style.forward, derivatives={style.name: style.pullback},
-                        formula=formula, origin=origin, mistake=mistake, fix=fix, layer=style)
+                        formula=formula, origin=origin, mistake=mistake, fix=fix, layer=style, notes=notes)
     registry.add(spec)
     return spec
 
@@ -741,6 +745,23 @@ def _stateful(name: str, where: str, origin: str, forward: Callable[..., Any], b
     signature = styles.Signature((*arguments, *param_args), outs, dict(kwargs or {}), bool(stochastic))
     return styles.Stateful(signature, prototype, forward.__name__, backward.__name__,
                            {str(k): str(v) for k, v in (params or {}).items()}, output_attr, grad_attr)
+
+
+def unlisted_parameters(style: Style) -> tuple[str, ...]:
+    """A stateful layer's float arrays that ``params`` does not list: likely parameters whose
+    gradients go unchecked (a forgotten ``params:`` keeps the gate green)."""
+    from gradcheck_cli.registry import styles
+
+    if not isinstance(style, styles.Stateful):
+        return ()
+    listed = {styles.parse_path(p)[0][1] for p in style.params}
+    found = []
+    for attr, value in vars(style.prototype).items():
+        shape = getattr(value, "shape", None)
+        floating = getattr(getattr(value, "dtype", None), "kind", "") == "f"
+        if attr not in listed and isinstance(shape, tuple) and floating:
+            found.append(f"{attr} {'x'.join(map(str, shape)) or 'scalar'}")
+    return tuple(found)
 
 
 def _fits_calls(name: str, where: str, style: Style, forward: Callable[..., Any],

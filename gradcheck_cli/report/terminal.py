@@ -134,6 +134,10 @@ def render_run(result: RunResult, out: Console, verbose: bool = False, elapsed: 
         if row.verdict in (Verdict.PASS, Verdict.XFAIL) and not row.diagnosis and not row.notes:
             continue
         _render_detail(row, out, verbose)
+    noted = sum(1 for r in result.results if r.verdict is Verdict.PASS and r.notes)
+    if noted and not verbose:
+        out.print(f"\n{noted} passing row{'s' if noted > 1 else ''} carr{'y' if noted > 1 else 'ies'} notes: "
+                  f"run with --verbose to read them.", style="dim")
     summary = ", ".join(f"{n} {SUMMARY_WORDS[v]}" for v, n in result.summary().items() if n)
     took = f" in {elapsed:.2f}s" if elapsed is not None else ""
     code = int(result.exit_code) if exit_code is None else exit_code

@@ -572,3 +572,22 @@ def test_a_loss_taking_the_target_first_is_mapped_with_target_first(reg: Registr
         register_loss("tf_bce@unswapped", bce_with_logits, gradient=bce_with_logits_grad, target="binary")
     rows = run(["tf_bce", "tf_bce@unswapped"], OPTIONS, registry=reg).results
     assert [r.verdict for r in rows] == [Verdict.PASS, Verdict.FAIL]
+
+
+def test_float_arrays_that_params_does_not_list_are_noted_on_every_row(reg: Registry) -> None:
+    class Dense:
+        def __init__(self) -> None:
+            self.kernel, self.bias = np.ones((4, 3)), np.zeros(3)
+
+        def __call__(self, x: Any) -> Any:
+            self.x = x
+            return x @ self.kernel + self.bias
+
+        def backward(self, dout: Any) -> Any:
+            self.bias_grad = dout.sum(axis=1)  # wrong, and unchecked without params
+            return dout @ self.kernel.T
+
+    d = Dense()
+    rows = layer(reg, "forgot_params", d.__call__, backward=d.backward, args={"x": (5, 4)})
+    assert [(r.wrt, r.verdict) for r in rows] == [("x", Verdict.PASS)]
+    assert "params does not list (kernel 4x3, bias 3)" in rows[0].notes[0]
