@@ -320,7 +320,7 @@ def diagnose_argument(ev: ArgumentEvidence) -> str:
     """One line naming what is wrong with the gradient of one argument, or its worst entries."""
     with np.errstate(all="ignore"):
         for check in (_arg_nonfinite, _arg_zero, _arg_sign, _arg_swapped, _arg_transposed, _arg_scale,
-                      _arg_dropped_path, _arg_extra_path):
+                      _arg_identity, _arg_dropped_path, _arg_extra_path):
             found = check(ev)
             if found:
                 return found
@@ -409,6 +409,27 @@ def _samples(ev: ArgumentEvidence, rows: NDArray[np.intp], cols: NDArray[np.intp
     per_out, per_in = ev.numeric.shape[0] // b, ev.numeric.shape[1] // b
     cross: NDArray[np.bool_] = (rows // per_out) != (cols // per_in)
     return cross
+
+
+def _arg_identity(ev: ArgumentEvidence) -> str | None:
+    """Off by a constant on the diagonal alone, where the output and the argument have one shape:
+    the identity path of a skip connection (out = f(x) + x) missing, or counted twice."""
+    if len(ev.out_shapes) != 1 or ev.out_shapes[0] != ev.shape or ev.analytic.shape[0] != ev.analytic.shape[1]:
+        return None
+    mask = ev.comparison.bad_mask
+    if mask is None or np.any(mask & ~np.eye(mask.shape[0], dtype=bool)):
+        return None
+    rows = np.flatnonzero(np.diag(mask))
+    c = float(np.median(np.diag(ev.analytic)[rows] - np.diag(ev.numeric)[rows]))
+    candidate = ev.analytic.copy()
+    candidate[np.diag_indices_from(candidate)] -= c
+    if not np.isfinite(c) or c == 0 or not ev.matches(candidate):
+        return None
+    what = ("the identity path (a skip connection's + x) is missing from it" if abs(c + 1) < 1e-6 else
+            "the identity path is counted twice" if abs(c - 1) < 1e-6 else f"a term {-c:+.6g} x identity is missing")
+    e = ev.comparison.worst
+    return (f"d{ev.wrt} is off by {c:+.6g} on the diagonal only (d{ev.outputs[0]}[i]/d{ev.wrt}[i], e.g. "
+            f"{ev.label(e.index)}: analytic {e.analytic:.6g} vs numeric {e.numeric:.6g}): {what}")
 
 
 def _arg_dropped_path(ev: ArgumentEvidence) -> str | None:

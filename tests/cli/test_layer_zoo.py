@@ -41,7 +41,7 @@ BUGS: dict[str, dict[str, str | None]] = {
     "gru_bug": {"h": None},
     "gnorm_bug": {"x": "does not depend on x at all"},
     "avgpool_bug": {"x": "constant factor 4"},
-    "resblock_bug": {"x": None},
+    "resblock_bug": {"x": "the identity path (a skip connection's + x) is missing"},
     "zrelu_inplace": {"x": "changes its upstream gradient dout in place"},
     "prelu_fn_bug": {"alpha": "does not depend on alpha at all"},
     "svm_bug": {"": "missing (N = 5, the size of axis 0"},
