@@ -309,10 +309,13 @@ def by_argument(raw: Any, names: tuple[str, ...], who: str) -> dict[str, Any]:
     """The user's gradients as ``{argument: value}``: a dict by name, a tuple in argument order,
     or one array for a single argument. Values are not checked here (see the engine)."""
     if isinstance(raw, Mapping):
+        if not all(n in raw for n in names) and all(f"d{n}" in raw for n in names):
+            return {n: raw[f"d{n}"] for n in names}  # keyed dx, dw, db: the usual names of gradients
         missing = [n for n in names if n not in raw]
         if missing:
-            raise LayerError(f"{who} returned a dict without {', '.join(repr(m) for m in missing)}; expected one "
-                             f"gradient per argument, keyed by name: {', '.join(names)}")
+            raise LayerError(f"{who} returned a dict without {', '.join(repr(m) for m in missing)} (its keys: "
+                             f"{', '.join(repr(k) for k in raw)}); expected one gradient per argument, keyed by the "
+                             f"argument's name ({', '.join(names)}) or by d + name ({', '.join('d' + n for n in names)})")
         return {n: raw[n] for n in names}
     if isinstance(raw, tuple | list) and not (len(names) == 1 and _numeric_list(raw)):
         if len(raw) != len(names):

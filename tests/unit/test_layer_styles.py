@@ -591,3 +591,15 @@ def test_float_arrays_that_params_does_not_list_are_noted_on_every_row(reg: Regi
     rows = layer(reg, "forgot_params", d.__call__, backward=d.backward, args={"x": (5, 4)})
     assert [(r.wrt, r.verdict) for r in rows] == [("x", Verdict.PASS)]
     assert "params does not list (kernel 4x3, bias 3)" in rows[0].notes[0]
+
+
+def test_a_vjp_dict_may_key_gradients_as_d_plus_the_name_and_a_wrong_key_is_shown(reg: Registry) -> None:
+    def dense(x: Any, w: Any) -> Any:
+        return x @ w
+
+    rows = layer(reg, "dkeys", dense, vjp=lambda x, w, g: {"dx": g @ w.T, "dw": x.T @ g},
+                 args={"x": (3, 4), "w": (4, 2)})
+    assert [(r.wrt, r.verdict) for r in rows] == [("x", Verdict.PASS), ("w", Verdict.PASS)]
+    bad = layer(reg, "badkeys", dense, vjp=lambda x, w, g: {"grad_x": g @ w.T, "dw": x.T @ g},
+                args={"x": (3, 4), "w": (4, 2)})
+    assert bad[0].verdict is Verdict.ERROR and "its keys: 'grad_x', 'dw'" in bad[0].diagnosis
