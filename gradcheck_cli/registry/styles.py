@@ -313,9 +313,10 @@ def by_argument(raw: Any, names: tuple[str, ...], who: str) -> dict[str, Any]:
             return {n: raw[f"d{n}"] for n in names}  # keyed dx, dw, db: the usual names of gradients
         missing = [n for n in names if n not in raw]
         if missing:
+            prefixed = ", ".join("d" + n for n in names)
             raise LayerError(f"{who} returned a dict without {', '.join(repr(m) for m in missing)} (its keys: "
                              f"{', '.join(repr(k) for k in raw)}); expected one gradient per argument, keyed by the "
-                             f"argument's name ({', '.join(names)}) or by d + name ({', '.join('d' + n for n in names)})")
+                             f"argument's name ({', '.join(names)}) or by d + name ({prefixed})")
         return {n: raw[n] for n in names}
     if isinstance(raw, tuple | list) and not (len(names) == 1 and _numeric_list(raw)):
         if len(raw) != len(names):
