@@ -142,6 +142,15 @@ def main() -> None:
         print(f"| {label} | {shape[0]}x{shape[1]} | {_ms(ours)} | {_ms(torch_default)} | {_ms(torch_fast)} | "
               f"{_ms(naive_time)} | {_ratio(torch_default, ours)} | {_ratio(naive_time, ours)} |")
     print()
+    # Layers (issue 11): every argument's Jacobian, one trial, at each built-in layer's own shapes.
+    print("| layer | arguments | gradcheck |")
+    print("|---|---|---|")
+    for name in ("dense", "conv2d", "maxpool2d", "batchnorm", "layernorm", "dense+mse"):
+        took = best_of(lambda name=name: run([name], CheckOptions(seed=0, trials=1), registry=reg), repeats)
+        layer = reg.get(name.split("+")[0]).layer
+        shapes = ", ".join(f"{a.name} {'x'.join(map(str, a.shape))}" for a in layer.signature.args) if layer else ""
+        print(f"| {name} | {shapes} | {_ms(took)} |")
+    print()
     ours_process = process_time([sys.executable, "-m", "gradcheck_cli", "run", "softmax", "--shape", "1,1000",
                                  "--trials", "1"], repeats)
     print(f"whole process, `gradcheck run softmax --shape 1,1000` (jacobian and vjp rows): {ours_process:.2f} s")
