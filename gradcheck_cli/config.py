@@ -375,7 +375,7 @@ def _function(reader: _Reader, name: str, raw: Any) -> FunctionConfig:
         if k not in allowed:
             raise reader.fail(f"{key}.{k}", f"'{k}' is not a convention for a {kind}; use one of "
                                              f"{', '.join(allowed)}.")
-    if "forward" not in raw and not (kind == "loss" and "value_and_grad" in conventions):
+    if "forward" not in raw and "value_and_grad" not in conventions:
         raise reader.fail(key, "missing 'forward': the function to check, as module:qualname or "
                                "path/file.py:qualname")
     first_order = tuple(a for a in allowed if a != "derivative2")
@@ -445,9 +445,11 @@ def _grad_attr(reader: _Reader, value: Any, key: str) -> str | dict[str, str]:
 
 def _layer_keys(reader: _Reader, key: str, raw: dict[str, Any]) -> dict[str, Any]:
     """``args``, ``kwargs``, ``outputs``, ``params`` and ``stochastic`` of a ``kind: layer`` entry."""
-    if "backward" in raw and "vjp" in raw:
-        raise reader.fail(f"{key}.vjp", "give one of 'backward' (cache style, or a class's backward method) and "
-                                         "'vjp' (vjp(*args, *douts) -> one gradient per argument), not both")
+    given = [k for k in ("backward", "vjp", "value_and_grad") if k in raw]
+    if len(given) > 1:
+        raise reader.fail(f"{key}.{given[1]}", "give one of 'backward' (cache style, or a class's backward method), "
+                                                "'vjp' (vjp(*args, *douts) -> one gradient per argument) and "
+                                                "'value_and_grad' (f(*args) -> (scalar, its gradients)), not several")
     args = raw.get("args", {})
     if not isinstance(args, dict) or (not args and "params" not in raw):
         where = f"{key}.args" if "args" in raw else key
@@ -466,7 +468,7 @@ def _layer_keys(reader: _Reader, key: str, raw: dict[str, Any]) -> dict[str, Any
                 raise reader.fail(sub, "missing 'shape', e.g. {shape: [4, 5], domain: positive}")
             shaped[arg] = {"shape": _shape(reader, value["shape"], f"{sub}.shape"),
                            "domain": _str(reader, value.get("domain", "real"), f"{sub}.domain",
-                                          ("real", "positive", "unit", "labels"))}
+                                          ("real", "positive", "unit", "labels", "mask"))}
             if (shaped[arg]["domain"] == "labels") != ("classes" in value):
                 raise reader.fail(sub, "integer labels (domain: labels) take classes: N, the number of classes "
                                        "(indices drawn in [0, N)), and only they do")

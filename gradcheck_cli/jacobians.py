@@ -156,6 +156,11 @@ class Check:
             elif a.domain == "labels":  # integer class indices (an embedding's x): a constant, not differentiated
                 point[a.name] = rng.integers(0, max(a.classes, 1), a.shape)
                 continue
+            elif a.domain == "mask":  # a boolean mask, mostly True and never all False: a constant
+                mask = rng.random(a.shape) < 0.75
+                mask.flat[0] = True
+                point[a.name] = mask
+                continue
             elif edge >= 0 and a.role == INPUT:  # --edges: the inputs take the values that break naive code
                 size = int(np.prod(a.shape, dtype=np.int64))
                 rows = a.shape[0] if len(a.shape) > 1 else 1

@@ -91,7 +91,8 @@ def layer_model(spec: FunctionSpec, shape: tuple[int, ...] | None,
 
         return outs, by_name
 
-    return Model(spec.name, "jacobian", style.name, shapes_for(sig.args, shape, arg_shapes), sig.outputs,
+    component = "gradient" if style.name == "value_and_grad" else "jacobian"  # a scalar and its gradients
+    return Model(spec.name, component, style.name, shapes_for(sig.args, shape, arg_shapes), sig.outputs,
                  style.forward, pullback, sig.stochastic, origin=spec.origin, notes=spec.notes)
 
 

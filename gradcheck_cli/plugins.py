@@ -374,7 +374,6 @@ def register_functions(functions: Sequence[Any], base: Path, registry: Registry)
                                         factory=factory if "backward" in conventions else None,
                                         **extra, **conventions)
                 elif fn.kind == "layer":
-                    assert forward is not None  # the config requires it for layers
                     # Class.method references are bound to one instance built with init: the layer's
                     # prototype, copied for every call (never rebuilt, so random weights stay put).
                     register_layer(fn.name, forward, args=dict(fn.args), kwargs=dict(fn.kwargs),

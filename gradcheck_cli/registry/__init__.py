@@ -564,6 +564,20 @@ def register_fused(activation: str, loss: str, *, gradient: Callable[[Any, Any],
     return fused
 
 
+def _layer_callables(name: str, where: str, forward: object, **derivative: object) -> None:
+    """Exactly one derivative keyword, a forward unless value_and_grad gives the value, all callable."""
+    given = [k for k, fn in derivative.items() if fn is not None]
+    if len(given) != 1:
+        raise PluginError(f"'{name}'{where}: pass exactly one of backward= (cache style, or a stateful class's "
+                          f"backward method), vjp= (vjp(*args, *douts) -> one gradient per argument) and "
+                          f"value_and_grad= (f(*args) -> (scalar, its gradients)).")
+    if forward is None and given != ["value_and_grad"]:
+        raise PluginError(f"'{name}'{where}: register_layer needs forward= (the function whose derivative is checked).")
+    for key, fn in (("forward", forward), *derivative.items()):
+        if fn is not None and not callable(fn):
+            raise PluginError(f"'{name}'{where}: {key}= must be callable; got {fn!r} of type {type(fn).__name__}.")
+
+
 def _layer_args(name: str, where: str, args: object) -> tuple[Any, ...]:
     from gradcheck_cli.registry.styles import Arg
 
@@ -582,9 +596,9 @@ def _layer_args(name: str, where: str, args: object) -> tuple[Any, ...]:
                 raise PluginError(f"'{name}'{where}: args.{arg}: expected a shape or {{shape: [...], domain: "
                                   f"real|positive|unit|labels, classes: N}}; got keys {sorted(map(str, value))}.")
             shape, domain = value["shape"], value.get("domain", "real")
-            if domain not in (*DOMAINS, "labels"):
+            if domain not in (*DOMAINS, "labels", "mask"):
                 raise PluginError(f"'{name}'{where}: args.{arg}.domain={domain!r} is not one of "
-                                  f"{', '.join(DOMAINS)}, labels.{suggest(str(domain), (*DOMAINS, 'labels'))}")
+                                  f"{', '.join(DOMAINS)}, labels, mask.{suggest(str(domain), (*DOMAINS, 'labels'))}")
             classes = value.get("classes", 0)
             if (domain == "labels") != ("classes" in value) or not (
                     isinstance(classes, int) and not isinstance(classes, bool) and classes >= 0):
@@ -612,8 +626,9 @@ def _is_method(function: Any) -> bool:
     return cls is not None and inspect.isfunction(inspect.getattr_static(cls, function.__name__, None))
 
 
-def register_layer(name: str, forward: Callable[..., Any], *, backward: Callable[..., Any] | None = None,
-                   vjp: Callable[..., Any] | None = None, args: Mapping[str, Any] | None = None,
+def register_layer(name: str, forward: Callable[..., Any] | None = None, *,
+                   backward: Callable[..., Any] | None = None, vjp: Callable[..., Any] | None = None,
+                   value_and_grad: Callable[..., Any] | None = None, args: Mapping[str, Any] | None = None,
                    kwargs: Mapping[str, Any] | None = None, outputs: tuple[str, ...] | list[str] = ("out",),
                    params: Mapping[str, str] | None = None, init: Mapping[str, Any] | None = None,
                    output_attr: str | None = None, grad_attr: str | Mapping[str, str] | None = None,
@@ -652,12 +667,7 @@ def register_layer(name: str, forward: Callable[..., Any], *, backward: Callable
         raise PluginError(f"A layer name must be a string like 'affine' or 'affine@variant'; got {name!r}{where}: "
                           f"{problem}. Rename it.")
     name = str.__str__(name)
-    if (backward is None) == (vjp is None):
-        raise PluginError(f"'{name}'{where}: pass exactly one of backward= (cache style, or a stateful class's "
-                          f"backward method) and vjp= (vjp(*args, *douts) -> one gradient per argument).")
-    for key, fn in (("forward", forward), ("backward", backward), ("vjp", vjp)):
-        if fn is not None and not callable(fn):
-            raise PluginError(f"'{name}'{where}: {key}= must be callable; got {fn!r} of type {type(fn).__name__}.")
+    _layer_callables(name, where, forward, backward=backward, vjp=vjp, value_and_grad=value_and_grad)
     arguments = _layer_args(name, where, {} if args is None else args)
     outs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
     if not outs or not all(isinstance(o, str) and o.isidentifier() for o in outs) or len(set(outs)) != len(outs):
@@ -669,7 +679,7 @@ def register_layer(name: str, forward: Callable[..., Any], *, backward: Callable
     for key, value in (("formula", formula), ("mistake", mistake), ("fix", fix)):
         if value is not None and not isinstance(value, str):
             raise PluginError(f"'{name}'{where}: {key}= must be a string; got {type(value).__name__}.")
-    stateful = backward is not None and _is_method(forward) and _is_method(backward)
+    stateful = backward is not None and forward is not None and _is_method(forward) and _is_method(backward)
     if not stateful:
         misplaced: tuple[tuple[str, object], ...] = (("params", params), ("init", init),
                                                       ("output_attr", output_attr), ("grad_attr", grad_attr))
@@ -679,15 +689,23 @@ def register_layer(name: str, forward: Callable[..., Any], *, backward: Callable
                                   f"methods of a class), but forward={forward!r} is a plain function. Remove "
                                   f"{key}, or pass the class's methods (Layer.forward, Layer.backward).")
     if stateful:
-        assert backward is not None
+        assert backward is not None and forward is not None
         style: styles.Style = _stateful(name, where, origin, forward, backward, arguments, outs, kwargs, params, init,
                                         output_attr, grad_attr, stochastic)
         signature = style.signature
+    elif value_and_grad is not None:
+        if len(outs) != 1:
+            raise PluginError(f"'{name}'{where}: value_and_grad= gives one scalar and its gradients; outputs= names "
+                              f"{len(outs)}. Remove outputs.")
+        signature = styles.Signature(arguments, ("loss",) if outs == ("out",) else outs, dict(kwargs or {}),
+                                     bool(stochastic))
+        style = styles.ValueAndGrad(signature, value_and_grad)
     else:
+        assert forward is not None
         signature = styles.Signature(arguments, outs, dict(kwargs or {}), bool(stochastic))
         style = styles.Cache(signature, forward, backward) if backward is not None else \
             styles.Vjp(signature, forward, vjp)  # type: ignore[arg-type]
-    _fits_calls(name, where, style, forward, backward, vjp)
+    _fits_calls(name, where, style, forward or value_and_grad, backward, vjp)
     if not any(a.differentiable for a in signature.args):
         raise PluginError(f"'{name}'{where}: no argument to differentiate: give args= (inputs and default shapes) "
                           f"or params= (for a stateful layer).")
@@ -764,7 +782,7 @@ def unlisted_parameters(style: Style) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _fits_calls(name: str, where: str, style: Style, forward: Callable[..., Any],
+def _fits_calls(name: str, where: str, style: Style, forward: Callable[..., Any] | None,
                 backward: Callable[..., Any] | None, vjp: Callable[..., Any] | None) -> None:
     """Refuse, at registration, ``args``/``kwargs``/``outputs`` that the user's functions cannot be
     called with (a missing argument, a misspelt keyword), instead of an ERROR row per argument."""
@@ -778,8 +796,9 @@ def _fits_calls(name: str, where: str, style: Style, forward: Callable[..., Any]
         backward = getattr(style.prototype, style.backward_name)
     inputs = [a.name for a in sig.args if a.role == styles.INPUT]
     douts = [f"d{o}" for o in sig.outputs]
-    calls: list[tuple[str, Callable[..., Any], list[str], dict[str, Any]]] = [("forward", forward, inputs,
-                                                                              dict(sig.kwargs))]
+    first = "value_and_grad" if isinstance(style, styles.ValueAndGrad) else "forward"
+    calls: list[tuple[str, Callable[..., Any], list[str], dict[str, Any]]] = [(first, forward, inputs,
+                                                                              dict(sig.kwargs))] if forward else []
     if isinstance(style, styles.Vjp) and vjp is not None:
         calls.append(("vjp", vjp, inputs + douts, dict(sig.kwargs)))
     elif isinstance(style, styles.Cache) and backward is not None:

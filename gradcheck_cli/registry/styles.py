@@ -26,6 +26,8 @@ from typing import Any
 from gradcheck_cli.errors import PluginError
 
 INPUT, PARAM = "input", "param"
+# Arguments drawn but not differentiated: integer class indices, and boolean masks.
+CONSTANT_DOMAINS = ("labels", "mask")
 STYLES = ("cache", "vjp", "stateful")
 
 
@@ -46,7 +48,7 @@ class Arg:
 
     @property
     def differentiable(self) -> bool:
-        return self.domain != "labels"
+        return self.domain not in CONSTANT_DOMAINS
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,41 @@ class Vjp(Style):
             return self.user_vjp(*given, *douts, **self._kwargs())
 
         return outs, back
+
+
+class ValueAndGrad(Style):
+    """``f(*args, **kwargs) -> (value, grads)``: a scalar and its gradient with respect to each
+    differentiable argument in one call (CS231n's ``temporal_softmax_loss(x, y, mask)``)."""
+
+    name = "value_and_grad"
+
+    def __init__(self, signature: Signature, value_and_grad: Callable[..., Any]) -> None:
+        super().__init__(signature)
+        self.user_fn = value_and_grad
+
+    def _run(self, point: Mapping[str, Any]) -> tuple[Any, Any]:
+        result = self.user_fn(*self._inputs(point), **self._kwargs())
+        if not isinstance(result, tuple | list) or len(result) != 2:
+            got = f"a {type(result).__name__} of {len(result)}" if isinstance(result, tuple | list) else \
+                type(result).__name__
+            raise LayerError(f"value_and_grad returned {got}; expected (value, grads): the scalar and its gradients")
+        return result[0], result[1]
+
+    def forward(self, point: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (self._run(point)[0],)
+
+    def pullback(self, point: Mapping[str, Any]) -> tuple[tuple[Any, ...], Callable[[tuple[Any, ...]], Any]]:
+        value, grads = self._run(point)
+        names = tuple(a.name for a in self.signature.args if a.differentiable)
+        by_name = by_argument(grads, names, "value_and_grad")
+
+        def back(douts: tuple[Any, ...]) -> Any:
+            import numpy as np
+
+            scale = np.asarray(douts[0])  # the upstream gradient of the scalar: the gradients scale with it
+            return {n: np.asarray(g) * scale for n, g in by_name.items()}
+
+        return (value,), back
 
 
 class Stateful(Style):

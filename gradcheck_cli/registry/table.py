@@ -39,7 +39,8 @@ TABLE: tuple[Convention, ...] = (
     Convention("derivative_of_output", ("activation",), "d(y) -> like y",
                "elementwise, written in terms of y = f(x)", elementwise=True, streamable=True),
     Convention("gradient", ("loss",), "gradient(pred, target) -> like pred", "dL/dpred of the scalar loss"),
-    Convention("value_and_grad", ("loss",), "f(pred, target) -> (loss, grad)", "the loss and dL/dpred in one call"),
+    Convention("value_and_grad", ("loss", "layer"), "f(pred, target) -> (loss, grad); layers: f(*args) -> (value, "
+               "grads)", "a scalar and its gradient(s) in one call"),
     Convention("backward", ("activation", "loss", "layer"),
                "forward(x) then backward(g) on one instance; cache style: backward(dout, cache)",
                "stateful or cache-style backward pass; results returned or stored in attributes", streamable=True),

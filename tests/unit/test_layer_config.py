@@ -114,7 +114,7 @@ ERRORS = [
         vjp: layers.py:dense_vjp
         args: {x: [4, 5]}
     checks: [f]
-    """, 7, "functions.f.vjp", r"give one of 'backward' .* and 'vjp' .*not both"),
+    """, 7, "functions.f.vjp", r"give one of 'backward' .*, 'vjp' .* and 'value_and_grad' .*not several"),
     ("reduction_on_a_layer", HEAD + """\
         backward: layers.py:affine_backward
         args: {x: [4, 5]}

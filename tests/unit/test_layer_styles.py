@@ -603,3 +603,28 @@ def test_a_vjp_dict_may_key_gradients_as_d_plus_the_name_and_a_wrong_key_is_show
     bad = layer(reg, "badkeys", dense, vjp=lambda x, w, g: {"grad_x": g @ w.T, "dw": x.T @ g},
                 args={"x": (3, 4), "w": (4, 2)})
     assert bad[0].verdict is Verdict.ERROR and "its keys: 'grad_x', 'dw'" in bad[0].diagnosis
+
+
+def _temporal_softmax_loss(x: Any, y: Any, mask: Any, apply_mask: bool = True) -> tuple[Any, Any]:
+    n, t, v = x.shape
+    flat = x.reshape(n * t, v)
+    probs = np.exp(flat - flat.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    m = mask.reshape(n * t)
+    loss = -np.sum(m * np.log(probs[np.arange(n * t), y.reshape(n * t)])) / n
+    dx = probs.copy()
+    dx[np.arange(n * t), y.reshape(n * t)] -= 1
+    dx /= n
+    if apply_mask:
+        dx *= m[:, None]
+    return loss, dx.reshape(n, t, v)
+
+
+def test_value_and_grad_layer_with_labels_and_a_mask(reg: Registry) -> None:
+    args = {"x": (2, 3, 5), "y": {"shape": (2, 3), "domain": "labels", "classes": 5},
+            "mask": {"shape": (2, 3), "domain": "mask"}}
+    rows = layer(reg, "tsl", None, value_and_grad=_temporal_softmax_loss, args=args)  # type: ignore[arg-type]
+    wrong = layer(reg, "tsl@unmasked", None,  # type: ignore[arg-type]
+                  value_and_grad=lambda x, y, mask: _temporal_softmax_loss(x, y, mask, apply_mask=False), args=args)
+    assert [(r.component, r.wrt, r.verdict) for r in rows] == [("gradient", "x", Verdict.PASS)]
+    assert [(r.wrt, r.verdict) for r in wrong] == [("x", Verdict.FAIL)]
