@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck_cli import floating, parallel
+from gradcheck_cli import parallel
 from gradcheck_cli.floating import same_values
+from gradcheck_cli.harness import user_code
 from gradcheck_cli.registry import FunctionSpec, is_threadsafe, table
 
 Array = NDArray[np.float64]
@@ -56,16 +57,11 @@ def _call(name: str, fn: Callable[..., Any], *args: Array, probe: bool = False, 
     copies = list(args) if fresh and not probe else [a.copy() for a in args]
     second = parallel.background(functools.partial(_quietly, fn, *(a.copy() for a in args)),
                                  large and is_threadsafe(fn)) if probe and repeat else None
-    try:
-        with np.errstate(all="ignore") if quiet else floating.recording(FP_WARNINGS):
-            out = fn(*copies)
-            if probe:
-                _unchanged(name, args, copies)
-            again = second() if second is not None else out
-    except ConventionError:
-        raise
-    except Exception as exc:  # user code: any exception becomes a report
-        raise ConventionError(f"{name} raised {type(exc).__name__}: {exc}") from exc
+    with user_code(name, ConventionError, None if quiet else FP_WARNINGS, keep=(ConventionError,)):
+        out = fn(*copies)
+        if probe:
+            _unchanged(name, args, copies)
+        again = second() if second is not None else out
     arr = np.asarray(out)
     if arr.dtype.kind not in "fiub":
         raise ConventionError(f"{name} returned {type(out).__name__} of dtype {arr.dtype}, expected a float array")

@@ -24,6 +24,7 @@ from gradcheck_cli import floating, inputs, numdiff
 from gradcheck_cli.compare import Comparison, Tolerance, compare
 from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import ArgumentEvidence, diagnose_argument, entry_name
+from gradcheck_cli.harness import user_code
 from gradcheck_cli.models import Model, Point
 from gradcheck_cli.registry.styles import INPUT, LayerError
 from gradcheck_cli.results import CheckResult, Verdict
@@ -63,12 +64,10 @@ class Harness:
         if self.state is not None:
             np.random.set_state(self.state)
         try:
-            with floating.recording(self.warnings):
+            with user_code(what, Refused, self.warnings, keep=(LayerError, Refused, ConventionError)):
                 return fn(*args)
-        except (LayerError, Refused, ConventionError) as exc:
+        except (LayerError, ConventionError) as exc:  # the message is already the user's
             raise Refused(str(exc)) from exc
-        except Exception as exc:  # user code: any exception becomes a report
-            raise Refused(f"{what} raised {type(exc).__name__}: {exc}") from exc
 
 
 def _numbers(value: Any, what: str) -> Array:

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gradcheck_cli import floating, parallel
+from gradcheck_cli.harness import user_code
 from gradcheck_cli.registry import is_threadsafe
 from gradcheck_cli.structure import ELEMENTWISE, GENERAL, ROWWISE, Pattern, detect
 
@@ -118,12 +119,9 @@ class Evaluator:
         repeat = parallel.background(functools.partial(self._quiet_call, x.copy()),
                                      probe and is_threadsafe(self.user_f) and x.size >= parallel.BESIDE_SIZE) if probe \
             else None
-        try:
-            with floating.recording(self.warnings):
-                y = np.asarray(self.f(seen))
-                again = repeat() if repeat is not None else y
-        except Exception as exc:  # user code: any exception becomes a report
-            raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
+        with user_code("", EvaluationError, self.warnings, keep=(EvaluationError,)):
+            y = np.asarray(self.f(seen))
+            again = repeat() if repeat is not None else y
         if y.dtype.kind not in "fiuc":
             raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
         if probe:
@@ -145,11 +143,8 @@ class Evaluator:
     def _quiet_call(self, x: Array) -> Array:
         """``f(x)`` for a fresh x, as from a worker thread: numpy's warnings are ignored
         (the warnings machinery is process-wide), nothing is copied."""
-        try:
-            with np.errstate(all="ignore"):
-                y = np.asarray(self.f(x))
-        except Exception as exc:  # user code: any exception becomes a report
-            raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
+        with user_code("", EvaluationError):
+            y = np.asarray(self.f(x))
         if y.dtype.kind not in "fiuc":
             raise EvaluationError(f"returned an array of dtype {y.dtype}, expected numbers")
         return _as_numbers(y)
@@ -259,11 +254,8 @@ class Evaluator:
         if self.stacks and isinstance(stack, list):
             stack = np.stack(stack)
         if self.stacks:
-            try:
-                with np.errstate(all="ignore"):
-                    ys = np.asarray(self.f(stack), dtype=np.float64)
-            except Exception as exc:
-                raise EvaluationError(f"raised {type(exc).__name__}: {exc}") from exc
+            with user_code("", EvaluationError):
+                ys = np.asarray(self.f(stack), dtype=np.float64)
         elif self.threaded and len(stack) > 1:
             out = np.empty((len(stack), int(self.y0.size)))
             parallel.run_all([functools.partial(self._write, out, i, functools.partial(np.asarray, p))

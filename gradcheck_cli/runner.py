@@ -23,6 +23,7 @@ from gradcheck_cli.compare import Comparison, Tolerance, compare, recompare
 from gradcheck_cli.conventions import ConventionError
 from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
 from gradcheck_cli.errors import UsageError, suggest
+from gradcheck_cli.harness import user_code
 from gradcheck_cli.numdiff import EvaluationError, Evaluator
 from gradcheck_cli.registry import FunctionSpec, Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
@@ -892,11 +893,8 @@ class Points:
 
 
 def call_forward(spec: FunctionSpec, x: Array) -> Array:
-    try:
-        with np.errstate(all="ignore"):
-            return np.asarray(spec.forward(x.copy()), dtype=np.float64)
-    except Exception as exc:
-        raise Skip(f"forward raised {type(exc).__name__}: {exc}") from exc
+    with user_code("forward", Skip):
+        return np.asarray(spec.forward(x.copy()), dtype=np.float64)
 
 
 def _streams(act: FunctionSpec, convention: str, points: Points, options: CheckOptions, k_out: int | None,
