@@ -443,6 +443,33 @@ def _grad_attr(reader: _Reader, value: Any, key: str) -> str | dict[str, str]:
     return _str(reader, value, key)
 
 
+def _layer_arg(reader: _Reader, sub: str, arg: Any, value: Any) -> Any:
+    """One entry of a layer's ``args``: a shape, or ``{shape, domain, classes, scale, constant}``."""
+    if not isinstance(arg, str) or not arg.isidentifier():
+        raise reader.fail(sub, f"'{arg}' is not an argument name (a Python identifier such as x or prev_h)")
+    if isinstance(value, dict):
+        _keys(reader, value, sub, ("shape", "domain", "classes", "scale", "constant"),
+              f"argument '{arg}': {{shape: [...], domain: ..., classes: N, scale: s, constant: true}}")
+        if "shape" not in value:
+            raise reader.fail(sub, "missing 'shape', e.g. {shape: [4, 5], domain: positive}")
+        shaped: dict[str, Any] = {"shape": _shape(reader, value["shape"], f"{sub}.shape"),
+                                  "domain": _str(reader, value.get("domain", "real"), f"{sub}.domain",
+                                                 ("real", "positive", "unit", "labels", "mask"))}
+        if (shaped["domain"] == "labels") != ("classes" in value):
+            raise reader.fail(sub, "integer labels (domain: labels) take classes: N, the number of classes "
+                                   "(indices drawn in [0, N)), and only they do")
+        if "classes" in value:
+            shaped["classes"] = _int(reader, value["classes"], f"{sub}.classes", 1)
+        if "scale" in value:
+            shaped["scale"] = _float(reader, value["scale"], f"{sub}.scale", positive=True)
+        if "constant" in value:
+            shaped["constant"] = _bool(reader, value["constant"], f"{sub}.constant")
+        return shaped
+    if value == []:  # a scalar argument
+        return ()
+    return _shape(reader, value, sub)
+
+
 def _layer_keys(reader: _Reader, key: str, raw: dict[str, Any]) -> dict[str, Any]:
     """``args``, ``kwargs``, ``outputs``, ``params`` and ``stochastic`` of a ``kind: layer`` entry."""
     given = [k for k in ("backward", "vjp", "value_and_grad") if k in raw]
@@ -456,28 +483,7 @@ def _layer_keys(reader: _Reader, key: str, raw: dict[str, Any]) -> dict[str, Any
         raise reader.fail(where, f"expected a mapping of the forward's array arguments, in call order, to "
                                          f"their default shapes, e.g. {{x: [4, 5], w: [5, 3], b: [3]}}; got "
                                          f"{_type_name(args)} {args!r}")
-    shaped: dict[str, Any] = {}
-    for arg, value in args.items():
-        sub = f"{key}.args.{arg}"
-        if not isinstance(arg, str) or not arg.isidentifier():
-            raise reader.fail(sub, f"'{arg}' is not an argument name (a Python identifier such as x or prev_h)")
-        if isinstance(value, dict):
-            _keys(reader, value, sub, ("shape", "domain", "classes"),
-                  f"argument '{arg}': {{shape: [...], domain: ..., classes: N}}")
-            if "shape" not in value:
-                raise reader.fail(sub, "missing 'shape', e.g. {shape: [4, 5], domain: positive}")
-            shaped[arg] = {"shape": _shape(reader, value["shape"], f"{sub}.shape"),
-                           "domain": _str(reader, value.get("domain", "real"), f"{sub}.domain",
-                                          ("real", "positive", "unit", "labels", "mask"))}
-            if (shaped[arg]["domain"] == "labels") != ("classes" in value):
-                raise reader.fail(sub, "integer labels (domain: labels) take classes: N, the number of classes "
-                                       "(indices drawn in [0, N)), and only they do")
-            if "classes" in value:
-                shaped[arg]["classes"] = _int(reader, value["classes"], f"{sub}.classes", 1)
-        elif value == []:  # a scalar argument
-            shaped[arg] = ()
-        else:
-            shaped[arg] = _shape(reader, value, sub)
+    shaped = {arg: _layer_arg(reader, f"{key}.args.{arg}", arg, value) for arg, value in args.items()}
     kwargs = raw.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise reader.fail(f"{key}.kwargs", f"expected a mapping of keyword arguments passed to forward as they "

@@ -167,6 +167,8 @@ class Check:
                 x = x.reshape(a.shape)
             else:
                 x = inputs.sample_domain(a.domain, a.shape, rng, self.model.kinks)  # type: ignore[arg-type]
+                if a.scale != 1.0 and a.domain in ("real", "positive"):
+                    x = x * a.scale
             point[a.name] = x.astype(self.dtype).astype(np.float64) if self.dtype != "float64" else x
         if self.model.constants is not None:
             point.update(harness("forward", self.model.constants, harness.point(point), rng))

@@ -67,7 +67,7 @@ def shapes_for(args: tuple[Arg, ...], shape: tuple[int, ...] | None,
     first = next((a.name for a in args if a.role == INPUT), None)
     for a in args:
         new = arg_shapes.get(a.name, shape if (a.name == first and shape is not None) else a.shape)
-        out.append(Arg(a.name, tuple(new), a.domain, a.role, a.classes))
+        out.append(Arg(a.name, tuple(new), a.domain, a.role, a.classes, a.scale, a.constant))
     return tuple(out)
 
 

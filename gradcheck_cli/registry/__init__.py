@@ -591,10 +591,16 @@ def _layer_args(name: str, where: str, args: object) -> tuple[Any, ...]:
         domain = "real"
         shape = value
         if isinstance(value, Mapping):
-            unknown = sorted(set(map(str, value)) - {"shape", "domain", "classes"})
+            unknown = sorted(set(map(str, value)) - {"shape", "domain", "classes", "scale", "constant"})
             if unknown or "shape" not in value:
                 raise PluginError(f"'{name}'{where}: args.{arg}: expected a shape or {{shape: [...], domain: "
-                                  f"real|positive|unit|labels, classes: N}}; got keys {sorted(map(str, value))}.")
+                                  f"real|positive|unit|labels|mask, classes: N, scale: s, constant: true}}; got keys "
+                                  f"{sorted(map(str, value))}.")
+            scale, constant = value.get("scale", 1.0), value.get("constant", False)
+            if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < float("inf") or \
+                    not isinstance(constant, bool):
+                raise PluginError(f"'{name}'{where}: args.{arg}: scale is a positive number (the spread of the values "
+                                  f"drawn) and constant true or false; got scale={scale!r}, constant={constant!r}.")
             shape, domain = value["shape"], value.get("domain", "real")
             if domain not in (*DOMAINS, "labels", "mask"):
                 raise PluginError(f"'{name}'{where}: args.{arg}.domain={domain!r} is not one of "
@@ -609,8 +615,11 @@ def _layer_args(name: str, where: str, args: object) -> tuple[Any, ...]:
         if dims is None or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
             raise PluginError(f"'{name}'{where}: args.{arg}: expected a shape, a list of positive integers such "
                               f"as [4, 5] (or [] for a scalar); got {type(shape).__name__} {shape!r}.")
-        out.append(Arg(arg, tuple(dims), str(domain), classes=int(value.get("classes", 0))
-                       if isinstance(value, Mapping) else 0))
+        if isinstance(value, Mapping):
+            out.append(Arg(arg, tuple(dims), str(domain), classes=int(value.get("classes", 0)),
+                           scale=float(value.get("scale", 1.0)), constant=bool(value.get("constant", False))))
+        else:
+            out.append(Arg(arg, tuple(dims), str(domain)))
     return tuple(out)
 
 

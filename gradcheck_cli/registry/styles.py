@@ -45,10 +45,14 @@ class Arg:
     role: str = INPUT
     classes: int = 0
     """``domain="labels"``: integer class indices in [0, classes), a constant with no row."""
+    scale: float = 1.0
+    """The spread of the values drawn, relative to the domain's own (weights of recurrent layers: 0.1)."""
+    constant: bool = False
+    """Drawn like the others but not differentiated (no row): a real-valued constant."""
 
     @property
     def differentiable(self) -> bool:
-        return self.domain not in CONSTANT_DOMAINS
+        return self.domain not in CONSTANT_DOMAINS and not self.constant
 
 
 @dataclass(frozen=True)

@@ -628,3 +628,21 @@ def test_value_and_grad_layer_with_labels_and_a_mask(reg: Registry) -> None:
                   value_and_grad=lambda x, y, mask: _temporal_softmax_loss(x, y, mask, apply_mask=False), args=args)
     assert [(r.component, r.wrt, r.verdict) for r in rows] == [("gradient", "x", Verdict.PASS)]
     assert [(r.wrt, r.verdict) for r in wrong] == [("x", Verdict.FAIL)]
+
+
+def test_an_argument_may_be_drawn_at_its_own_scale_or_held_constant(reg: Registry) -> None:
+    seen: dict[str, float] = {}
+
+    def scaled(x: Any, w: Any, c: Any) -> tuple[Any, Any]:
+        seen["w"] = max(seen.get("w", 0.0), float(np.abs(w).max()))
+        return np.tanh(x @ w) * c, (x, w, c)
+
+    def scaled_backward(dout: Any, cache: Any) -> tuple[Any, Any]:
+        x, w, c = cache
+        d = dout * c * (1.0 - np.tanh(x @ w) ** 2)
+        return d @ w.T, x.T @ d
+
+    rows = layer(reg, "scaled", scaled, backward=scaled_backward,
+                 args={"x": (4, 3), "w": {"shape": (3, 2), "scale": 0.01}, "c": {"shape": (4, 2), "constant": True}})
+    assert [(r.wrt, r.verdict) for r in rows] == [("x", Verdict.PASS), ("w", Verdict.PASS)]
+    assert seen["w"] < 0.2  # drawn at a hundredth of the default spread (normal, sigma 2)
