@@ -748,7 +748,7 @@ def _stateful(name: str, where: str, origin: str, forward: Callable[..., Any], b
                           f"{exc}); gradcheck runs every call on a fresh copy of it, so that no state "
                           f"leaks between calls. Make it copyable.") from exc
     if isinstance(grad_attr, Mapping):
-        inputs = {a.name for a in arguments}
+        inputs = {a.name for a in arguments if a.differentiable}
         if set(grad_attr) != inputs or not all(isinstance(v, str) for v in grad_attr.values()):
             raise PluginError(f"'{name}'{where}: grad_attr maps each input to the attribute its gradient is stored "
                               f"in, e.g. {{x1: dx1, x2: dx2}}; the inputs are {', '.join(sorted(inputs))}, got "
@@ -813,7 +813,7 @@ def _fits_calls(name: str, where: str, style: Style, forward: Callable[..., Any]
     elif isinstance(style, styles.Cache) and backward is not None:
         calls.append(("backward", backward, [*douts, "cache"], {}))
     elif isinstance(style, styles.Stateful) and backward is not None:
-        calls.append(("backward", backward, douts, {}))
+        calls.append(("backward", backward, [] if style.bare else douts, {}))
     for what, fn, positional, keywords in calls:
         try:
             signature = inspect.signature(fn)

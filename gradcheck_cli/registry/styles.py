@@ -296,6 +296,9 @@ class Stateful(Style):
         self.params = dict(params)
         self.output_attr, self.grad_attr = output_attr, grad_attr
         self.scalars = {path: isinstance(read_path(prototype, path), float) for path in self.params}
+        # A loss-like layer's backward() may take no upstream gradient (it starts the backward pass from
+        # its own scalar output): it is called bare, and its gradients scaled by the upstream gradient.
+        self.bare = len(signature.outputs) == 1 and _takes_nothing(getattr(prototype, backward))
 
     def _run(self, point: Mapping[str, Any]) -> tuple[Any, tuple[Any, ...]]:
         layer = copy.deepcopy(self.prototype)
@@ -328,7 +331,7 @@ class Stateful(Style):
             # The first call runs on the layer itself, which holds the forward's own arrays (self.inputs).
             held = layer if pristine is None or calls[0] == 0 else copy.deepcopy(pristine)
             calls[0] += 1
-            result = getattr(held, self.backward_name)(*douts)
+            result = getattr(held, self.backward_name)(*(() if self.bare else douts))
             if isinstance(self.grad_attr, Mapping):  # several inputs, each gradient in its own attribute
                 result = {name: read_path(held, path) for name, path in self.grad_attr.items()}
             elif self.grad_attr is not None:
@@ -341,9 +344,28 @@ class Stateful(Style):
                 grads.update(by_argument(result, tuple(inputs), "backward"))
             for path, grad_path in self.params.items():
                 grads[path] = read_path(held, grad_path)
+            if self.bare:
+                import numpy as np
+
+                scale = np.asarray(douts[0])
+                if scale.size != 1:
+                    raise LayerError(f"backward() takes no upstream gradient, so forward's output must be one "
+                                     f"number (a loss); it has shape {scale.shape}")
+                grads = {n: np.asarray(g) * scale.reshape(()) for n, g in grads.items()}
             return grads
 
         return outs, back
+
+
+def _takes_nothing(method: Any) -> bool:
+    """A bound method called with no arguments (``loss.backward()``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
 
 
 def by_argument(raw: Any, names: tuple[str, ...], who: str) -> dict[str, Any]:

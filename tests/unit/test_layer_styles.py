@@ -646,3 +646,24 @@ def test_an_argument_may_be_drawn_at_its_own_scale_or_held_constant(reg: Registr
                  args={"x": (4, 3), "w": {"shape": (3, 2), "scale": 0.01}, "c": {"shape": (4, 2), "constant": True}})
     assert [(r.wrt, r.verdict) for r in rows] == [("x", Verdict.PASS), ("w", Verdict.PASS)]
     assert seen["w"] < 0.2  # drawn at a hundredth of the default spread (normal, sigma 2)
+
+
+def test_a_loss_class_whose_backward_takes_nothing_is_a_layer_with_a_constant_target(reg: Registry) -> None:
+    class MeanSquaredError:  # Keras order, backward() starts from what __call__ stored
+        def __init__(self, half: bool = False) -> None:
+            self.half = half
+
+        def __call__(self, y_true: Any, y_pred: Any) -> Any:
+            self.y_true, self.y_pred = y_true, y_pred
+            return np.mean((y_pred - y_true) ** 2)
+
+        def backward(self) -> Any:
+            self.grad = (1.0 if self.half else 2.0) * (self.y_pred - self.y_true) / self.y_pred.size
+            return self.grad
+
+    args = {"y_true": {"shape": (4, 3), "constant": True}, "y_pred": (4, 3)}
+    right, half = MeanSquaredError(), MeanSquaredError(half=True)
+    rows = layer(reg, "kmse", right.__call__, backward=right.backward, args=args, grad_attr={"y_pred": "grad"})
+    rows += layer(reg, "kmse@half", half.__call__, backward=half.backward, args=args, grad_attr={"y_pred": "grad"})
+    assert [(r.wrt, r.verdict) for r in rows] == [("y_pred", Verdict.PASS), ("y_pred", Verdict.FAIL)]
+    assert "factor 1/2" in rows[1].diagnosis
