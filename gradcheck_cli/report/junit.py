@@ -39,10 +39,12 @@ def render(result: RunResult, suite_name: str = "gradcheck", elapsed: float = 0.
                           failures=str(failures), errors=str(counts["ERROR"]),
                           skipped=str(counts["XFAIL"]), time=f"{elapsed:.3f}")
     for row in result.results:
-        name = row.component if row.convention in ("", row.component) else f"{row.component} ({row.convention})"
-        case = ET.SubElement(suite, "testcase", classname=_clean(row.check), name=name, time="0")
+        what = f"{row.component} wrt {row.wrt}" if row.wrt else row.component  # a layer: one case per argument
+        name = what if row.convention in ("", row.component) else f"{what} ({row.convention})"
+        case = ET.SubElement(suite, "testcase", classname=_clean(row.check), name=_clean(name), time="0")
+        worst = row.worst_entry or list(row.worst_index or [])
         figures = (f"max abs error {row.max_abs_error}, max rel error {row.max_rel_error}, "
-                   f"tolerance {row.tolerance}, worst index {list(row.worst_index or [])}")
+                   f"tolerance {row.tolerance}, worst entry {worst}")
         detail = f"{row.diagnosis}\n{figures}\norigin: {row.origin}\nreproduce: {row.reproduce}"
         if row.verdict in (Verdict.FAIL, Verdict.XPASS):
             node = ET.SubElement(case, "failure", message=_message(row.diagnosis or row.verdict.value),

@@ -122,3 +122,13 @@ def test_ci_only_names_no_check_with_suggestions(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--only 'sofft' names no check of this config. Did you mean 'soft'" in done.stderr
     ok = Proc([sys.executable, "-m", "gradcheck_cli", "ci", str(config), "--only", "dense"], tmp_path).done
     assert ok.returncode == 0 and "soft" not in ok.stdout and "dense" in ok.stdout
+
+
+def test_junit_has_one_testcase_per_argument(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    done = Proc([sys.executable, "-m", "gradcheck_cli", "run", "dense@transposed_dw", "--junit-xml", "-"],
+                tmp_path).done
+    cases = ET.fromstring(done.stdout).findall(".//testcase")
+    assert [c.get("name") for c in cases] == [f"jacobian wrt {a} (backward (cache))" for a in ("x", "w", "b")]
+    assert [c.find("failure") is not None for c in cases] == [False, True, False]
