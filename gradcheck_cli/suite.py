@@ -49,9 +49,18 @@ def error_row(job: Job, message: str) -> CheckResult:
     return CheckResult(check=job.name, component="gradient" if entry is job.spec.loss else "jacobian",
                        convention=entry.conventions[0] if entry else "",
                        reproduce=job.reproduce or reproduce_command(job.spec.text, job.options, job.spec),
-                       verdict=Verdict.ERROR, shape=job.options.point_shape,
+                       verdict=Verdict.ERROR, shape=_shape_of(job),
                        trials=job.options.n_trials, method=job.options.method, seed=job.options.seed,
                        origin=entry.origin if entry else "", diagnosis=message)
+
+
+def _shape_of(job: Job) -> tuple[int, ...]:
+    """The shape a row of ``job`` reports: a layer's first argument's, else the (B, K) points'."""
+    layer = job.spec.layer.layer if job.spec.layer is not None else None
+    if layer is not None and layer.signature.args:
+        return job.options.shape or layer.signature.args[0].shape
+    return job.options.shape if job.options.shape is not None and len(job.options.shape) > 2 \
+        else job.options.point_shape
 
 
 def run_job(job: Job, registry: Registry) -> list[CheckResult]:
