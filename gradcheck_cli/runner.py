@@ -10,6 +10,7 @@ return plain data.
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from gradcheck_cli.diagnose import Evidence, Layout, describe, diagnose
 from gradcheck_cli.errors import UsageError, suggest
 from gradcheck_cli.harness import user_code
 from gradcheck_cli.numdiff import EvaluationError, Evaluator
-from gradcheck_cli.registry import FunctionSpec, Registry
+from gradcheck_cli.registry import FunctionSpec, FusedSpec, Registry
 from gradcheck_cli.results import CheckResult, RunResult, Verdict
 
 Array = NDArray[np.float64]
@@ -993,25 +994,29 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: Points, options: Che
     return _Part(rows, [numeric, analytic_cache])
 
 
-def _second_row(spec: Spec, act: FunctionSpec, points: Points, options: CheckOptions,
-                numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]]) -> _Judge:
-    """The elementwise second derivative against second differences.
+class _SecondTrials:
+    """The elementwise second derivative against second differences, trial by trial.
 
     ``numeric`` holds the Jacobian rows' evaluator and verified structure for the trial, when
     they ran: the same point, so its noise measurement and structure probes are reused.
     """
 
-    def second(t: int, failing: Index | None) -> _Trial:
-        x = points.input_only(t)
+    def __init__(self, act: FunctionSpec, points: Points, options: CheckOptions,
+                 numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]]) -> None:
+        self.act, self.points, self.options, self.numeric = act, points, options, numeric
+
+    def trial(self, t: int, failing: Index | None) -> _Trial:
+        act = self.act
+        x = self.points.input_only(t)
         scale = inputs.step_scale(x, act.domain)
         try:
             kind: str | None = None
-            shared = numeric.peek(t)
+            shared = self.numeric.peek(t)
             if shared is not None:  # its structure is only a verdict when elementwise (--method complex skips probes)
                 evaluator = shared[0]
                 kind = structure.ELEMENTWISE if shared[1].structure == structure.ELEMENTWISE else None
             else:
-                evaluator = Evaluator(act.forward, x, scale, options.dtype)
+                evaluator = Evaluator(act.forward, x, scale, self.options.dtype)
             _forward_values(evaluator, f"{act.name} forward", x)
             est = numdiff.second_diagonal(evaluator, x, scale, kind)
         except EvaluationError as exc:
@@ -1019,16 +1024,24 @@ def _second_row(spec: Spec, act: FunctionSpec, points: Points, options: CheckOpt
         layout = Layout(x.shape[0], x.shape[-1], x.shape[-1], scalar=True, second=True)
         return _Trial(conventions.analytic_second(act, x), est, layout, x=x)
 
-    return _Judge(spec, "second_derivative", "derivative2", act.origin, options, second)
+
+def _second_row(spec: Spec, act: FunctionSpec, points: Points, options: CheckOptions,
+                numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]]) -> _Judge:
+    """The second-derivative row of an activation that gives ``derivative2``."""
+    trials = _SecondTrials(act, points, options, numeric)
+    return _Judge(spec, "second_derivative", "derivative2", act.origin, options, trials.trial)
 
 
-def _loss_row(spec: Spec, loss: FunctionSpec, points: Points, options: CheckOptions) -> _Part:
-    act = spec.activation
+class _LossTrials:
+    """dL/dpred of the loss (at the activation's output, in a pair), trial by trial."""
 
-    quick: _PerTrial[tuple[Evaluator, numdiff.Estimate]] = _PerTrial()
+    def __init__(self, spec: Spec, loss: FunctionSpec, points: Points, options: CheckOptions) -> None:
+        self.act, self.loss, self.points, self.options = spec.activation, loss, points, options
+        self.quick: _PerTrial[tuple[Evaluator, numdiff.Estimate]] = _PerTrial()
 
-    def trial(t: int, failing: Index | None) -> _Trial:
-        x, target = points(t)
+    def trial(self, t: int, failing: Index | None) -> _Trial:
+        act, loss, options = self.act, self.loss, self.options
+        x, target = self.points(t)
         assert target is not None
         pred = call_forward(act, x) if act is not None else x
         target_in = target.astype(options.dtype)
@@ -1037,44 +1050,55 @@ def _loss_row(spec: Spec, loss: FunctionSpec, points: Points, options: CheckOpti
             return _fast_trial(lambda p: loss.forward(p, target_in), pred, loss.domain, options,
                                f"{loss.name} forward", lambda y, u, d: u[:, 0] * (d @ gradient),
                                options.seed, target)
-        evaluator, est = quick.get(t, lambda: _numeric(lambda p: loss.forward(p, target_in), pred, loss.domain,
-                                                       options, f"{loss.name} forward", quick=True, scalar=True))
+        evaluator, est = self.quick.get(t, lambda: _numeric(lambda p: loss.forward(p, target_in), pred, loss.domain,
+                                                            options, f"{loss.name} forward", quick=True, scalar=True))
         est = _complete(evaluator, pred, inputs.step_scale(pred, loss.domain), options, "general", est,  # type: ignore[assignment]
                         "dense", failing)
         analytic = conventions.analytic_gradient(loss, pred, target)
         return _Trial(analytic, est, Layout(pred.shape[0], 1, pred.shape[-1], scalar=True),
                       kink=_kink_hook(loss, evaluator, pred, pred - target, est), x=pred, target=target)
 
-    return _Part([_Judge(spec, "gradient", "gradient", loss.origin, options, trial)], [quick])
+
+def _loss_row(spec: Spec, loss: FunctionSpec, points: Points, options: CheckOptions) -> _Part:
+    """The gradient row of a loss."""
+    trials = _LossTrials(spec, loss, points, options)
+    return _Part([_Judge(spec, "gradient", "gradient", loss.origin, options, trials.trial)], [trials.quick])
 
 
-def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: Points,
-               options: CheckOptions, registry: Registry, parts_ok: Callable[[], dict[str, bool]]) -> _Part:
-    convention = _checked_conventions(act, options)[0]
-    composite_cache: _PerTrial[tuple[Evaluator, numdiff.Estimate]] = _PerTrial()
+class _PairTrials:
+    """L(A(z), t) as one function of z: the chain rule's and the fused formula's trials share
+    its numerical gradient (and its kinks: the activation's, and the loss's reached through it)."""
 
-    def composite(t: int, failing: Index | None) -> tuple[Array, Array, numdiff.Estimate]:
-        z, target = points(t)
+    def __init__(self, act: FunctionSpec, loss: FunctionSpec, points: Points, options: CheckOptions,
+                 parts_ok: Callable[[], dict[str, bool]]) -> None:
+        self.act, self.loss, self.points, self.options, self.parts_ok = act, loss, points, options, parts_ok
+        self.convention = _checked_conventions(act, options)[0]
+        self.cache: _PerTrial[tuple[Evaluator, numdiff.Estimate]] = _PerTrial()
+
+    def composite(self, t: int, failing: Index | None) -> tuple[Array, Array, numdiff.Estimate]:
+        act, loss, options = self.act, self.loss, self.options
+        z, target = self.points(t)
         assert target is not None
         target_in = target.astype(options.dtype)
-        evaluator, est = composite_cache.get(t, lambda: _numeric(lambda v: loss.forward(act.forward(v), target_in), z,
-                                                                 act.domain, options, f"{loss.name}({act.name}(z))",
-                                                                 quick=True, scalar=True))
+        evaluator, est = self.cache.get(t, lambda: _numeric(lambda v: loss.forward(act.forward(v), target_in), z,
+                                                            act.domain, options, f"{loss.name}({act.name}(z))",
+                                                            quick=True, scalar=True))
         est = _complete(evaluator, z, inputs.step_scale(z, act.domain), options, "general", est,  # type: ignore[assignment]
                         "dense", failing)
         return z, target, est
 
-    def kink(t: int) -> KinkHook | None:
+    def kink(self, t: int) -> KinkHook | None:
         # The composite has the activation's kinks and the loss's, reached through the activation.
-        z, target = points(t)
+        z, target = self.points(t)
         assert target is not None
-        shared = composite_cache.peek(t)
+        shared = self.cache.peek(t)
         assert shared is not None  # composite(t) made it
         evaluator, est = shared
-        return _composite_kink_hook(act, loss, evaluator, z, target, est)
+        return _composite_kink_hook(self.act, self.loss, evaluator, z, target, est)
 
-    def fast(t: int, gradient: Callable[[Array, Array], Array]) -> _Trial:
-        z, target = points(t)
+    def fast(self, t: int, gradient: Callable[[Array, Array], Array]) -> _Trial:
+        act, loss, options = self.act, self.loss, self.options
+        z, target = self.points(t)
         assert target is not None
         target_in = target.astype(options.dtype)
         grad = gradient(z, target).ravel()
@@ -1082,48 +1106,54 @@ def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: Points
                            f"{loss.name}({act.name}(z))", lambda y, u, d: u[:, 0] * (d @ grad),
                            options.seed, target)
 
-    def chain_gradient(z: Array, target: Array) -> Array:
-        y = call_forward(act, z)
-        g = conventions.analytic_gradient(loss, y, target).reshape(y.shape)
-        return conventions.analytic_vjp(act, convention, z, g, y)
+    def chain_gradient(self, z: Array, target: Array) -> Array:
+        y = call_forward(self.act, z)
+        g = conventions.analytic_gradient(self.loss, y, target).reshape(y.shape)
+        return conventions.analytic_vjp(self.act, self.convention, z, g, y)
 
-    def chain(t: int, failing: Index | None) -> _Trial:
-        if options.fast:
-            return fast(t, chain_gradient)
-        z, target, est = composite(t, failing)
-        analytic = chain_gradient(z, target).reshape(1, -1)
+    def chain(self, t: int, failing: Index | None) -> _Trial:
+        if self.options.fast:
+            return self.fast(t, self.chain_gradient)
+        z, target, est = self.composite(t, failing)
+        analytic = self.chain_gradient(z, target).reshape(1, -1)
         return _Trial(analytic, est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z, target=target,
-                      kink=kink(t))
+                      kink=self.kink(t))
 
-    def explain_chain(row: CheckResult) -> CheckResult:
+    def explain_chain(self, row: CheckResult) -> CheckResult:
         if row.verdict is not Verdict.FAIL:
             return row
-        wrong = [name for name, ok in parts_ok().items() if not ok]
+        wrong = [name for name, ok in self.parts_ok().items() if not ok]
         if wrong:
             return replace(row, diagnosis=(
                 f"follows from the wrong {' and '.join(wrong)} (see {'those rows' if len(wrong) > 1 else 'that row'}): "
                 f"J^T dL/da built from it gives the wrong dL/dz"))
         return replace(row, diagnosis=(
             "the activation's Jacobian and the loss gradient each pass, but their product does "
-            f"not: the {convention} mishandles the upstream gradient ({row.diagnosis})"))
+            f"not: the {self.convention} mishandles the upstream gradient ({row.diagnosis})"))
 
-    rows: list[_Component] = [_Judge(spec, "chain", convention, act.origin, options, chain, explain_chain)]
-    fused = registry.fused(act.base, loss.base)
-    if fused is not None:
+    def fused_trial(self, fused: FusedSpec, t: int, failing: Index | None) -> _Trial:
         def fused_gradient(z: Array, target: Array) -> Array:
             return conventions.call_checked("fused gradient(z, t)", fused.gradient, (z, target), z.shape,
                                             "dL/dz, like z")
 
-        def fused_trial(t: int, failing: Index | None) -> _Trial:
-            if options.fast:
-                return fast(t, fused_gradient)
-            z, target, est = composite(t, failing)
-            out = fused_gradient(z, target)
-            return _Trial(out.reshape(1, -1), est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z,
-                          target=target, kink=kink(t))
+        if self.options.fast:
+            return self.fast(t, fused_gradient)
+        z, target, est = self.composite(t, failing)
+        out = fused_gradient(z, target)
+        return _Trial(out.reshape(1, -1), est, Layout(z.shape[0], 1, z.shape[-1], scalar=True), x=z,
+                      target=target, kink=self.kink(t))
 
-        rows.append(_Judge(spec, "fused", "fused", fused.origin, options, fused_trial))
-    return _Part(rows, [composite_cache])
+
+def _pair_rows(spec: Spec, act: FunctionSpec, loss: FunctionSpec, points: Points,
+               options: CheckOptions, registry: Registry, parts_ok: Callable[[], dict[str, bool]]) -> _Part:
+    """The chain row of ``ACT+LOSS`` and, where the registry knows one, the fused row."""
+    trials = _PairTrials(act, loss, points, options, parts_ok)
+    rows: list[_Component] = [_Judge(spec, "chain", trials.convention, act.origin, options, trials.chain,
+                                     trials.explain_chain)]
+    fused = registry.fused(act.base, loss.base)
+    if fused is not None:
+        rows.append(_Judge(spec, "fused", "fused", fused.origin, options, functools.partial(trials.fused_trial, fused)))
+    return _Part(rows, [trials.cache])
 
 
 def prepare_spec(text: str, options: CheckOptions, registry: Registry) -> Spec:
