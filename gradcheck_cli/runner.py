@@ -919,7 +919,72 @@ def _streams(act: FunctionSpec, convention: str, points: Points, options: CheckO
     return True
 
 
+class _ActivationTrials:
+    """The Jacobian of an activation from one of its conventions, trial by trial.
+
+    ``numeric`` (the quick numerical Jacobian and its verified structure) is shared by every
+    convention of the entry at a trial, ``analytic`` caches each convention's analytic form.
+    """
+
+    def __init__(self, act: FunctionSpec, convention: str, points: Points, options: CheckOptions,
+                 numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]],
+                 analytic: _PerTrial[tuple[str, Array]]) -> None:
+        self.act, self.convention, self.points, self.options = act, convention, points, options
+        self.numeric, self.analytic = numeric, analytic
+
+    def trial(self, t: int, failing: Index | None) -> _Trial:
+        act, convention, options = self.act, self.convention, self.options
+        x = self.points.input_only(t)
+        if options.fast:
+            return _fast_trial(act.forward, x, act.domain, options, f"{act.name} forward",
+                               lambda y, u, d: conventions.analytic_projections(act, convention, x, y, u, d),
+                               options.seed)
+        evaluator, est = self.numeric.get(t, lambda: _numeric_structured(act, x, options, quick=True))
+        structure_kind = est.structure
+        analytic_form, analytic = self.analytic.get(
+            t, lambda: conventions.analytic_form(act, convention, x, evaluator.y0, structure_kind), convention)
+        changed = None
+        form = structure.common_form(analytic_form, est.form)
+        if failing is not None:
+            scale = inputs.step_scale(x, act.domain)
+            est = _complete(evaluator, x, scale, options, est.structure, est, est.form,  # type: ignore[assignment]
+                            failing)
+            if form == est.form != "diagonal" and options.method == "central":
+                changed = numdiff.group_of(est.structure, failing, x.shape[1])
+        y = evaluator.y0
+        analytic = structure.convert(analytic_form, form, analytic, x.shape[0])
+        est = replace(est, form=form, value=structure.convert(est.form, form, est.value, x.shape[0]),
+                      error=structure.convert_error(est.form, form, est.error, x.shape[0], y,
+                                                    inputs.step_scale(x, act.domain), evaluator.eps,
+                                                    evaluator.tiny))
+        layout = Layout(x.shape[0], y.shape[-1] if y.ndim else 1, x.shape[-1], form=form)
+        if convention == "derivative_of_output":
+            refeed_text = ("written for the input x but declared derivative_of_output: it "
+                           "matches once fed x instead of y = f(x)")
+            feed = x
+        else:
+            refeed_text = ("written for the output y = f(x) but fed x: it matches once fed "
+                           "f(x) instead of x (seed 002's Softmax'(a) vs Softmax'(z))")
+            feed = y
+        refeed = functools.partial(self.refeed, x, y, feed, est.structure, form)
+        return _Trial(analytic, est, layout, refeed, refeed_text,
+                      _kink_hook(act, evaluator, x, x, est), x=x, changed=changed)
+
+    def refeed(self, x: Array, y: Array, feed: Array, kind: str, form: str) -> Array | None:
+        """The analytic derivative fed ``feed`` (f(x) for one written for the input, or x for one
+        declared in terms of the output), in ``form``: the "wrong input" diagnosis compares it."""
+        if feed.shape != x.shape:
+            return None
+        try:
+            fed_form, fed = conventions.analytic_form(self.act, self.convention, x, y, kind, fed=feed)
+        except ConventionError:
+            return None
+        target = structure.common_form(fed_form, form)
+        return structure.convert(fed_form, target, fed, x.shape[0]) if target == form else None
+
+
 def _activation_rows(spec: Spec, act: FunctionSpec, points: Points, options: CheckOptions) -> _Part:
+    """One Jacobian row per convention of the activation (streamed when huge), and its second derivative."""
     rows: list[_Component] = []
     # the current trial's quick numerical Jacobian, shared by every convention of the entry
     numeric: _PerTrial[tuple[Evaluator, numdiff.StructuredEstimate]] = _PerTrial()
@@ -940,55 +1005,8 @@ def _activation_rows(spec: Spec, act: FunctionSpec, points: Points, options: Che
         if _streams(act, convention, points, options, k_out, numeric):
             rows.append(_StreamedJudge(spec, act, convention, points, options, finish))
             continue
-
-        def trial(t: int, failing: Index | None, convention: str = convention) -> _Trial:
-            x = points.input_only(t)
-            if options.fast:
-                return _fast_trial(act.forward, x, act.domain, options, f"{act.name} forward",
-                                   lambda y, u, d: conventions.analytic_projections(act, convention, x, y, u, d),
-                                   options.seed)
-            evaluator, est = numeric.get(t, lambda: _numeric_structured(act, x, options, quick=True))
-            structure_kind = est.structure
-            analytic_form, analytic = analytic_cache.get(
-                t, lambda: conventions.analytic_form(act, convention, x, evaluator.y0, structure_kind), convention)
-            changed = None
-            form = structure.common_form(analytic_form, est.form)
-            if failing is not None:
-                scale = inputs.step_scale(x, act.domain)
-                est = _complete(evaluator, x, scale, options, est.structure, est, est.form,  # type: ignore[assignment]
-                                failing)
-                if form == est.form != "diagonal" and options.method == "central":
-                    changed = numdiff.group_of(est.structure, failing, x.shape[1])
-            y = evaluator.y0
-            analytic = structure.convert(analytic_form, form, analytic, x.shape[0])
-            est = replace(est, form=form, value=structure.convert(est.form, form, est.value, x.shape[0]),
-                          error=structure.convert_error(est.form, form, est.error, x.shape[0], y,
-                                                        inputs.step_scale(x, act.domain), evaluator.eps,
-                                                        evaluator.tiny))
-            layout = Layout(x.shape[0], y.shape[-1] if y.ndim else 1, x.shape[-1], form=form)
-            if convention == "derivative_of_output":
-                refeed_text = ("written for the input x but declared derivative_of_output: it "
-                               "matches once fed x instead of y = f(x)")
-                feed = x
-            else:
-                refeed_text = ("written for the output y = f(x) but fed x: it matches once fed "
-                               "f(x) instead of x (seed 002's Softmax'(a) vs Softmax'(z))")
-                feed = y
-
-            def refeed() -> Array | None:
-                if feed.shape != x.shape:
-                    return None
-                try:
-                    fed_form, fed = conventions.analytic_form(act, convention, x, y, est.structure, fed=feed)
-                except ConventionError:
-                    return None
-                target = structure.common_form(fed_form, form)
-                return structure.convert(fed_form, target, fed, x.shape[0]) if target == form else None
-
-            return _Trial(analytic, est, layout, refeed, refeed_text,
-                          _kink_hook(act, evaluator, x, x, est), x=x, changed=changed)
-
-        rows.append(_Judge(spec, "jacobian", convention, act.origin, options, trial, finish))
+        trials = _ActivationTrials(act, convention, points, options, numeric, analytic_cache)
+        rows.append(_Judge(spec, "jacobian", convention, act.origin, options, trials.trial, finish))
     if "derivative2" in act.second and not options.fast:
         rows.append(_second_row(spec, act, points, options, numeric))
     return _Part(rows, [numeric, analytic_cache])
