@@ -436,8 +436,7 @@ class Check:
         x = np.asarray(point[name], dtype=np.float64).reshape(1, -1)
         scale = inputs.step_scale(x, domain)
         if evaluator is None:
-            evaluator = numdiff.Evaluator(self._flat_forward(point, name, shape, harness), x, scale, self.dtype,
-                                          stacks=False)  # user layers are called one point at a time
+            evaluator = numdiff.Evaluator(self._flat_forward(point, name, shape, harness), x, scale, self.dtype)
         est = numdiff.estimate(evaluator.user_f, x, scale, self.method, evaluator, self.dtype,
                                quick=quick and self.method == "central")
         if est.note and est.note not in self.notes:

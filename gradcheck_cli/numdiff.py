@@ -86,7 +86,7 @@ class Evaluator:
     """
 
     def __init__(self, f: Callable[[Any], Any], x: Array, scale: Array, dtype: str = "float64",
-                 light: bool = False, stacks: bool | None = None) -> None:
+                 light: bool = False) -> None:
         # light (--fast): no stacking probe and no separate noise measurement (the
         # projections measure noise from their own stencil): two evaluations in all.
         self.dtype = np.dtype(dtype)
@@ -97,8 +97,7 @@ class Evaluator:
         self.warnings: list[str] = []
         self.y0 = self.call(x, probe=True)
         self.out_shape = self.y0.shape
-        # ``stacks=False``: the caller knows f takes one point at a time (no probe needed).
-        self.stacks = False if light or stacks is False else self._probe(scale)
+        self.stacks = False if light else self._probe(scale)
         # Chunks of a stacked evaluation (or, in light mode, the points of a stack) may run
         # on threads only for code marked threadsafe.
         self.threaded = (self.stacks or light) and is_threadsafe(f)
