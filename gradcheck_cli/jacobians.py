@@ -13,7 +13,8 @@ the analytic value lies between its one-sided slopes), FAIL with a diagnosis
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -161,7 +162,7 @@ class Check:
                 point[a.name] = mask
                 continue
             elif edge >= 0 and a.role == INPUT:  # --edges: the inputs take the values that break naive code
-                size = int(np.prod(a.shape, dtype=np.int64))
+                size = _size(a.shape)
                 rows = a.shape[0] if len(a.shape) > 1 else 1
                 x = inputs.edge_input(a.domain, (rows, size // rows), edge, self.model.kinks, self.dtype)[1]
                 x = x.reshape(a.shape)
@@ -176,20 +177,28 @@ class Check:
 
     # --- one trial -----------------------------------------------------------------------
 
-    def step(self, t: int) -> None:
-        if self.error:
-            return
+    @contextlib.contextmanager
+    def harness(self, t: int) -> Iterator[Harness]:
+        """The harness of trial ``t``: a stochastic model's random state seeded for the trial and
+        replayed before every call; numpy's global state is restored afterwards."""
         harness = Harness(self.model, np.dtype(self.dtype))
         saved = np.random.get_state()
         try:
             if self.model.stochastic:
                 np.random.seed([self.seed, t])
                 harness.state = np.random.get_state()
-            self._trial(t, harness)
-        except Refused as exc:
-            self.error = str(exc)
+            yield harness
         finally:
             np.random.set_state(saved)
+
+    def step(self, t: int) -> None:
+        if self.error:
+            return
+        try:
+            with self.harness(t) as harness:
+                self._trial(t, harness)
+        except Refused as exc:
+            self.error = str(exc)
 
     def _trial(self, t: int, harness: Harness) -> None:
         point = self.sample(t, harness)
@@ -266,7 +275,7 @@ class Check:
     def _too_large(self, outs: list[Array]) -> bool:
         """Whether the dense Jacobians (one backward call per output entry) are beyond the limits."""
         m = sum(o.size for o in outs)
-        return m > MAX_OUTPUTS or any(m * int(np.prod(a.shape, dtype=np.int64)) > MAX_ENTRIES
+        return m > MAX_OUTPUTS or any(m * _size(a.shape) > MAX_ENTRIES
                                       for a in self.args.values())
 
     def _analytic(self, point: Point, harness: Harness) -> tuple[tuple[tuple[int, ...], ...], dict[str, Array]]:
@@ -320,7 +329,7 @@ class Check:
         """Per argument, the analytic Jacobian (M, N): one backward call per output entry."""
         sizes = [o.size for o in outs]
         m = sum(sizes)
-        jac = {a.name: np.zeros((m, int(np.prod(self.args[a.name].shape, dtype=np.int64))))
+        jac = {a.name: np.zeros((m, _size(self.args[a.name].shape)))
                for a in self.model.differentiable}
         for row in range(m):
             basis = np.zeros(m)
@@ -407,22 +416,26 @@ class Check:
         given, before = self._given
         for name, copy_ in before.items():
             if not floating.same_values(np.asarray(given[name]), copy_):
-                for a in self.args.values():
-                    a.changed_upstream = a.changed_upstream or (
-                        f"backward changes the forward's input {name} in place (through what the cache or the "
-                        f"layer keeps of it, e.g. '{name} -= ...'), so the caller's {name} is corrupted after the "
-                        f"call. Work on a copy ({name} = {name} - ...)")
+                self._blame_every_row(
+                    f"backward changes the forward's input {name} in place (through what the cache or the layer "
+                    f"keeps of it, e.g. '{name} -= ...'), so the caller's {name} is corrupted after the call. Work "
+                    f"on a copy ({name} = {name} - ...)")
                 return
 
     def _upstream_kept(self, sent: list[Array], douts: list[Array]) -> None:
         for name, before, after in zip(self.model.outputs, sent, douts, strict=True):
             if not floating.same_values(before, after):
-                for a in self.args.values():
-                    a.changed_upstream = a.changed_upstream or (
-                        f"backward changes its upstream gradient d{name} in place (the caller's array: e.g. "
-                        f"'d{name} += ...'), so the caller's gradient is corrupted after the call. Work on a copy "
-                        f"(d{name} = d{name} + ...)")
+                self._blame_every_row(
+                    f"backward changes its upstream gradient d{name} in place (the caller's array: e.g. "
+                    f"'d{name} += ...'), so the caller's gradient is corrupted after the call. Work on a copy "
+                    f"(d{name} = d{name} + ...)")
                 return
+
+    def _blame_every_row(self, message: str) -> None:
+        """A write into the caller's arrays corrupts every gradient computed after it: each row says so
+        (the first such write found is the one named)."""
+        for a in self.args.values():
+            a.changed_upstream = a.changed_upstream or message
 
     def _numeric(self, point: Point, name: str, domain: str, harness: Harness,
                  out_shapes: tuple[tuple[int, ...], ...], quick: bool = False,
@@ -595,7 +608,7 @@ def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 def _locate(row: int, out_shapes: tuple[tuple[int, ...], ...]) -> tuple[int, tuple[int, ...]]:
     start = 0
     for k, s in enumerate(out_shapes):
-        size = int(np.prod(s, dtype=np.int64))
+        size = _size(s)
         if row < start + size:
             return k, _unravel(row - start, s)
         start += size
@@ -634,17 +647,10 @@ def check_model(check: str, model: Model, seed: int, trials: int, method: str, d
 def output_shape(model: Model, seed: int, dtype: str) -> tuple[int, ...]:
     """The shape of the model's first output at the point of trial 0."""
     judge = Check("", model, seed, 1, "central", dtype, Tolerance())
-    harness = Harness(model, np.dtype(dtype))
-    saved = np.random.get_state()
-    try:
-        if model.stochastic:
-            np.random.seed([seed, 0])
-            harness.state = np.random.get_state()
+    with judge.harness(0) as harness:
         point = judge.sample(0, harness)
         outs = harness("forward", model.forward, harness.point(point))
         return tuple(_numbers(outs[0], "forward").shape)
-    finally:
-        np.random.set_state(saved)
 
 
 def explain_model(model: Model, seed: int, method: str, dtype: str
@@ -652,16 +658,11 @@ def explain_model(model: Model, seed: int, method: str, dtype: str
     """The point of trial 0, the outputs there and, per argument, the analytic and numerical
     Jacobians of the first output (what ``gradcheck explain`` prints)."""
     judge = Check("", model, seed, 1, method, dtype, Tolerance())
-    harness = Harness(model, np.dtype(dtype))
-    saved = np.random.get_state()
-    try:
-        if model.stochastic:
-            np.random.seed([seed, 0])
-            harness.state = np.random.get_state()
+    with judge.harness(0) as harness:
         point = judge.sample(0, harness)
         outs = judge._outputs(tuple(harness("forward", model.forward, harness.point(point))), "forward")
         shapes, analytic = judge._analytic(point, harness)
-        first = int(np.prod(shapes[0], dtype=np.int64))
+        first = _size(shapes[0])
         parts: dict[str, tuple[Array, Array]] = {}
         for a in model.differentiable:
             if a.name in analytic:
@@ -671,5 +672,3 @@ def explain_model(model: Model, seed: int, method: str, dtype: str
                     raise Refused(f"forward {exc}") from exc
                 parts[a.name] = (analytic[a.name][:first], est.value[:first])
         return point, outs, parts
-    finally:
-        np.random.set_state(saved)

@@ -83,11 +83,9 @@ def layer_model(spec: FunctionSpec, shape: tuple[int, ...] | None,
         outs, back = style.pullback(point)
 
         def by_name(douts: tuple[Any, ...]) -> dict[str, Any]:
-            raw = back(douts)
-            # The stateful style answers by name already (inputs from the return, parameters
-            # from attributes); the others return what the user's backward returned.
-            return raw if isinstance(raw, dict) and set(raw) == set(names) and style.name.endswith("(stateful)") \
-                else by_argument(raw, names, "backward" if "backward" in style.name else "vjp")
+            # The user's answer (a tuple, a dict or an array; the stateful and value_and_grad styles
+            # answer by name already) as {argument: gradient}.
+            return by_argument(back(douts), names, style.name.split(" ")[0])
 
         return outs, by_name
 

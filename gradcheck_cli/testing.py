@@ -57,8 +57,6 @@ def assert_gradients(function: Callable[..., Any] | str, *, loss: bool = False,
     RunResult
         When every component passes (or sits at a kink).
     """
-    from gradcheck_cli.report.text import summary
-
     if inputs is not None and not isinstance(function, str):
         return _assert_arguments(function, inputs, conventions, name, kwargs, outputs, seed, method, rtol, atol,
                                  dtype)
@@ -68,20 +66,30 @@ def assert_gradients(function: Callable[..., Any] | str, *, loss: bool = False,
         target=None if target is None else np.atleast_2d(np.asarray(target, dtype=np.float64)),
     )
     if isinstance(function, str):
-        result = run([function], options)
-    else:
-        registry = Registry()  # only this function: no clash with built-in names
-        label = str(name or getattr(function, "__name__", "function"))
-        if label == "<lambda>":
-            label = "function"
-        given: dict[str, Any] = dict(conventions)
-        with registering(registry, f"assert_gradients({label})"):
-            if loss:
-                register_loss(label, function, target=target_kind, domain=domain, **given)
-            else:
-                register_activation(label, function, domain=domain, **given)
-        result = run([label], options, registry=registry)
-        # Rows name a function that only exists inside this call: no CLI command reproduces it.
+        return _asserted(run([function], options))
+    registry = Registry()  # only this function: no clash with built-in names
+    label = _label(function, name)
+    given: dict[str, Any] = dict(conventions)
+    with registering(registry, f"assert_gradients({label})"):
+        if loss:
+            register_loss(label, function, target=target_kind, domain=domain, **given)
+        else:
+            register_activation(label, function, domain=domain, **given)
+    return _asserted(run([label], options, registry=registry), own=True)
+
+
+def _label(function: Callable[..., Any], name: str | None) -> str:
+    """The name rows give a function checked by :func:`assert_gradients`."""
+    label = str(name or getattr(function, "__name__", "function"))
+    return "function" if label == "<lambda>" else label
+
+
+def _asserted(result: RunResult, own: bool = False) -> RunResult:
+    """``result`` when it passed, else AssertionError with the rows that did not. Rows of a
+    function registered by this call (``own``) drop their reproduce line: no CLI command knows it."""
+    from gradcheck_cli.report.text import summary
+
+    if own:
         result = RunResult(tuple(replace(r, reproduce="") for r in result.results))
     if not result.passed:
         raise AssertionError("gradient check failed:\n" + summary(result))
@@ -104,7 +112,6 @@ def _assert_arguments(function: Callable[..., Any], inputs: Sequence[Any] | Mapp
                       rtol: float | None, atol: float | None, dtype: str) -> RunResult:
     """:func:`assert_gradients` with ``inputs=``: a layer checked at the given arrays."""
     from gradcheck_cli.errors import UsageError
-    from gradcheck_cli.report.text import summary
 
     if isinstance(inputs, Mapping):
         names, arrays = [str(k) for k in inputs], list(inputs.values())
@@ -119,16 +126,11 @@ def _assert_arguments(function: Callable[..., Any], inputs: Sequence[Any] | Mapp
                          f"(cache style: function returns (out, cache), backward(dout, cache)); got "
                          f"{', '.join(sorted(conventions)) or 'none'}.")
     registry = Registry()
-    label = str(name or getattr(function, "__name__", "function"))
-    label = "function" if label == "<lambda>" else label
+    label = _label(function, name)
     with registering(registry, f"assert_gradients({label})"):
         register_layer(label, function, args={n: v.shape for n, v in zip(names, values, strict=True)},
                        kwargs=kwargs, outputs=tuple(outputs), vjp=conventions.get("vjp"),
                        backward=conventions.get("backward"))
     options = CheckOptions(seed=seed, trials=1, method=method, rtol=rtol, atol=atol, dtype=dtype,
                            arg_values=tuple(zip(names, values, strict=True)))
-    result = run([label], options, registry=registry)
-    result = RunResult(tuple(replace(r, reproduce="") for r in result.results))
-    if not result.passed:
-        raise AssertionError("gradient check failed:\n" + summary(result))
-    return result
+    return _asserted(run([label], options, registry=registry), own=True)

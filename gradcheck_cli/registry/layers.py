@@ -18,6 +18,7 @@ import numpy as np
 
 from gradcheck_cli.errors import PluginError
 from gradcheck_cli.registry import table
+from gradcheck_cli.registry.styles import owner_of
 
 CONVENTION_METHODS = table.keywords(order=None)
 FORWARD_METHODS = ("forward", "__call__")
@@ -27,14 +28,8 @@ class LayerError(Exception):
     """The layer's forward/backward pair misbehaved; the message is user-facing."""
 
 
-def _owner(method: Any) -> Any:
-    """The instance a bound method belongs to, or None (plain functions, classmethods)."""
-    owner = getattr(method, "__self__", None)
-    return None if isinstance(owner, type) else owner
-
-
 def _instance_of(name: str, origin: str, keyword: str, method: Any) -> Any:
-    owner = _owner(method)
+    owner = owner_of(method)
     if owner is None:
         raise PluginError(
             f"'{name}' (registered by {origin}): {keyword}= must be a method of a layer instance "
@@ -70,7 +65,7 @@ def pair_backward(name: str, origin: str, forward: Callable[..., Any], backward:
     backward_name = getattr(backward, "__name__", "backward")
     if factory is None:
         obj = _instance_of(name, origin, "backward", backward)
-        owner = _owner(forward)
+        owner = owner_of(forward)
         if owner is None:
             raise PluginError(
                 f"'{name}' (registered by {origin}): backward= is a method of a layer, so forward= "
@@ -119,7 +114,7 @@ def pair_backward(name: str, origin: str, forward: Callable[..., Any], backward:
 
 def output_from_attr(name: str, origin: str, forward: Callable[..., Any], output_attr: str) -> Callable[..., Any]:
     """``forward`` whose output is read from an attribute of its instance after the call."""
-    owner = _owner(forward)
+    owner = owner_of(forward)
     if owner is None:
         raise PluginError(
             f"'{name}' (registered by {origin}): output_attr='{output_attr}' reads the output from the "

@@ -133,6 +133,26 @@ def write_path(obj: Any, text: str, value: Any) -> None:
 # --- the styles ----------------------------------------------------------------------------
 
 
+def _handed_over(original: Any) -> Callable[[], Any]:
+    """``original`` on the first call, fresh copies of it as it was on the later ones.
+
+    The first backward gets what the forward itself kept (its cache, its layer, its arguments),
+    so a backward that writes into them (``x -= ...``) shows on the caller's arrays; later calls
+    must not see what an earlier one changed. What cannot be copied is handed over every time.
+    """
+    try:
+        pristine = copy.deepcopy(original)
+    except Exception:  # user objects may refuse to be copied
+        return lambda: original
+    calls = [0]
+
+    def give() -> Any:
+        calls[0] += 1
+        return original if calls[0] == 1 else copy.deepcopy(pristine)
+
+    return give
+
+
 def _outputs_of(result: Any, n_out: int, extra: int, who: str) -> tuple[Any, ...]:
     """Split a forward's return into its ``n_out`` outputs (plus ``extra`` trailing values: the cache)."""
     want = n_out + extra
@@ -197,19 +217,10 @@ class Cache(Style):
 
     def pullback(self, point: Mapping[str, Any]) -> tuple[tuple[Any, ...], Callable[[tuple[Any, ...]], Any]]:
         outs, cache = self._run(point)
-        try:
-            pristine = copy.deepcopy(cache)
-        except Exception:  # a cache that cannot be copied is handed over as it is
-            pristine = None
-
-        calls = [0]
+        held = _handed_over(cache)
 
         def back(douts: tuple[Any, ...]) -> Any:
-            # The first call gets the cache itself, which holds the forward's own arrays: a backward
-            # that writes into them (x -= ...) shows on the caller's inputs. Later calls get copies.
-            held = cache if pristine is None or calls[0] == 0 else copy.deepcopy(pristine)
-            calls[0] += 1
-            return self.user_backward(*douts, held)
+            return self.user_backward(*douts, held())
 
         return outs, back
 
@@ -229,15 +240,10 @@ class Vjp(Style):
 
     def pullback(self, point: Mapping[str, Any]) -> tuple[tuple[Any, ...], Callable[[tuple[Any, ...]], Any]]:
         outs = self.forward(point)
-        args = self._inputs(point)
-
-        calls = [0]
+        args = _handed_over(self._inputs(point))
 
         def back(douts: tuple[Any, ...]) -> Any:
-            # The first call gets the forward's own arrays (a vjp writing into x shows); later ones copies.
-            given = args if calls[0] == 0 else copy.deepcopy(args)
-            calls[0] += 1
-            return self.user_vjp(*given, *douts, **self._kwargs())
+            return self.user_vjp(*args(), *douts, **self._kwargs())
 
         return outs, back
 
@@ -319,18 +325,11 @@ class Stateful(Style):
 
     def pullback(self, point: Mapping[str, Any]) -> tuple[tuple[Any, ...], Callable[[tuple[Any, ...]], Any]]:
         layer, outs = self._run(point)
-        try:
-            pristine = copy.deepcopy(layer)
-        except Exception:  # pragma: no cover - the prototype was copied, so its state copies too
-            pristine = None
+        handed = _handed_over(layer)
         inputs = [a.name for a in self.signature.args if a.role == INPUT and a.differentiable]
 
-        calls = [0]
-
         def back(douts: tuple[Any, ...]) -> Any:
-            # The first call runs on the layer itself, which holds the forward's own arrays (self.inputs).
-            held = layer if pristine is None or calls[0] == 0 else copy.deepcopy(pristine)
-            calls[0] += 1
+            held = handed()
             result = getattr(held, self.backward_name)(*(() if self.bare else douts))
             if isinstance(self.grad_attr, Mapping):  # several inputs, each gradient in its own attribute
                 result = {name: read_path(held, path) for name, path in self.grad_attr.items()}
